@@ -1,0 +1,42 @@
+# gorn's front door. `make run` serves the example app; `make test` runs every test.
+SHELL := /bin/bash
+VENV  := .venv
+PY    := $(VENV)/bin/python
+BIN   := bin/gorn
+GO    ?= go
+
+.PHONY: run test build venv lint gotest pytest bench clean
+
+build:
+	$(GO) build -o $(BIN) ./cmd/gorn
+
+$(PY): examples/flask/requirements.txt worker/pyworker/requirements-test.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q -r examples/flask/requirements.txt -r worker/pyworker/requirements-test.txt
+	touch $(PY)
+
+venv: $(PY)
+
+## run: serve the example Flask app on http://127.0.0.1:8000 with workers sized to this machine.
+run: build venv
+	VIRTUAL_ENV=$(abspath $(VENV)) $(BIN) --chdir examples/flask --access-logfile - --metrics-bind 127.0.0.1:9191 app:app
+
+## test: vet, format check, Go unit and integration tests (race detector), Python runtime tests.
+test: lint gotest pytest
+
+lint:
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
+	$(GO) vet ./...
+
+gotest: venv
+	GORN_TEST_PYTHON=$(abspath $(PY)) $(GO) test -race -count=1 -timeout 20m ./...
+
+pytest: venv
+	cd worker/pyworker && $(abspath $(PY)) -m pytest -q -p no:cacheprovider tests
+
+bench: build venv
+	bash bench/bench.sh
+
+clean:
+	rm -rf bin $(VENV)

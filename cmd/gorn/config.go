@@ -1,0 +1,373 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gornhq/gorn/socket"
+)
+
+// Config is everything the command line and environment say, validated.
+type Config struct {
+	App               string
+	Binds             []string
+	Workers           int // 0 = size from the CPU and memory limits
+	WorkersSource     string
+	WorkerClass       string
+	CPUs              float64 // 0 = detect
+	MaxWorkers        int
+	Backlog           int
+	Chdir             string
+	PythonPath        []string
+	Env               []string
+	Python            string
+	Timeout           time.Duration
+	GracefulTimeout   time.Duration
+	BootTimeout       time.Duration
+	ShutdownDelay     time.Duration
+	Keepalive         time.Duration
+	HeaderTimeout     time.Duration
+	MaxRequests       int
+	MaxRequestsJitter int
+	LimitRequestLine  int
+	LimitFields       int
+	LimitFieldSize    int
+	LimitBody         int64
+	RootPath          string
+	ForwardedAllowIPs []string
+	AccessLog         string
+	AccessLogFormat   string
+	ErrorLog          string
+	LogLevel          string
+	LogFormat         string
+	PidFile           string
+	Name              string
+	MetricsBind       string
+	MinReady          int
+	CheckConfig       bool
+	Version           bool
+	Help              bool
+}
+
+// usageError is a bad command line: one line on stderr, exit 2.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error { return &usageError{fmt.Sprintf(format, args...)} }
+
+// multi is a repeatable string flag.
+type multi []string
+
+func (m *multi) String() string     { return strings.Join(*m, ",") }
+func (m *multi) Set(v string) error { *m = append(*m, v); return nil }
+
+// seconds is a duration flag given in (fractional) seconds, as gunicorn's.
+type seconds struct{ d *time.Duration }
+
+func (s seconds) String() string {
+	if s.d == nil {
+		return ""
+	}
+	return strconv.FormatFloat(s.d.Seconds(), 'f', -1, 64)
+}
+
+func (s seconds) Set(v string) error {
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil || f < 0 || math.IsInf(f, 0) || math.IsNaN(f) {
+		return errors.New("want a number of seconds >= 0")
+	}
+	*s.d = time.Duration(f * float64(time.Second))
+	return nil
+}
+
+const defaultAccessLogFormat = `%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"`
+
+func newFlagSet(c *Config, binds, envs *multi, pythonpath *string, workers *string, cpus *string, fwd *string) *flag.FlagSet {
+	fs := flag.NewFlagSet("gorn", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	str := func(p *string, def string, names ...string) {
+		for _, n := range names {
+			fs.StringVar(p, n, def, "")
+		}
+	}
+	integer := func(p *int, def int, names ...string) {
+		for _, n := range names {
+			fs.IntVar(p, n, def, "")
+		}
+	}
+	dur := func(p *time.Duration, def time.Duration, names ...string) {
+		*p = def
+		for _, n := range names {
+			fs.Var(seconds{p}, n, "")
+		}
+	}
+	boolean := func(p *bool, names ...string) {
+		for _, n := range names {
+			fs.BoolVar(p, n, false, "")
+		}
+	}
+	fs.Var(binds, "b", "")
+	fs.Var(binds, "bind", "")
+	fs.Var(envs, "e", "")
+	fs.Var(envs, "env", "")
+	str(workers, "", "w", "workers")
+	str(cpus, "", "cpus")
+	str(&c.WorkerClass, "sync", "k", "worker-class")
+	integer(&c.MaxWorkers, 0, "max-workers")
+	integer(&c.Backlog, 2048, "backlog")
+	str(&c.Chdir, "", "chdir")
+	str(pythonpath, "", "pythonpath")
+	str(&c.Python, "", "python")
+	dur(&c.Timeout, 30*time.Second, "t", "timeout")
+	dur(&c.GracefulTimeout, 30*time.Second, "graceful-timeout")
+	dur(&c.BootTimeout, 120*time.Second, "boot-timeout")
+	dur(&c.ShutdownDelay, 0, "shutdown-delay")
+	dur(&c.Keepalive, 2*time.Second, "keep-alive")
+	dur(&c.HeaderTimeout, 10*time.Second, "header-timeout")
+	integer(&c.MaxRequests, 0, "max-requests")
+	integer(&c.MaxRequestsJitter, 0, "max-requests-jitter")
+	integer(&c.LimitRequestLine, 4094, "limit-request-line")
+	integer(&c.LimitFields, 100, "limit-request-fields")
+	integer(&c.LimitFieldSize, 8190, "limit-request-field_size", "limit-request-field-size")
+	fs.Int64Var(&c.LimitBody, "limit-request-body", 0, "")
+	str(&c.RootPath, os.Getenv("SCRIPT_NAME"), "root-path")
+	str(fwd, "127.0.0.1,::1", "forwarded-allow-ips")
+	str(&c.AccessLog, "", "access-logfile")
+	str(&c.AccessLogFormat, defaultAccessLogFormat, "access-logformat")
+	str(&c.ErrorLog, "-", "error-logfile", "log-file")
+	str(&c.LogLevel, "info", "log-level")
+	str(&c.LogFormat, "", "log-format")
+	str(&c.PidFile, "", "p", "pid")
+	str(&c.Name, "", "n", "name")
+	str(&c.MetricsBind, "", "metrics-bind")
+	integer(&c.MinReady, 1, "min-ready")
+	boolean(&c.CheckConfig, "check-config")
+	boolean(&c.Version, "v", "version")
+	boolean(&c.Help, "h", "help")
+	return fs
+}
+
+// parseConfig turns arguments and environment into a validated Config.
+func parseConfig(args []string, getenv func(string) string) (*Config, error) {
+	c := &Config{}
+	var binds, envs multi
+	var pythonpath, workers, cpus, fwd string
+	fs := newFlagSet(c, &binds, &envs, &pythonpath, &workers, &cpus, &fwd)
+	if v := getenv("FORWARDED_ALLOW_IPS"); v != "" {
+		fwd = v
+		_ = fs.Lookup("forwarded-allow-ips").Value.Set(v)
+		fs.Lookup("forwarded-allow-ips").DefValue = v
+	}
+	if v := getenv("SCRIPT_NAME"); v != "" {
+		c.RootPath = v
+	}
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				c.Help = true
+				return c, nil
+			}
+			return nil, usagef("%s", strings.TrimPrefix(err.Error(), "flag provided but not defined: "))
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			break
+		}
+		positional = append(positional, args[0])
+		args = args[1:]
+	}
+	if c.Help || c.Version {
+		return c, nil
+	}
+	switch len(positional) {
+	case 0:
+		return nil, usagef("no application module given: usage: gorn [OPTIONS] MODULE[:VARIABLE]")
+	case 1:
+		c.App = positional[0]
+	default:
+		return nil, usagef("unexpected arguments after %s: %s", positional[0], strings.Join(positional[1:], " "))
+	}
+	if err := validateApp(c.App); err != nil {
+		return nil, err
+	}
+
+	c.Binds = binds
+	if len(c.Binds) == 0 {
+		c.Binds = []string{socket.DefaultBind(getenv)}
+	}
+	for _, b := range c.Binds {
+		if _, err := socket.ParseAddress(b); err != nil {
+			return nil, usagef("%v", err)
+		}
+	}
+	for _, e := range envs {
+		if k, _, ok := strings.Cut(e, "="); !ok || k == "" {
+			return nil, usagef("-e %q: want KEY=VALUE", e)
+		}
+	}
+	c.Env = envs
+	for _, p := range strings.Split(pythonpath, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			c.PythonPath = append(c.PythonPath, p)
+		}
+	}
+	for _, ip := range strings.Split(fwd, ",") {
+		if ip = strings.TrimSpace(ip); ip != "" {
+			c.ForwardedAllowIPs = append(c.ForwardedAllowIPs, ip)
+		}
+	}
+
+	switch {
+	case workers != "":
+		n, err := strconv.Atoi(workers)
+		if err != nil || n < 1 {
+			return nil, usagef("-w/--workers %q: want a whole number >= 1", workers)
+		}
+		c.Workers, c.WorkersSource = n, "--workers"
+	case getenv("WEB_CONCURRENCY") != "":
+		n, err := strconv.Atoi(getenv("WEB_CONCURRENCY"))
+		if err != nil || n < 1 {
+			return nil, usagef("WEB_CONCURRENCY=%q: want a whole number >= 1", getenv("WEB_CONCURRENCY"))
+		}
+		c.Workers, c.WorkersSource = n, "WEB_CONCURRENCY"
+	}
+	if cpus == "" {
+		cpus = getenv("GORN_CPUS")
+	}
+	if cpus != "" {
+		f, err := strconv.ParseFloat(cpus, 64)
+		if err != nil || f <= 0 || math.IsInf(f, 0) {
+			return nil, usagef("--cpus %q: want a number of CPUs > 0, e.g. 1.5", cpus)
+		}
+		c.CPUs = f
+	}
+
+	if c.WorkerClass != "sync" {
+		return nil, usagef("-k/--worker-class %q: only \"sync\" is supported so far", c.WorkerClass)
+	}
+	for _, v := range []struct {
+		name string
+		val  int
+	}{{"--backlog", c.Backlog}, {"--limit-request-fields", c.LimitFields}, {"--limit-request-field_size", c.LimitFieldSize}, {"--min-ready", c.MinReady}} {
+		if v.val < 1 {
+			return nil, usagef("%s %d: want a whole number >= 1", v.name, v.val)
+		}
+	}
+	for _, v := range []struct {
+		name string
+		val  int64
+	}{{"--limit-request-line", int64(c.LimitRequestLine)}, {"--max-requests", int64(c.MaxRequests)}, {"--max-requests-jitter", int64(c.MaxRequestsJitter)}, {"--max-workers", int64(c.MaxWorkers)}, {"--limit-request-body", c.LimitBody}} {
+		if v.val < 0 {
+			return nil, usagef("%s %d: want a whole number >= 0", v.name, v.val)
+		}
+	}
+	switch c.LogLevel = strings.ToLower(c.LogLevel); c.LogLevel {
+	case "debug", "info", "warning", "error", "critical":
+	default:
+		return nil, usagef("--log-level %q: want debug, info, warning, error or critical", c.LogLevel)
+	}
+	switch c.LogFormat {
+	case "json", "text":
+	case "":
+		c.LogFormat = "text"
+		if !isTerminal(os.Stdout) {
+			c.LogFormat = "json"
+		}
+	default:
+		return nil, usagef("--log-format %q: want json or text", c.LogFormat)
+	}
+
+	if c.Python == "" {
+		c.Python = "python3"
+		if venv := getenv("VIRTUAL_ENV"); venv != "" {
+			c.Python = filepath.Join(venv, "bin", "python")
+		}
+	}
+	if c.Name == "" {
+		c.Name = c.App
+	}
+	if c.Chdir != "" {
+		abs, err := filepath.Abs(c.Chdir)
+		if err != nil {
+			return nil, usagef("--chdir %q: %v", c.Chdir, err)
+		}
+		if st, err := os.Stat(abs); err != nil || !st.IsDir() {
+			return nil, usagef("--chdir %q: not a directory", c.Chdir)
+		}
+		c.Chdir = abs
+	}
+	return c, nil
+}
+
+// validateApp checks MODULE[:VARIABLE] shape; the worker does the import.
+func validateApp(app string) error {
+	mod, expr, _ := strings.Cut(app, ":")
+	if mod == "" || strings.ContainsAny(mod, " /()") || strings.HasPrefix(mod, ".") || strings.HasSuffix(mod, ".") {
+		return usagef("application %q: want MODULE[:VARIABLE], e.g. app:app or app:create_app()", app)
+	}
+	if strings.Contains(app, ":") && strings.TrimSpace(expr) == "" {
+		return usagef("application %q: empty variable after ':'", app)
+	}
+	return nil
+}
+
+func isTerminal(f *os.File) bool {
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+const usageText = `usage: gorn [OPTIONS] MODULE[:VARIABLE]
+       gorn limits [--json] [--worker-class CLASS] [--cpus N]
+
+Serve a WSGI application with supervised pre-forked Python workers.
+VARIABLE defaults to "application" and may be a factory call: app:create_app().
+
+  -b, --bind ADDR              HOST:PORT, [::1]:PORT, unix:PATH or fd://N; repeatable
+                               (default 127.0.0.1:8000, or 0.0.0.0:$PORT)
+  -w, --workers N              worker processes (default $WEB_CONCURRENCY, else sized
+                               from the cgroup CPU and memory limits)
+      --cpus N                 CPUs to size for (default $GORN_CPUS, else detected)
+      --max-workers N          ceiling for the automatic worker count
+  -k, --worker-class CLASS     sync
+      --backlog N              listen queue length (2048)
+      --chdir DIR              working directory of the workers
+      --pythonpath DIRS        comma-separated directories to add to sys.path
+  -e, --env KEY=VALUE          environment for the workers; repeatable
+      --python PATH            interpreter ($VIRTUAL_ENV/bin/python, else python3)
+  -t, --timeout S              abort a worker busy on one request this long (30; 0 = off)
+      --graceful-timeout S     wait this long for workers to stop before SIGKILL (30)
+      --boot-timeout S         kill a worker not ready after this long (120)
+      --shutdown-delay S       on SIGTERM, keep serving this long first (0)
+      --keep-alive S           idle keep-alive connection timeout (2)
+      --header-timeout S       time allowed for a request head to arrive (10)
+      --max-requests N         recycle a worker after N requests (0 = never)
+      --max-requests-jitter N  add up to N to each worker's max requests
+      --limit-request-line N   (4094)
+      --limit-request-fields N (100)
+      --limit-request-field_size N (8190)
+      --limit-request-body N   bytes; 0 = unlimited (0)
+      --root-path PATH         SCRIPT_NAME prefix (default $SCRIPT_NAME)
+      --forwarded-allow-ips L  peers trusted for X-Forwarded-* (127.0.0.1,::1)
+      --access-logfile FILE    access log ("-" = stdout; off by default)
+      --access-logformat FMT   gunicorn atoms, or "json"
+      --error-logfile FILE     error log ("-" = stderr, default)
+      --log-level LEVEL        debug, info, warning, error, critical (info)
+      --log-format FMT         json or text (json when stdout is not a terminal)
+  -p, --pid FILE               write the master's pid here
+  -n, --name NAME              process title suffix (default: the app)
+      --metrics-bind ADDR      serve /metrics, /healthz and /readyz here (off)
+      --min-ready N            workers ready for /readyz to pass (1)
+      --check-config           load the app once and exit 0, or 4 if it fails
+  -v, --version                print the version
+  -h, --help                   this help
+`

@@ -1,0 +1,272 @@
+// Command gorn serves a Python WSGI application with supervised pre-forked workers: a
+// drop-in replacement for gunicorn whose master is a Go binary. See README.md.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+
+	"github.com/gornhq/gorn/internal/scoreboard"
+	"github.com/gornhq/gorn/master"
+	"github.com/gornhq/gorn/socket"
+	"github.com/gornhq/gorn/worker"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "0.1.0"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
+}
+
+// run is gorn without os.Exit: it returns the process exit code.
+func run(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "limits" {
+		return runLimits(args[1:], getenv, stdout, stderr)
+	}
+	cfg, err := parseConfig(args, getenv)
+	if err != nil {
+		var ue *usageError
+		if errors.As(err, &ue) {
+			fmt.Fprintf(stderr, "gorn: error: %s (see gorn --help)\n", ue.msg)
+			return master.ExitUsage
+		}
+		fmt.Fprintf(stderr, "gorn: error: %v\n", err)
+		return master.ExitError
+	}
+	if cfg.Help {
+		fmt.Fprint(stdout, usageText)
+		return master.ExitOK
+	}
+	if cfg.Version {
+		fmt.Fprintf(stdout, "gorn %s\n", version)
+		return master.ExitOK
+	}
+	logs, err := openLogs(cfg, stdout, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "gorn: error: %v\n", err)
+		return master.ExitError
+	}
+	defer logs.Close()
+	log := logs.logger
+	if cfg.CheckConfig {
+		return checkConfig(cfg, logs)
+	}
+	code, err := serve(cfg, logs, getenv)
+	if err != nil {
+		log.Error(err.Error())
+	}
+	return code
+}
+
+// serve binds, starts the master loop and returns its exit code.
+func serve(cfg *Config, logs *logFiles, getenv func(string) string) (int, error) {
+	log := logs.logger
+	if os.Getpid() != 1 {
+		// Orphaned grandchildren of workers are re-parented to us and reaped by Reap.
+		_ = unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return master.ExitError, fmt.Errorf("finding the gorn binary: %w", err)
+	}
+	in, err := adoptUpgrade(getenv)
+	if err != nil {
+		return master.ExitError, err
+	}
+	var (
+		listeners []*socket.Listener
+		board     *scoreboard.Board
+	)
+	if in != nil {
+		listeners, board = in.listeners, in.board
+		log.Info("binary upgrade: adopted the previous master's sockets and workers", zap.Int("workers", len(in.handover.Workers)))
+	} else {
+		if listeners, err = bindAll(cfg, getenv); err != nil {
+			return master.ExitError, err
+		}
+		if board, err = scoreboard.New(scoreboard.MaxSlots); err != nil {
+			return master.ExitError, err
+		}
+	}
+	defer board.Close()
+	defer func() {
+		for _, l := range listeners {
+			l.Close()
+		}
+	}()
+	for _, l := range listeners {
+		log.Info("listening", zap.String("address", l.String()))
+	}
+	if cfg.PidFile != "" {
+		if err := writePidFile(cfg.PidFile); err != nil {
+			return master.ExitError, err
+		}
+		defer os.Remove(cfg.PidFile)
+	}
+
+	sizing := newSizer(cfg, log)
+	desired, why := sizing.initial()
+	log.Info(why, zap.Int("workers", desired))
+
+	files := make([]*os.File, len(listeners))
+	for i, l := range listeners {
+		files[i] = l.File()
+	}
+	settings := workerSettings(cfg)
+	wcfg := worker.Config{
+		Python:    cfg.Python,
+		Dir:       cfg.Chdir,
+		Env:       workerEnv(cfg),
+		Listeners: files,
+		Board:     board,
+		Stdout:    logs.stdout,
+		Stderr:    logs.workerStderr(),
+		Settings:  func() worker.Settings { return settings },
+	}
+	if in != nil {
+		wcfg.Lifeline = &in.lifeline
+	}
+	spawner, err := worker.NewSpawner(wcfg)
+	if err != nil {
+		return master.ExitError, err
+	}
+
+	signals := make(chan os.Signal, 16)
+	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP,
+		syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH)
+	exits := make(chan master.Exit, 64)
+	go worker.Reap(exits)
+	ticker := time.NewTicker(50 * time.Millisecond)
+	defer ticker.Stop()
+
+	mcfg := master.Config{
+		Workers:           desired,
+		Timeout:           cfg.Timeout,
+		BootTimeout:       cfg.BootTimeout,
+		GracefulTimeout:   cfg.GracefulTimeout,
+		ShutdownDelay:     cfg.ShutdownDelay,
+		MaxRequests:       cfg.MaxRequests,
+		MaxRequestsJitter: cfg.MaxRequestsJitter,
+		Slots:             board.Slots(),
+	}
+	up := &upgrader{path: exe, args: os.Args, spawner: spawner, listeners: listeners, board: board}
+	hooks := master.Hooks{
+		ReopenLogs: logs.Reopen,
+		OOMKills:   sizing.oomKills,
+		Upgrade:    up.upgrade,
+	}
+	if cfg.Workers == 0 {
+		mcfg.ResizeInterval = 30 * time.Second
+		hooks.Resize = sizing.resize
+	}
+	mon := time.Now()
+	m := master.New(mcfg, spawner, hooks, log.Named("master"), func() time.Duration { return time.Since(mon) + time.Second }, rand.IntN)
+	sizing.attach(m)
+	if in != nil {
+		m.Adopt(in.handover, spawner.Attach)
+	}
+	if cfg.MetricsBind != "" {
+		stop, err := serveMetrics(cfg, m, listeners, sizing, log)
+		if err != nil {
+			return master.ExitError, err
+		}
+		defer stop()
+	}
+	setProcTitle(fmt.Sprintf("gorn: master [%s]", cfg.Name))
+	return m.Run(master.Inputs{Signals: signals, Exits: exits, Ticks: ticker.C}), nil
+}
+
+// bindAll binds every address, or adopts systemd's sockets (then other binds are ignored,
+// as gunicorn does).
+func bindAll(cfg *Config, getenv func(string) string) ([]*socket.Listener, error) {
+	ls, err := socket.FromSystemd(getenv, os.Getpid())
+	if err != nil {
+		return nil, fmt.Errorf("adopting systemd sockets: %w", err)
+	}
+	for _, k := range []string{"LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"} {
+		os.Unsetenv(k)
+	}
+	if len(ls) > 0 {
+		return ls, nil
+	}
+	addrs := make([]socket.Address, len(cfg.Binds))
+	for i, b := range cfg.Binds {
+		if addrs[i], err = socket.ParseAddress(b); err != nil {
+			return nil, err
+		}
+	}
+	return socket.Bind(addrs, socket.Options{Backlog: cfg.Backlog})
+}
+
+func workerSettings(cfg *Config) worker.Settings {
+	s := worker.Settings{
+		App:                   cfg.App,
+		WorkerClass:           cfg.WorkerClass,
+		Keepalive:             cfg.Keepalive.Seconds(),
+		HeaderTimeout:         cfg.HeaderTimeout.Seconds(),
+		GracefulTimeout:       cfg.GracefulTimeout.Seconds(),
+		LimitRequestLine:      cfg.LimitRequestLine,
+		LimitRequestFields:    cfg.LimitFields,
+		LimitRequestFieldSize: cfg.LimitFieldSize,
+		LimitRequestBody:      cfg.LimitBody,
+		RootPath:              cfg.RootPath,
+		ForwardedAllowIPs:     cfg.ForwardedAllowIPs,
+		AccessLogFormat:       cfg.AccessLogFormat,
+		ErrorLog:              cfg.ErrorLog,
+		LogLevel:              cfg.LogLevel,
+		LogFormat:             cfg.LogFormat,
+		ProcName:              cfg.Name,
+		ServerSoftware:        "gorn/" + version,
+		PythonPath:            cfg.PythonPath,
+	}
+	if cfg.AccessLog != "" {
+		s.AccessLog = &cfg.AccessLog
+	}
+	return s
+}
+
+// workerEnv is the master's environment plus -e pairs, minus gorn's own plumbing.
+func workerEnv(cfg *Config) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "GORN_WORKER=") && !strings.HasPrefix(kv, "GORN_UPGRADE=") {
+			env = append(env, kv)
+		}
+	}
+	return append(env, cfg.Env...)
+}
+
+// writePidFile writes the pid atomically: a temporary file renamed into place.
+func writePidFile(path string) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".gorn-pid-*")
+	if err != nil {
+		return fmt.Errorf("writing pid file: %w", err)
+	}
+	_, err = fmt.Fprintf(tmp, "%d\n", os.Getpid())
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(tmp.Name(), 0o644)
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
+		return fmt.Errorf("writing pid file %s: %w", path, err)
+	}
+	return nil
+}

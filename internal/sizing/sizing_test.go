@@ -1,0 +1,287 @@
+package sizing
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/gornhq/gorn/internal/cgroup"
+)
+
+const mib = 1 << 20
+
+func TestDecide(t *testing.T) {
+	v1Quota := &cgroup.CPUQuota{Quota: 150000, Period: 100000, Version: cgroup.V1,
+		File: "/sys/fs/cgroup/cpu/pod/cpu.cfs_quota_us"}
+	withQuota := cgroup.Limits{Affinity: 2, CPUQuota: v1Quota}
+	noQuota := cgroup.Limits{Affinity: 64, CPU: cgroup.Controller{Version: cgroup.V2, Dir: "/sys/fs/cgroup"}}
+	mem512 := cgroup.Limits{Affinity: 2, CPUQuota: v1Quota,
+		MemoryLimit: &cgroup.MemoryLimit{Bytes: 512 * mib, Version: cgroup.V1, File: "/sys/fs/cgroup/memory/pod/memory.limit_in_bytes"}}
+
+	tests := []struct {
+		name    string
+		in      Input
+		workers int
+		cpus    float64
+		memory  int // Plan.MemoryWorkers
+		explain string
+	}{
+		{
+			name:    "sync on a quota of 1.5",
+			in:      Input{Limits: withQuota},
+			workers: 4, cpus: 1.5,
+			explain: "workers=4 (sync: 2*1.5+1; cpu quota 150000/100000 from cgroup v1 /sys/fs/cgroup/cpu/pod/cpu.cfs_quota_us, affinity 2)",
+		},
+		{
+			name:    "gthread on a quota of 1.5",
+			in:      Input{Class: "gthread", Limits: withQuota},
+			workers: 2, cpus: 1.5,
+			explain: "workers=2 (gthread: ceil(1.5); cpu quota 150000/100000 from cgroup v1 /sys/fs/cgroup/cpu/pod/cpu.cfs_quota_us, affinity 2)",
+		},
+		{
+			name: "affinity tighter than the quota",
+			in: Input{Class: "asgi", Limits: cgroup.Limits{Affinity: 1,
+				CPUQuota: &cgroup.CPUQuota{Quota: 400000, Period: 100000, Version: cgroup.V2, File: "/sys/fs/cgroup/cpu.max"}}},
+			workers: 1, cpus: 1,
+			explain: "workers=1 (asgi: ceil(1); affinity 1, cpu quota 400000/100000 from cgroup v2 /sys/fs/cgroup/cpu.max)",
+		},
+		{
+			name:    "no quota: the node's CPUs, and how to pass the request",
+			in:      Input{Limits: noQuota},
+			workers: 129, cpus: 64,
+			explain: "workers=129 (sync: 2*64+1; no cpu quota in cgroup v2 /sys/fs/cgroup: counting the node's 64 CPUs (affinity); " +
+				"to size for the pod's CPU request pass --cpus or GORN_CPUS (Downward API resourceFieldRef requests.cpu, divisor 1m, given as e.g. 500m))",
+		},
+		{
+			name:    "cpus override",
+			in:      Input{CPUs: 0.5, CPUsFrom: "GORN_CPUS", Limits: noQuota},
+			workers: 2, cpus: 0.5,
+			explain: "workers=2 (sync: 2*0.5+1; cpus 0.5 from GORN_CPUS)",
+		},
+		{
+			name:    "sync rounds half up",
+			in:      Input{CPUs: 1.25, CPUsFrom: "--cpus"},
+			workers: 4, cpus: 1.25,
+			explain: "workers=4 (sync: 2*1.25+1; cpus 1.25 from --cpus)",
+		},
+		{
+			name:    "sync at least 2",
+			in:      Input{CPUs: 0.1, CPUsFrom: "--cpus"},
+			workers: 2, cpus: 0.1,
+			explain: "workers=2 (sync: 2*0.1+1, at least 2; cpus 0.1 from --cpus)",
+		},
+		{
+			name:    "eventlet at least 1",
+			in:      Input{Class: "eventlet", CPUs: 0.25, CPUsFrom: "--cpus"},
+			workers: 1, cpus: 0.25,
+			explain: "workers=1 (eventlet: ceil(0.25); cpus 0.25 from --cpus)",
+		},
+		{
+			name:    "explicit count wins",
+			in:      Input{Workers: 7, WorkersFrom: "WEB_CONCURRENCY", Limits: withQuota},
+			workers: 7,
+			explain: "workers=7 (from WEB_CONCURRENCY)",
+		},
+		{
+			name:    "memory cap bites",
+			in:      Input{Limits: mem512, MasterBytes: 20 * mib, WorkerBytes: 180 * mib},
+			workers: 2, cpus: 1.5, memory: 2,
+			explain: "workers=2 (sync: 2*1.5+1; cpu quota 150000/100000 from cgroup v1 /sys/fs/cgroup/cpu/pod/cpu.cfs_quota_us, affinity 2; " +
+				"memory cap: 2 workers fit in 85% of 512MiB limit from cgroup v1 /sys/fs/cgroup/memory/pod/memory.limit_in_bytes (master 20MiB, worker PSS 180MiB))",
+		},
+		{
+			name:    "memory cap does not bite",
+			in:      Input{Limits: mem512, MasterBytes: 20 * mib, WorkerBytes: 50 * mib},
+			workers: 4, cpus: 1.5, memory: 8,
+			explain: "workers=4 (sync: 2*1.5+1; cpu quota 150000/100000 from cgroup v1 /sys/fs/cgroup/cpu/pod/cpu.cfs_quota_us, affinity 2)",
+		},
+		{
+			name:    "memory cap at least 1",
+			in:      Input{Limits: mem512, MasterBytes: 500 * mib, WorkerBytes: 180 * mib},
+			workers: 1, cpus: 1.5, memory: 1,
+			explain: "workers=1 (sync: 2*1.5+1; cpu quota 150000/100000 from cgroup v1 /sys/fs/cgroup/cpu/pod/cpu.cfs_quota_us, affinity 2; " +
+				"memory cap: 1 workers fit in 85% of 512MiB limit from cgroup v1 /sys/fs/cgroup/memory/pod/memory.limit_in_bytes (master 500MiB, worker PSS 180MiB))",
+		},
+		{
+			name:    "worker not measured yet: no memory cap",
+			in:      Input{Limits: mem512, MasterBytes: 20 * mib},
+			workers: 4, cpus: 1.5,
+			explain: "workers=4 (sync: 2*1.5+1; cpu quota 150000/100000 from cgroup v1 /sys/fs/cgroup/cpu/pod/cpu.cfs_quota_us, affinity 2)",
+		},
+		{
+			name:    "explicit count above the memory fit: warned, not capped",
+			in:      Input{Workers: 8, WorkersFrom: "-w", Limits: mem512, MasterBytes: 20 * mib, WorkerBytes: 180 * mib},
+			workers: 8, memory: 2,
+			explain: "workers=8 (from -w; warning: only 2 workers fit in 85% of 512MiB limit from cgroup v1 " +
+				"/sys/fs/cgroup/memory/pod/memory.limit_in_bytes (master 20MiB, worker PSS 180MiB))",
+		},
+		{
+			name:    "max-workers ceiling",
+			in:      Input{MaxWorkers: 3, Limits: withQuota},
+			workers: 3, cpus: 1.5,
+			explain: "workers=3 (sync: 2*1.5+1; cpu quota 150000/100000 from cgroup v1 /sys/fs/cgroup/cpu/pod/cpu.cfs_quota_us, affinity 2; capped by --max-workers 3)",
+		},
+		{
+			name:    "max-workers above the count does nothing",
+			in:      Input{MaxWorkers: 10, Limits: withQuota},
+			workers: 4, cpus: 1.5,
+			explain: "workers=4 (sync: 2*1.5+1; cpu quota 150000/100000 from cgroup v1 /sys/fs/cgroup/cpu/pod/cpu.cfs_quota_us, affinity 2)",
+		},
+		{
+			name:    "explicit count above max-workers: warned",
+			in:      Input{Workers: 5, WorkersFrom: "-w", MaxWorkers: 3},
+			workers: 5,
+			explain: "workers=5 (from -w; warning: above --max-workers 3)",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := Decide(tt.in)
+			if err != nil {
+				t.Fatalf("Decide: %v", err)
+			}
+			if p.Workers != tt.workers || p.CPUs != tt.cpus || p.MemoryWorkers != tt.memory {
+				t.Errorf("Decide = workers %d cpus %v memory %d, want %d %v %d", p.Workers, p.CPUs, p.MemoryWorkers,
+					tt.workers, tt.cpus, tt.memory)
+			}
+			if p.Explanation != tt.explain {
+				t.Errorf("Explanation:\n got %s\nwant %s", p.Explanation, tt.explain)
+			}
+		})
+	}
+}
+
+func TestDecideErrors(t *testing.T) {
+	tests := []struct {
+		name    string
+		in      Input
+		unknown bool
+	}{
+		{name: "unknown class", in: Input{Class: "tornado", CPUs: 1}, unknown: true},
+		{name: "unknown class with explicit count", in: Input{Class: "uwsgi", Workers: 3}, unknown: true},
+		{name: "no CPU count at all", in: Input{}},
+		{name: "negative workers", in: Input{Workers: -1}},
+		{name: "negative max-workers", in: Input{MaxWorkers: -1, CPUs: 1}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Decide(tt.in)
+			if err == nil {
+				t.Fatal("Decide succeeded, want an error")
+			}
+			if errors.Is(err, ErrUnknownClass) != tt.unknown {
+				t.Errorf("errors.Is(%v, ErrUnknownClass) = %v, want %v", err, !tt.unknown, tt.unknown)
+			}
+		})
+	}
+}
+
+func TestForCPUs(t *testing.T) {
+	tests := []struct {
+		class string
+		cpus  float64
+		want  int
+	}{
+		{"sync", 0.5, 2}, {"sync", 0.75, 3}, {"sync", 1, 3}, {"sync", 1.5, 4}, {"sync", 2, 5},
+		{"sync", 2.25, 6}, {"sync", 4, 9}, {"sync", 0.001, 2},
+		{"gthread", 0.5, 1}, {"gthread", 1, 1}, {"gthread", 1.0000000001, 1}, {"gthread", 1.01, 2},
+		{"gevent", 2.5, 3}, {"eventlet", 3, 3}, {"asgi", 0.1, 1}, {"asgi", 16, 16},
+	}
+	for _, tt := range tests {
+		got, _, err := ForCPUs(tt.class, tt.cpus)
+		if err != nil || got != tt.want {
+			t.Errorf("ForCPUs(%q, %v) = %d, %v; want %d", tt.class, tt.cpus, got, err, tt.want)
+		}
+	}
+}
+
+func TestMemoryFit(t *testing.T) {
+	tests := []struct {
+		limit, master, worker int64
+		want                  int
+	}{
+		{512 * mib, 20 * mib, 180 * mib, 2},  // 435.2-20 = 415.2 -> 2.3
+		{1024 * mib, 0, 100 * mib, 8},        // 870.4 -> 8.7
+		{1024 * mib, 30 * mib, 120 * mib, 7}, // 840.4 -> 7.003
+		{256 * mib, 300 * mib, 100 * mib, 1}, // master alone is over: still 1
+		{64 << 30, 50 * mib, 1 * mib, 55655}, // 55705.6-50
+	}
+	for _, tt := range tests {
+		if got := MemoryFit(tt.limit, tt.master, tt.worker); got != tt.want {
+			t.Errorf("MemoryFit(%d, %d, %d) = %d, want %d", tt.limit, tt.master, tt.worker, got, tt.want)
+		}
+	}
+}
+
+func TestParseCPUs(t *testing.T) {
+	tests := []struct {
+		in   string
+		want float64
+		err  bool
+	}{
+		{in: "1.5", want: 1.5}, {in: "2", want: 2}, {in: " 0.25\n", want: 0.25},
+		{in: "500m", want: 0.5}, {in: "1500m", want: 1.5}, {in: "250m", want: 0.25},
+		{in: "", err: true}, {in: "0", err: true}, {in: "-1", err: true}, {in: "m", err: true},
+		{in: "two", err: true}, {in: "NaN", err: true}, {in: "Inf", err: true}, {in: "1.5 cpus", err: true},
+	}
+	for _, tt := range tests {
+		got, err := ParseCPUs(tt.in)
+		if (err != nil) != tt.err || got != tt.want {
+			t.Errorf("ParseCPUs(%q) = %v, %v; want %v, error %v", tt.in, got, err, tt.want, tt.err)
+		}
+	}
+}
+
+func TestFormat(t *testing.T) {
+	bytes := map[int64]string{0: "0B", 1000: "1000B", 1024: "1KiB", 512 * mib: "512MiB", 1536 * mib: "1.5GiB",
+		180*mib + 300*1024: "180.3MiB"}
+	for n, want := range bytes {
+		if got := FormatBytes(n); got != want {
+			t.Errorf("FormatBytes(%d) = %q, want %q", n, got, want)
+		}
+	}
+	cpus := map[float64]string{1.5: "1.5", 2: "2", 1.0 / 3: "0.333", 0.0005: "0.001"}
+	for c, want := range cpus {
+		if got := FormatCPUs(c); got != want {
+			t.Errorf("FormatCPUs(%v) = %q, want %q", c, got, want)
+		}
+	}
+}
+
+func TestReadPSSAndRSS(t *testing.T) {
+	tests := []struct {
+		name string
+		read func(string, int) (int64, error)
+		pid  int
+		want int64
+		err  bool
+	}{
+		{name: "pss", read: ReadPSS, pid: 77, want: 184320 * 1024},
+		{name: "rss of self", read: ReadRSS, pid: 0, want: 20 * mib},
+		{name: "pss malformed", read: ReadPSS, pid: 78, err: true},
+		{name: "pss missing", read: ReadPSS, pid: 79, err: true},
+		{name: "no VmRSS line", read: ReadRSS, pid: 77, err: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := tt.read("testdata/proc", tt.pid)
+			if (err != nil) != tt.err || got != tt.want {
+				t.Errorf("got %d, %v; want %d, error %v", got, err, tt.want, tt.err)
+			}
+		})
+	}
+}
+
+// TestReadRealProc reads this test process's own footprint from the real /proc.
+func TestReadRealProc(t *testing.T) {
+	rss, err := ReadRSS("", 0)
+	if err != nil {
+		t.Skipf("no /proc here: %v", err)
+	}
+	pss, err := ReadPSS("", 0)
+	if err != nil {
+		t.Skipf("no smaps_rollup here: %v", err)
+	}
+	if rss <= 0 || pss <= 0 {
+		t.Errorf("rss %d, pss %d: want both positive", rss, pss)
+	}
+}

@@ -1,0 +1,655 @@
+// Package master is gorn's supervisor policy: one goroutine owns the worker table and turns
+// signals, child exits and clock ticks into spawns, stops and kills. It never touches the
+// OS directly; processes come from a Spawner and report through the scoreboard, so the
+// whole policy runs against fakes in tests.
+package master
+
+import (
+	"fmt"
+	"os"
+	"slices"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/gornhq/gorn/internal/scoreboard"
+)
+
+// Exit codes, gunicorn's contract.
+const (
+	ExitOK          = 0
+	ExitError       = 1
+	ExitUsage       = 2
+	ExitBootFailure = 3
+	ExitAppLoad     = 4
+)
+
+// Process is one running worker as the master sees it.
+type Process interface {
+	Pid() int
+	// Signal sends sig to the worker process itself.
+	Signal(sig syscall.Signal) error
+	// Kill sends SIGKILL to the worker's whole process group.
+	Kill() error
+	// Status reads the worker's scoreboard slot.
+	Status() scoreboard.Slot
+}
+
+// SpawnRequest says which slot and generation a new worker takes.
+type SpawnRequest struct {
+	Slot       int
+	Generation int
+	Workers    int // desired count, for wsgi.multiprocess
+}
+
+// Spawner starts workers. Spawn returns once the pid is known.
+type Spawner interface {
+	Spawn(SpawnRequest) (Process, error)
+}
+
+// Exit is a reaped child.
+type Exit struct {
+	Pid    int
+	Status syscall.WaitStatus
+}
+
+// Hooks are the master's calls out to its wiring; nil hooks are skipped.
+type Hooks struct {
+	// Reload re-reads the configuration on HUP; an error aborts the reload.
+	Reload func() error
+	// ReopenLogs reopens the master's log files on USR1.
+	ReopenLogs func()
+	// Upgrade re-executes the master binary in place on USR2; it returns only on failure.
+	Upgrade func(Handover) error
+	// Resize returns the worker count the limits call for now (when sized automatically).
+	Resize func() (workers int, reason string, ok bool)
+	// OOMKills returns the cgroup's OOM-kill counter, to tell OOM kills from other SIGKILLs.
+	OOMKills func() (uint64, bool)
+	// Ready is called once when the first worker becomes ready (sd_notify and friends).
+	Ready func()
+}
+
+// Config is the policy's knobs.
+type Config struct {
+	Workers           int
+	Timeout           time.Duration // busy on one request or silent this long: abort; 0 disables
+	BootTimeout       time.Duration
+	GracefulTimeout   time.Duration
+	ShutdownDelay     time.Duration
+	KillGrace         time.Duration // SIGABRT to SIGKILL
+	MaxRequests       int
+	MaxRequestsJitter int
+	ResizeInterval    time.Duration
+	Slots             int
+}
+
+// Inputs are the channels the loop serves. Ticks drive every timer.
+type Inputs struct {
+	Signals <-chan os.Signal
+	Exits   <-chan Exit
+	Ticks   <-chan time.Time
+}
+
+type phase int
+
+const (
+	running  phase = iota
+	delaying       // TERM received, waiting --shutdown-delay before stopping workers
+	stopping       // workers told to stop; exit when the table is empty
+)
+
+// Stop and exit reasons, also metric label values.
+const (
+	ReasonCrash      = "crash"
+	ReasonTimeout    = "timeout"
+	ReasonBoot       = "boot_failure"
+	ReasonRecycled   = "recycled"
+	ReasonReload     = "reload"
+	ReasonScaledDown = "scaled_down"
+	ReasonShutdown   = "shutdown"
+	ReasonSignal     = "signal"
+	ReasonOOM        = "oom"
+)
+
+type worker struct {
+	slot        int
+	gen         int
+	proc        Process
+	pid         int
+	spawnedAt   time.Duration
+	readyAt     time.Duration // 0 while booting
+	maxRequests uint64        // 0 = unlimited
+	recycle     bool          // served its max requests: replace it
+	replaces    *worker       // set on a surge worker until it is ready and the old one stopped
+	stopReason  string        // why the master stopped it; "" = still wanted
+	stopAt      time.Duration
+	abortAt     time.Duration // SIGABRT sent (hang)
+	killed      bool
+	staleReads  int
+	last        scoreboard.Slot
+}
+
+func (w *worker) ready() bool    { return w.readyAt != 0 }
+func (w *worker) stopping() bool { return w.stopReason != "" }
+
+// Master is the supervisor; create it with New and run it with Run.
+type Master struct {
+	cfg     Config
+	spawner Spawner
+	hooks   Hooks
+	log     *zap.Logger
+	now     func() time.Duration
+	rand    func(n int) int
+
+	workers    []*worker // in spawn order: oldest first
+	desired    int
+	gen        int
+	failedGen  int // generation whose workers could not boot; not rolled out again
+	everReady  bool
+	phase      phase
+	exitCode   int
+	delayUntil time.Duration
+	killAt     time.Duration
+	crashes    int
+	nextSpawn  time.Duration
+	lastResize time.Duration
+	oomSeen    uint64
+
+	retired scoreboard.Slot // counters of exited workers
+	spawns  uint64
+	exits   map[string]uint64
+
+	queries chan chan Snapshot
+}
+
+// New builds a master. now is a monotonic clock; rand(n) returns [0,n).
+func New(cfg Config, sp Spawner, hooks Hooks, log *zap.Logger, now func() time.Duration, rand func(int) int) *Master {
+	if cfg.KillGrace == 0 {
+		cfg.KillGrace = 2 * time.Second
+	}
+	if cfg.Slots == 0 {
+		cfg.Slots = scoreboard.MaxSlots
+	}
+	return &Master{
+		cfg: cfg, spawner: sp, hooks: hooks, log: log, now: now, rand: rand,
+		desired: cfg.Workers, gen: 1, exits: map[string]uint64{},
+		queries: make(chan chan Snapshot), lastResize: now(),
+	}
+}
+
+// Run serves inputs until the master exits, and returns the process exit code.
+func (m *Master) Run(in Inputs) int {
+	m.manage()
+	for {
+		if m.phase == stopping && len(m.workers) == 0 {
+			m.log.Info("master exiting", zap.Int("exit_code", m.exitCode))
+			return m.exitCode
+		}
+		select {
+		case sig := <-in.Signals:
+			m.onSignal(sig.(syscall.Signal))
+		case e := <-in.Exits:
+			m.onExit(e)
+		case <-in.Ticks:
+			m.onTick()
+		case reply := <-m.queries:
+			reply <- m.snapshot()
+		}
+		m.manage()
+	}
+}
+
+func (m *Master) onSignal(sig syscall.Signal) {
+	m.log.Info("signal received", zap.String("signal", sigName(sig)))
+	switch sig {
+	case syscall.SIGTERM:
+		if m.phase != running {
+			return
+		}
+		m.phase = delaying
+		m.delayUntil = m.now() + m.cfg.ShutdownDelay
+		if m.cfg.ShutdownDelay > 0 {
+			m.log.Info("graceful shutdown: not ready, serving on for the shutdown delay", zap.Duration("shutdown_delay", m.cfg.ShutdownDelay))
+		}
+		m.onTick()
+	case syscall.SIGINT, syscall.SIGQUIT:
+		m.stopAll(syscall.SIGQUIT, ReasonShutdown, ExitOK)
+	case syscall.SIGHUP:
+		m.reload()
+	case syscall.SIGTTIN:
+		m.desired++
+		m.log.Info("scaling up", zap.Int("workers", m.desired))
+	case syscall.SIGTTOU:
+		if m.desired > 1 {
+			m.desired--
+			m.log.Info("scaling down", zap.Int("workers", m.desired))
+		}
+	case syscall.SIGWINCH:
+		m.desired = 0
+		m.log.Info("stopping all workers; the master and its sockets stay (HUP or TTIN to resume)")
+	case syscall.SIGUSR1:
+		if m.hooks.ReopenLogs != nil {
+			m.hooks.ReopenLogs()
+		}
+		for _, w := range m.workers {
+			_ = w.proc.Signal(syscall.SIGUSR1)
+		}
+	case syscall.SIGUSR2:
+		m.upgrade()
+	}
+}
+
+// stopAll ends the master: every worker gets sig, and SIGKILL after the graceful timeout.
+func (m *Master) stopAll(sig syscall.Signal, reason string, code int) {
+	if m.phase == stopping && sig == syscall.SIGTERM {
+		return
+	}
+	m.phase = stopping
+	if code != ExitOK {
+		m.exitCode = code
+	}
+	m.killAt = m.now() + m.cfg.GracefulTimeout
+	for _, w := range m.workers {
+		m.stop(w, sig, reason)
+	}
+}
+
+func (m *Master) stop(w *worker, sig syscall.Signal, reason string) {
+	if !w.stopping() || sig != syscall.SIGTERM {
+		if !w.stopping() {
+			w.stopReason = reason
+			w.stopAt = m.now()
+		}
+		if err := w.proc.Signal(sig); err != nil {
+			m.log.Debug("signalling worker", zap.Int("pid", w.pid), zap.Error(err))
+		}
+	}
+}
+
+func (m *Master) reload() {
+	if m.phase != running {
+		return
+	}
+	if m.hooks.Reload != nil {
+		if err := m.hooks.Reload(); err != nil {
+			m.log.Error("reload aborted: the old workers keep serving", zap.Error(err))
+			return
+		}
+	}
+	if m.desired == 0 {
+		m.desired = m.cfg.Workers
+	}
+	m.gen++
+	m.log.Info("reloading: replacing workers one at a time", zap.Int("generation", m.gen))
+}
+
+func (m *Master) upgrade() {
+	if m.hooks.Upgrade == nil || m.phase != running {
+		return
+	}
+	h := Handover{Desired: m.desired, Generation: m.gen}
+	for _, w := range m.workers {
+		if !w.stopping() {
+			h.Workers = append(h.Workers, HandoverWorker{Pid: w.pid, Slot: w.slot, Generation: w.gen, MaxRequests: w.maxRequests})
+		}
+	}
+	if err := m.hooks.Upgrade(h); err != nil {
+		m.log.Error("binary upgrade failed; carrying on", zap.Error(err))
+	}
+}
+
+func (m *Master) find(pid int) int {
+	return slices.IndexFunc(m.workers, func(w *worker) bool { return w.pid == pid })
+}
+
+func (m *Master) onExit(e Exit) {
+	i := m.find(e.Pid)
+	if i < 0 {
+		m.log.Debug("reaped orphan", zap.Int("pid", e.Pid), zap.String("status", describeStatus(e.Status)))
+		return
+	}
+	w := m.workers[i]
+	m.workers = slices.Delete(m.workers, i, i+1)
+	final := w.proc.Status()
+	if final.PID == uint64(w.pid) {
+		m.retired.Add(final)
+	}
+	for _, o := range m.workers {
+		if o.replaces == w {
+			o.replaces = nil // its replacement now simply adds capacity
+		}
+	}
+	now := m.now()
+	reason := w.stopReason
+	fields := []zap.Field{zap.Int("pid", w.pid), zap.Int("slot", w.slot), zap.Int("generation", w.gen), zap.String("status", describeStatus(e.Status))}
+	code := e.Status.ExitStatus()
+	bootFailed := !w.ready() && e.Status.Exited() && (code == ExitBootFailure || code == ExitAppLoad)
+	switch {
+	case reason == ReasonShutdown || reason == ReasonScaledDown || reason == ReasonRecycled || reason == ReasonReload:
+		m.log.Info("worker exited", append(fields, zap.String("reason", reason))...)
+	case reason != "":
+		m.log.Warn("worker exited", append(fields, zap.String("reason", reason))...)
+	case e.Status.Signaled() && e.Status.Signal() == syscall.SIGKILL && m.oomKilled():
+		reason = ReasonOOM
+		m.log.Error("worker was killed by the kernel's OOM killer (cgroup memory limit reached)", fields...)
+	case e.Status.Signaled():
+		reason = ReasonSignal
+		m.log.Error("worker was killed by a signal gorn did not send", append(fields, zap.String("signal", sigName(e.Status.Signal())))...)
+	case bootFailed:
+		reason = ReasonBoot
+		m.log.Error("worker failed to boot", fields...)
+	default:
+		reason = ReasonCrash
+		m.log.Error("worker exited unexpectedly", fields...)
+	}
+	m.exits[reason]++
+
+	if m.phase == stopping {
+		return
+	}
+	if bootFailed && !m.everReady {
+		if code == ExitAppLoad {
+			m.log.Error("app failed to load; exiting (see the worker's error above)")
+		} else {
+			m.log.Error("worker failed to boot; exiting")
+		}
+		m.stopAll(syscall.SIGKILL, ReasonShutdown, code)
+		return
+	}
+	if bootFailed && w.gen == m.gen && m.gen > 1 && m.failedGen != m.gen {
+		m.failedGen = m.gen
+		m.log.Error("reload failed: the new code does not boot; the previous generation keeps serving until the next HUP", zap.Int("generation", m.gen))
+	}
+	if reason == ReasonCrash || reason == ReasonBoot || reason == ReasonSignal || reason == ReasonOOM || reason == ReasonTimeout {
+		if now-w.spawnedAt < quickDeath {
+			m.crashes++
+			if m.crashes > 1 {
+				delay := m.backoff()
+				m.log.Warn("workers are dying quickly; backing off", zap.Int("crashes_in_a_row", m.crashes), zap.Duration("next_spawn_in", delay))
+			}
+			if !m.everReady && m.crashes >= maxBootCrashes {
+				m.log.Error("no worker has ever booted; giving up", zap.Int("attempts", m.crashes))
+				m.stopAll(syscall.SIGKILL, ReasonShutdown, ExitBootFailure)
+			}
+		}
+	}
+}
+
+const (
+	quickDeath     = 5 * time.Second
+	backoffBase    = 100 * time.Millisecond
+	backoffMax     = 10 * time.Second
+	maxBootCrashes = 5
+)
+
+// backoff delays the next spawn exponentially in the number of quick deaths in a row.
+func (m *Master) backoff() time.Duration {
+	delay := min(backoffBase<<min(m.crashes-1, 16), backoffMax)
+	m.nextSpawn = m.now() + delay
+	return delay
+}
+
+func (m *Master) oomKilled() bool {
+	if m.hooks.OOMKills == nil {
+		return false
+	}
+	n, ok := m.hooks.OOMKills()
+	if !ok {
+		return false
+	}
+	grew := n > m.oomSeen
+	m.oomSeen = n
+	return grew
+}
+
+func (m *Master) onTick() {
+	now := m.now()
+	if m.phase == delaying && now >= m.delayUntil {
+		m.log.Info("stopping workers gracefully", zap.Duration("graceful_timeout", m.cfg.GracefulTimeout))
+		m.stopAll(syscall.SIGTERM, ReasonShutdown, ExitOK)
+	}
+	if m.phase == stopping && now >= m.killAt {
+		for _, w := range m.workers {
+			if !w.killed {
+				m.log.Warn("graceful timeout: killing worker", zap.Int("pid", w.pid), zap.Int("slot", w.slot))
+				m.kill(w)
+			}
+		}
+		if now >= m.killAt+5*time.Second {
+			m.log.Error("workers survived SIGKILL; exiting anyway", zap.Int("left", len(m.workers)))
+			m.workers = nil
+		}
+	}
+	for _, w := range m.workers {
+		m.check(w, now)
+	}
+	if m.phase == running && m.hooks.Resize != nil && m.cfg.ResizeInterval > 0 && now-m.lastResize >= m.cfg.ResizeInterval {
+		m.lastResize = now
+		if n, reason, ok := m.hooks.Resize(); ok && n != m.desired && n > 0 {
+			m.log.Info("limits changed: resizing", zap.Int("from", m.desired), zap.Int("to", n), zap.String("reason", reason))
+			m.desired = n
+		}
+	}
+}
+
+// check applies readiness, recycling and the timeouts to one worker.
+func (m *Master) check(w *worker, now time.Duration) {
+	s := w.proc.Status()
+	if s.PID == uint64(w.pid) {
+		w.last = s
+	}
+	if w.killed {
+		return
+	}
+	if w.abortAt != 0 {
+		if now-w.abortAt >= m.cfg.KillGrace {
+			m.kill(w)
+		}
+		return
+	}
+	if w.stopping() {
+		if m.phase != stopping && now-w.stopAt >= m.cfg.GracefulTimeout {
+			m.log.Warn("worker did not stop within the graceful timeout; killing it", zap.Int("pid", w.pid), zap.Int("slot", w.slot))
+			m.kill(w)
+		}
+		return
+	}
+	if !w.ready() {
+		if s.PID == uint64(w.pid) && s.State >= scoreboard.StateReady {
+			w.readyAt = now
+			m.crashes = 0
+			m.log.Info("worker ready", zap.Int("pid", w.pid), zap.Int("slot", w.slot), zap.Int("generation", w.gen), zap.Duration("boot", now-w.spawnedAt))
+			if !m.everReady {
+				m.everReady = true
+				if m.hooks.Ready != nil {
+					m.hooks.Ready()
+				}
+			}
+			m.promote(w)
+		} else if m.cfg.BootTimeout > 0 && now-w.spawnedAt > m.cfg.BootTimeout {
+			m.log.Error("worker did not become ready within the boot timeout; killing it", zap.Int("pid", w.pid), zap.Int("slot", w.slot), zap.Duration("boot_timeout", m.cfg.BootTimeout))
+			w.stopReason = ReasonBoot
+			w.stopAt = now
+			m.kill(w)
+		}
+		return
+	}
+	if w.maxRequests > 0 && s.Requests >= w.maxRequests && !w.recycle {
+		w.recycle = true
+		m.log.Info("worker reached max requests; replacing it", zap.Int("pid", w.pid), zap.Int("slot", w.slot), zap.Uint64("requests", s.Requests))
+	}
+	if m.cfg.Timeout <= 0 {
+		return
+	}
+	mono := time.Duration(scoreboard.Now())
+	var stale time.Duration
+	switch {
+	case s.BusySince != 0:
+		stale = mono - time.Duration(s.BusySince)
+	case !s.Accepting && s.Heartbeat != 0:
+		stale = mono - time.Duration(s.Heartbeat)
+	}
+	if stale <= m.cfg.Timeout {
+		w.staleReads = 0
+		return
+	}
+	// Act only on two consecutive stale reads: a single read may see a torn update.
+	if w.staleReads++; w.staleReads < 2 {
+		return
+	}
+	fields := []zap.Field{zap.Int("pid", w.pid), zap.Int("slot", w.slot), zap.Duration("timeout", m.cfg.Timeout)}
+	if s.BusySince != 0 {
+		m.log.Error(fmt.Sprintf("WORKER TIMEOUT: request %q running for %s; dumping its Python stack and aborting it", s.Desc, stale.Round(time.Millisecond)), fields...)
+	} else {
+		m.log.Error(fmt.Sprintf("WORKER TIMEOUT: no heartbeat for %s; dumping its Python stack and aborting it", stale.Round(time.Millisecond)), fields...)
+	}
+	w.stopReason = ReasonTimeout
+	w.stopAt = now
+	w.abortAt = now
+	if err := w.proc.Signal(syscall.SIGABRT); err != nil {
+		m.kill(w)
+	}
+}
+
+// promote finishes a surge: the worker that a ready replacement stands in for is stopped.
+func (m *Master) promote(w *worker) {
+	old := w.replaces
+	if old == nil {
+		return
+	}
+	w.replaces = nil
+	reason := ReasonReload
+	if old.recycle {
+		reason = ReasonRecycled
+	}
+	m.stop(old, syscall.SIGTERM, reason)
+}
+
+func (m *Master) kill(w *worker) {
+	w.killed = true
+	if err := w.proc.Kill(); err != nil {
+		m.log.Debug("killing worker", zap.Int("pid", w.pid), zap.Error(err))
+	}
+}
+
+// active counts workers that provide capacity toward the desired count.
+func (m *Master) active() int {
+	n := 0
+	for _, w := range m.workers {
+		if !w.stopping() && w.replaces == nil {
+			n++
+		}
+	}
+	return n
+}
+
+// manage moves the table toward the desired state after every event.
+func (m *Master) manage() {
+	if m.phase == stopping {
+		return
+	}
+	now := m.now()
+	for active := m.active(); active < m.desired; active++ {
+		if now < m.nextSpawn {
+			return
+		}
+		if m.spawn(nil) == nil || m.crashes > 0 {
+			return
+		}
+	}
+	for extra := m.active() - m.desired; extra > 0; extra-- {
+		m.stop(m.pickIdle(), syscall.SIGTERM, ReasonScaledDown)
+	}
+	m.surge(now)
+}
+
+// surge starts one replacement for a worker that must go (reload, recycle), unless one is
+// already booting; the old worker is stopped only when the replacement is ready.
+func (m *Master) surge(now time.Duration) {
+	if now < m.nextSpawn || slices.ContainsFunc(m.workers, func(w *worker) bool { return w.replaces != nil }) {
+		return
+	}
+	for _, w := range m.workers {
+		if w.stopping() || !w.ready() {
+			continue
+		}
+		if w.recycle || (w.gen < m.gen && m.failedGen != m.gen) {
+			m.spawn(w)
+			return
+		}
+	}
+}
+
+// pickIdle chooses the worker to scale down: the oldest idle one, else the oldest.
+func (m *Master) pickIdle() *worker {
+	var oldest *worker
+	for _, w := range m.workers {
+		if w.stopping() || w.replaces != nil {
+			continue
+		}
+		if oldest == nil {
+			oldest = w
+		}
+		if w.last.BusySince == 0 {
+			return w
+		}
+	}
+	return oldest
+}
+
+func (m *Master) freeSlot() int {
+	used := make([]bool, m.cfg.Slots)
+	for _, w := range m.workers {
+		used[w.slot] = true
+	}
+	return slices.Index(used, false)
+}
+
+func (m *Master) spawn(replaces *worker) *worker {
+	slot := m.freeSlot()
+	if slot < 0 {
+		m.log.Error("no free scoreboard slot; not spawning", zap.Int("slots", m.cfg.Slots))
+		return nil
+	}
+	proc, err := m.spawner.Spawn(SpawnRequest{Slot: slot, Generation: m.gen, Workers: m.desired})
+	now := m.now()
+	if err != nil {
+		m.log.Error("starting worker", zap.Error(err))
+		m.crashes++
+		m.backoff()
+		if !m.everReady && m.crashes >= maxBootCrashes {
+			m.stopAll(syscall.SIGKILL, ReasonShutdown, ExitBootFailure)
+		}
+		return nil
+	}
+	w := &worker{slot: slot, gen: m.gen, proc: proc, pid: proc.Pid(), spawnedAt: now, replaces: replaces}
+	if m.cfg.MaxRequests > 0 {
+		w.maxRequests = uint64(m.cfg.MaxRequests)
+		if m.cfg.MaxRequestsJitter > 0 {
+			w.maxRequests += uint64(m.rand(m.cfg.MaxRequestsJitter + 1))
+		}
+	}
+	m.workers = append(m.workers, w)
+	m.spawns++
+	m.log.Debug("worker spawned", zap.Int("pid", w.pid), zap.Int("slot", slot), zap.Int("generation", m.gen))
+	return w
+}
+
+func describeStatus(ws syscall.WaitStatus) string {
+	switch {
+	case ws.Exited():
+		return fmt.Sprintf("exit %d", ws.ExitStatus())
+	case ws.Signaled():
+		return "killed by " + sigName(ws.Signal())
+	default:
+		return fmt.Sprintf("status %#x", uint32(ws))
+	}
+}
+
+func sigName(s syscall.Signal) string {
+	if n := unixSignalName(s); n != "" {
+		return n
+	}
+	return s.String()
+}

@@ -1,0 +1,437 @@
+package master
+
+import (
+	"os"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/gornhq/gorn/internal/scoreboard"
+)
+
+type fakeProc struct {
+	pid     int
+	slot    int
+	gen     int
+	signals []syscall.Signal
+	killed  bool
+	status  scoreboard.Slot
+}
+
+func (p *fakeProc) Pid() int                      { return p.pid }
+func (p *fakeProc) Signal(s syscall.Signal) error { p.signals = append(p.signals, s); return nil }
+func (p *fakeProc) Kill() error                   { p.killed = true; return nil }
+func (p *fakeProc) Status() scoreboard.Slot       { return p.status }
+func (p *fakeProc) got(s syscall.Signal) bool {
+	return len(p.signals) > 0 && p.signals[len(p.signals)-1] == s
+}
+func (p *fakeProc) ready() { p.status.PID, p.status.State = uint64(p.pid), scoreboard.StateReady }
+func (p *fakeProc) busyFor(d time.Duration, desc string) {
+	p.status.BusySince = scoreboard.Now() - uint64(d)
+	p.status.Desc = desc
+}
+
+type fakeSpawner struct {
+	next  int
+	procs []*fakeProc
+	fail  bool
+}
+
+func (s *fakeSpawner) Spawn(r SpawnRequest) (Process, error) {
+	if s.fail {
+		return nil, os.ErrNotExist
+	}
+	s.next++
+	p := &fakeProc{pid: 1000 + s.next, slot: r.Slot, gen: r.Generation}
+	p.status.PID = uint64(p.pid)
+	p.status.State = scoreboard.StateBooting
+	s.procs = append(s.procs, p)
+	return p, nil
+}
+
+// alive returns the fake processes the master still tracks.
+func (s *fakeSpawner) alive(m *Master) []*fakeProc {
+	var out []*fakeProc
+	for _, w := range m.workers {
+		out = append(out, w.proc.(*fakeProc))
+	}
+	return out
+}
+
+type harness struct {
+	t     *testing.T
+	m     *Master
+	sp    *fakeSpawner
+	clock time.Duration
+	logs  *observer.ObservedLogs
+}
+
+func newHarness(t *testing.T, cfg Config, hooks Hooks) *harness {
+	core, logs := observer.New(zap.DebugLevel)
+	h := &harness{t: t, sp: &fakeSpawner{}, clock: time.Second, logs: logs}
+	if cfg.GracefulTimeout == 0 {
+		cfg.GracefulTimeout = 30 * time.Second
+	}
+	h.m = New(cfg, h.sp, hooks, zap.New(core), func() time.Duration { return h.clock }, func(n int) int { return n - 1 })
+	h.m.manage()
+	return h
+}
+
+func (h *harness) advance(d time.Duration) { h.clock += d; h.m.onTick(); h.m.manage() }
+func (h *harness) signal(s syscall.Signal) { h.m.onSignal(s); h.m.manage() }
+func (h *harness) exit(p *fakeProc, ws syscall.WaitStatus) {
+	h.m.onExit(Exit{Pid: p.pid, Status: ws})
+	h.m.manage()
+}
+func (h *harness) readyAll() {
+	for _, p := range h.sp.alive(h.m) {
+		p.ready()
+	}
+	h.advance(50 * time.Millisecond)
+}
+
+func exitCode(c int) syscall.WaitStatus            { return syscall.WaitStatus(c << 8) }
+func killedBy(s syscall.Signal) syscall.WaitStatus { return syscall.WaitStatus(s) }
+
+func TestSpawnsAndRespawns(t *testing.T) {
+	h := newHarness(t, Config{Workers: 3}, Hooks{})
+	if got := len(h.sp.procs); got != 3 {
+		t.Fatalf("spawned %d workers, want 3", got)
+	}
+	h.readyAll()
+	victim := h.sp.procs[1]
+	h.exit(victim, killedBy(syscall.SIGKILL))
+	if got := len(h.sp.alive(h.m)); got != 3 {
+		t.Fatalf("after a crash %d workers, want 3", got)
+	}
+	if h.sp.procs[3].slot != victim.slot {
+		t.Errorf("replacement took slot %d, want the freed slot %d", h.sp.procs[3].slot, victim.slot)
+	}
+	if h.m.exits[ReasonSignal] != 1 {
+		t.Errorf("exits = %v, want one %q", h.m.exits, ReasonSignal)
+	}
+}
+
+func TestBootFailureHalts(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		code int
+	}{{"app import error", ExitAppLoad}, {"boot error", ExitBootFailure}} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, Config{Workers: 2}, Hooks{})
+			h.exit(h.sp.procs[0], exitCode(tc.code))
+			if h.m.phase != stopping || h.m.exitCode != tc.code {
+				t.Fatalf("phase %v exit code %d, want stopping with %d", h.m.phase, h.m.exitCode, tc.code)
+			}
+			if !h.sp.procs[1].got(syscall.SIGKILL) {
+				t.Errorf("other booting worker not killed: %v", h.sp.procs[1].signals)
+			}
+			if len(h.sp.procs) != 2 {
+				t.Errorf("respawned after a boot failure: %d spawns", len(h.sp.procs))
+			}
+		})
+	}
+}
+
+func TestCrashLoopBacksOffThenGivesUp(t *testing.T) {
+	h := newHarness(t, Config{Workers: 1}, Hooks{})
+	var delays []time.Duration
+	for i := 0; i < maxBootCrashes; i++ {
+		p := h.sp.procs[len(h.sp.procs)-1]
+		before := len(h.sp.procs)
+		h.exit(p, killedBy(syscall.SIGSEGV))
+		if h.m.phase == stopping {
+			break
+		}
+		var waited time.Duration
+		for len(h.sp.procs) == before && waited < time.Minute {
+			h.advance(50 * time.Millisecond)
+			waited += 50 * time.Millisecond
+		}
+		delays = append(delays, waited)
+	}
+	if h.m.phase != stopping || h.m.exitCode != ExitBootFailure {
+		t.Fatalf("phase %v code %d after %d crashes, want exit %d", h.m.phase, h.m.exitCode, maxBootCrashes, ExitBootFailure)
+	}
+	for i := 1; i < len(delays); i++ {
+		if delays[i] <= delays[i-1] {
+			t.Errorf("backoff not increasing: %v", delays)
+		}
+	}
+}
+
+func TestGracefulShutdown(t *testing.T) {
+	h := newHarness(t, Config{Workers: 2, ShutdownDelay: 5 * time.Second, GracefulTimeout: 10 * time.Second}, Hooks{})
+	h.readyAll()
+	h.signal(syscall.SIGTERM)
+	if h.m.snapshot().Ready {
+		t.Error("still ready after SIGTERM")
+	}
+	for _, p := range h.sp.procs {
+		if len(p.signals) != 0 {
+			t.Fatalf("worker signalled during the shutdown delay: %v", p.signals)
+		}
+	}
+	h.advance(5 * time.Second)
+	for _, p := range h.sp.procs {
+		if !p.got(syscall.SIGTERM) {
+			t.Fatalf("worker %d not sent SIGTERM after the delay: %v", p.pid, p.signals)
+		}
+	}
+	h.exit(h.sp.procs[0], exitCode(0))
+	if len(h.sp.procs) != 2 {
+		t.Fatal("respawned during shutdown")
+	}
+	h.advance(10 * time.Second)
+	if !h.sp.procs[1].killed {
+		t.Error("straggler not killed after the graceful timeout")
+	}
+	h.exit(h.sp.procs[1], killedBy(syscall.SIGKILL))
+	if len(h.m.workers) != 0 || h.m.exitCode != ExitOK {
+		t.Errorf("workers %d exit code %d", len(h.m.workers), h.m.exitCode)
+	}
+}
+
+func TestQuickShutdown(t *testing.T) {
+	h := newHarness(t, Config{Workers: 2}, Hooks{})
+	h.readyAll()
+	h.signal(syscall.SIGINT)
+	for _, p := range h.sp.procs {
+		if !p.got(syscall.SIGQUIT) {
+			t.Errorf("worker %d got %v, want SIGQUIT", p.pid, p.signals)
+		}
+	}
+}
+
+func TestReloadIsRolling(t *testing.T) {
+	reloads := 0
+	h := newHarness(t, Config{Workers: 3}, Hooks{Reload: func() error { reloads++; return nil }})
+	h.readyAll()
+	old := append([]*fakeProc(nil), h.sp.procs...)
+	h.signal(syscall.SIGHUP)
+	if reloads != 1 {
+		t.Fatalf("Reload hook called %d times", reloads)
+	}
+	for round := 0; round < 3; round++ {
+		if got := len(h.sp.procs); got != 4+round {
+			t.Fatalf("round %d: %d spawns, want one surge worker at a time (%d)", round, got, 4+round)
+		}
+		surge := h.sp.procs[len(h.sp.procs)-1]
+		if surge.gen != 2 {
+			t.Fatalf("surge generation %d, want 2", surge.gen)
+		}
+		stopped := 0
+		for _, p := range old {
+			if p.got(syscall.SIGTERM) {
+				stopped++
+			}
+		}
+		if stopped != round {
+			t.Fatalf("round %d: %d old workers stopped before the surge is ready, want %d", round, stopped, round)
+		}
+		surge.ready()
+		h.advance(50 * time.Millisecond)
+		if !old[round].got(syscall.SIGTERM) {
+			t.Fatalf("round %d: oldest old worker not stopped once its replacement was ready", round)
+		}
+		h.exit(old[round], exitCode(0))
+	}
+	h.advance(50 * time.Millisecond)
+	if len(h.sp.procs) != 6 || len(h.m.workers) != 3 {
+		t.Errorf("after reload: %d spawns, %d workers", len(h.sp.procs), len(h.m.workers))
+	}
+}
+
+func TestReloadWithBrokenCodeKeepsOldWorkers(t *testing.T) {
+	h := newHarness(t, Config{Workers: 2}, Hooks{})
+	h.readyAll()
+	h.signal(syscall.SIGHUP)
+	surge := h.sp.procs[2]
+	h.exit(surge, exitCode(ExitAppLoad))
+	if h.m.phase != running {
+		t.Fatal("master stopped after a failed reload")
+	}
+	h.advance(time.Minute)
+	if len(h.sp.procs) != 3 {
+		t.Errorf("kept retrying a broken generation: %d spawns", len(h.sp.procs))
+	}
+	for _, p := range h.sp.procs[:2] {
+		if len(p.signals) != 0 {
+			t.Errorf("old worker signalled: %v", p.signals)
+		}
+	}
+	// Fixing the code and reloading again rolls out.
+	h.signal(syscall.SIGHUP)
+	if len(h.sp.procs) != 4 || h.sp.procs[3].gen != 3 {
+		t.Fatalf("second HUP: spawns %d", len(h.sp.procs))
+	}
+}
+
+func TestScaleUpAndDown(t *testing.T) {
+	h := newHarness(t, Config{Workers: 2}, Hooks{})
+	h.readyAll()
+	h.signal(syscall.SIGTTIN)
+	if len(h.sp.procs) != 3 {
+		t.Fatalf("TTIN: %d workers", len(h.sp.procs))
+	}
+	h.readyAll()
+	h.sp.procs[0].busyFor(time.Second, "GET /slow")
+	h.advance(50 * time.Millisecond)
+	h.signal(syscall.SIGTTOU)
+	if h.sp.procs[0].got(syscall.SIGTERM) || !h.sp.procs[1].got(syscall.SIGTERM) {
+		t.Errorf("TTOU must stop the oldest idle worker: busy got %v, idle got %v", h.sp.procs[0].signals, h.sp.procs[1].signals)
+	}
+	h.signal(syscall.SIGTTOU)
+	h.signal(syscall.SIGTTOU)
+	if h.m.desired != 1 {
+		t.Errorf("TTOU went below one worker: %d", h.m.desired)
+	}
+	// TTIN/TTOU survive a reload.
+	h.signal(syscall.SIGTTIN)
+	h.signal(syscall.SIGHUP)
+	if h.m.desired != 2 {
+		t.Errorf("desired after HUP = %d, want 2", h.m.desired)
+	}
+}
+
+func TestMaxRequestsRecyclesAfterReplacementIsReady(t *testing.T) {
+	h := newHarness(t, Config{Workers: 1, MaxRequests: 100, MaxRequestsJitter: 10}, Hooks{})
+	h.readyAll()
+	p := h.sp.procs[0]
+	p.status.Requests = 109
+	h.advance(50 * time.Millisecond)
+	if len(h.sp.procs) != 1 {
+		t.Fatal("recycled before max_requests+jitter (jitter fake returns 10)")
+	}
+	p.status.Requests = 110
+	h.advance(50 * time.Millisecond)
+	if len(h.sp.procs) != 2 || len(p.signals) != 0 {
+		t.Fatalf("spawns %d, old worker signals %v: want the replacement first", len(h.sp.procs), p.signals)
+	}
+	h.sp.procs[1].ready()
+	h.advance(50 * time.Millisecond)
+	if !p.got(syscall.SIGTERM) {
+		t.Fatal("old worker not stopped after its replacement became ready")
+	}
+	h.exit(p, exitCode(0))
+	if h.m.exits[ReasonRecycled] != 1 || len(h.sp.procs) != 2 {
+		t.Errorf("exits %v spawns %d", h.m.exits, len(h.sp.procs))
+	}
+}
+
+func TestHangIsAborted(t *testing.T) {
+	h := newHarness(t, Config{Workers: 2, Timeout: 10 * time.Second}, Hooks{})
+	h.readyAll()
+	hung, idle := h.sp.procs[0], h.sp.procs[1]
+	hung.busyFor(11*time.Second, "GET /slow?ms=60000")
+	idle.status.Accepting = true
+	idle.status.Heartbeat = scoreboard.Now() - uint64(time.Hour)
+	h.advance(50 * time.Millisecond)
+	if len(hung.signals) != 0 {
+		t.Fatal("aborted on the first stale read")
+	}
+	h.advance(50 * time.Millisecond)
+	if !hung.got(syscall.SIGABRT) {
+		t.Fatalf("hung worker got %v, want SIGABRT", hung.signals)
+	}
+	if len(idle.signals) != 0 {
+		t.Errorf("idle worker blocked in accept was signalled: %v", idle.signals)
+	}
+	if h.logs.FilterMessageSnippet(`GET /slow?ms=60000`).Len() != 1 {
+		t.Errorf("timeout log does not name the request: %v", h.logs.All())
+	}
+	h.advance(2 * time.Second)
+	if !hung.killed {
+		t.Error("not killed after the kill grace")
+	}
+	h.exit(hung, killedBy(syscall.SIGKILL))
+	if h.m.exits[ReasonTimeout] != 1 || len(h.m.workers) != 2 {
+		t.Errorf("exits %v workers %d", h.m.exits, len(h.m.workers))
+	}
+}
+
+func TestSilentIdleWorkerIsAborted(t *testing.T) {
+	h := newHarness(t, Config{Workers: 1, Timeout: 10 * time.Second}, Hooks{})
+	h.readyAll()
+	p := h.sp.procs[0]
+	p.status.Heartbeat = scoreboard.Now() - uint64(time.Minute)
+	h.advance(50 * time.Millisecond)
+	h.advance(50 * time.Millisecond)
+	if !p.got(syscall.SIGABRT) {
+		t.Errorf("silent worker got %v, want SIGABRT", p.signals)
+	}
+}
+
+func TestBootTimeout(t *testing.T) {
+	h := newHarness(t, Config{Workers: 1, BootTimeout: 5 * time.Second}, Hooks{})
+	h.advance(6 * time.Second)
+	if !h.sp.procs[0].killed {
+		t.Error("worker stuck booting was not killed")
+	}
+}
+
+func TestExitClassification(t *testing.T) {
+	oom := uint64(0)
+	h := newHarness(t, Config{Workers: 1}, Hooks{OOMKills: func() (uint64, bool) { return oom, true }})
+	h.readyAll()
+	h.clock += time.Minute
+	oom = 1
+	h.exit(h.sp.procs[0], killedBy(syscall.SIGKILL))
+	h.sp.procs[1].ready()
+	h.advance(time.Minute)
+	h.exit(h.sp.procs[1], killedBy(syscall.SIGKILL))
+	h.m.onExit(Exit{Pid: 99999, Status: exitCode(0)}) // an orphan
+	if h.m.exits[ReasonOOM] != 1 || h.m.exits[ReasonSignal] != 1 || len(h.m.exits) != 2 {
+		t.Errorf("exits = %v, want one oom and one signal", h.m.exits)
+	}
+}
+
+func TestWinchStopsAllKeepsMaster(t *testing.T) {
+	h := newHarness(t, Config{Workers: 2}, Hooks{})
+	h.readyAll()
+	h.signal(syscall.SIGWINCH)
+	for _, p := range h.sp.procs {
+		h.exit(p, exitCode(0))
+	}
+	if h.m.phase != running || len(h.m.workers) != 0 {
+		t.Fatalf("phase %v workers %d", h.m.phase, len(h.m.workers))
+	}
+	h.signal(syscall.SIGHUP)
+	if len(h.m.workers) != 2 {
+		t.Errorf("HUP after WINCH: %d workers, want 2", len(h.m.workers))
+	}
+}
+
+func TestResizeFollowsLimits(t *testing.T) {
+	want := 2
+	h := newHarness(t, Config{Workers: 2, ResizeInterval: 30 * time.Second}, Hooks{Resize: func() (int, string, bool) { return want, "test", true }})
+	h.readyAll()
+	want = 4
+	h.advance(29 * time.Second)
+	if len(h.m.workers) != 2 {
+		t.Fatal("resized before the interval")
+	}
+	h.advance(time.Second)
+	if len(h.m.workers) != 4 {
+		t.Fatalf("workers %d, want 4", len(h.m.workers))
+	}
+}
+
+func TestSnapshotStates(t *testing.T) {
+	h := newHarness(t, Config{Workers: 3}, Hooks{})
+	h.sp.procs[0].ready()
+	h.sp.procs[1].ready()
+	h.advance(50 * time.Millisecond)
+	h.sp.procs[1].busyFor(time.Millisecond, "GET /")
+	s := h.m.snapshot()
+	got := map[string]int{}
+	for _, w := range s.Workers {
+		got[w.State]++
+	}
+	if got["ready"] != 1 || got["busy"] != 1 || got["booting"] != 1 || !s.Ready || s.ReadyCount != 2 {
+		t.Errorf("snapshot %+v states %v", s, got)
+	}
+}

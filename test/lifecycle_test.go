@@ -1,0 +1,328 @@
+package test
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestChaos: steady load while workers are recycled, reloaded, scaled, killed, and finally
+// the master is stopped with connections queued. Nothing may fail but the one request
+// inside the SIGKILLed worker.
+func TestChaos(t *testing.T) {
+	if testing.Short() {
+		t.Skip("chaos test is long")
+	}
+	g := startGorn(t, gornOpts{}, "-w", "3", "--max-requests", "300", "--max-requests-jitter", "100",
+		"--graceful-timeout", "15", "app:app")
+	l := startLoad(g.addr, 6)
+	step := func(name string, d time.Duration) {
+		time.Sleep(d)
+		t.Logf("%s: %s", name, l)
+	}
+	step("max-requests recycling", 3*time.Second)
+	g.signal(syscall.SIGHUP)
+	g.waitLog(`"reason":"reload"`, 3, 30*time.Second)
+	step("first HUP", time.Second)
+	g.signal(syscall.SIGHUP)
+	g.waitLog(`"reason":"reload"`, 6, 30*time.Second)
+	step("second HUP", time.Second)
+	g.signal(syscall.SIGTTIN)
+	g.waitLog(`"msg":"scaling up"`, 1, 5*time.Second)
+	step("TTIN", 2*time.Second)
+	g.signal(syscall.SIGTTOU)
+	g.waitLog(`"reason":"scaled_down"`, 1, 30*time.Second)
+	step("TTOU", time.Second)
+	failsBeforeKill := len(l.fails)
+	pids := g.workerPids()
+	if len(pids) == 0 {
+		t.Fatal("no workers")
+	}
+	syscall.Kill(pids[0], syscall.SIGKILL)
+	g.waitLog("killed by a signal gorn did not send", 1, 10*time.Second)
+	step("SIGKILL", 2*time.Second)
+	fails := l.finish()
+	t.Logf("load: %s; recycled=%d", l, g.logs.count(`"reason":"recycled"`))
+	if failsBeforeKill > 0 || len(fails) > 1 {
+		t.Errorf("%d failed requests (%d before the SIGKILL; one is allowed inside the killed worker):\n%s",
+			len(fails), failsBeforeKill, strings.Join(fails, "\n"))
+	}
+	if l.ok.Load() < 1000 {
+		t.Errorf("only %d requests succeeded", l.ok.Load())
+	}
+	if g.logs.count(`"reason":"recycled"`) == 0 {
+		t.Error("no worker was recycled by --max-requests")
+	}
+	termWithQueuedConnections(t, g, 3)
+}
+
+// termWithQueuedConnections makes every worker busy, queues more connections on the
+// listener, sends TERM, and checks that every one of them is answered.
+func termWithQueuedConnections(t *testing.T, g *gorn, workers int) {
+	t.Helper()
+	type result struct {
+		status int
+		err    error
+	}
+	results := make(chan result, 32)
+	var wg sync.WaitGroup
+	send := func(path string) {
+		defer wg.Done()
+		c, err := net.DialTimeout("tcp", g.addr, 5*time.Second)
+		if err != nil {
+			results <- result{err: err}
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(30 * time.Second))
+		fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: gorn\r\n\r\n", path)
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			results <- result{err: err}
+			return
+		}
+		io.Copy(io.Discard, resp.Body)
+		results <- result{status: resp.StatusCode}
+	}
+	for i := 0; i < workers; i++ {
+		wg.Add(1)
+		go send("/slow?ms=1000")
+	}
+	time.Sleep(300 * time.Millisecond)
+	const queued = 12
+	for i := 0; i < queued; i++ {
+		wg.Add(1)
+		go send("/pid")
+	}
+	time.Sleep(300 * time.Millisecond)
+	g.signal(syscall.SIGTERM)
+	wg.Wait()
+	close(results)
+	n := 0
+	for r := range results {
+		n++
+		if r.err != nil || r.status != 200 {
+			t.Errorf("request queued at SIGTERM: status %d err %v", r.status, r.err)
+		}
+	}
+	if n != workers+queued {
+		t.Errorf("%d results, want %d", n, workers+queued)
+	}
+	if code := g.wait(30 * time.Second); code != 0 {
+		t.Errorf("exit code %d after TERM", code)
+	}
+}
+
+func TestHungWorkerIsDumpedAndReplaced(t *testing.T) {
+	g := startGorn(t, gornOpts{}, "-w", "2", "--timeout", "2", "app:app")
+	go func() {
+		resp, err := client().Get(g.url("/slow?ms=60000"))
+		if err == nil {
+			resp.Body.Close()
+		}
+	}()
+	g.waitLog("WORKER TIMEOUT", 1, 15*time.Second)
+	g.waitLog("worker ready", 3, 20*time.Second)
+	for i := 0; i < 10; i++ {
+		if code, _ := get(t, g.url("/")); code != 200 {
+			t.Fatalf("request after the hang: %d", code)
+		}
+	}
+	logs := g.logs.String()
+	if !strings.Contains(logs, `GET /slow?ms=60000`) {
+		t.Errorf("the timeout log line does not name the request")
+	}
+	src, _ := os.ReadFile(filepath.Join(repoRoot, "examples", "flask", "app.py"))
+	line := 0
+	for i, l := range strings.Split(string(src), "\n") {
+		if strings.Contains(l, "time.sleep(ms") {
+			line = i + 1
+		}
+	}
+	if want := fmt.Sprintf(`app.py", line %d in slow`, line); !strings.Contains(logs, want) {
+		t.Errorf("no Python stack pointing at the sleeping line (%s) in the log:\n%s", want, logs)
+	}
+	if !strings.Contains(logs, `"reason":"timeout"`) {
+		t.Errorf("the exit is not attributed to the timeout")
+	}
+}
+
+const reloadApp = `def application(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"%s"]
+`
+
+func TestReloadWithBrokenCode(t *testing.T) {
+	dir := t.TempDir()
+	appFile := filepath.Join(dir, "reloadable.py")
+	write := func(src string) {
+		if err := os.WriteFile(appFile, []byte(src), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(fmt.Sprintf(reloadApp, "v1"))
+	g := startGorn(t, gornOpts{dir: dir}, "-w", "2", "reloadable")
+	if _, body := get(t, g.url("/")); body != "v1" {
+		t.Fatalf("got %q", body)
+	}
+	write("def application(:\n")
+	g.signal(syscall.SIGHUP)
+	g.waitLog("reload failed", 1, 20*time.Second)
+	for i := 0; i < 10; i++ {
+		if code, body := get(t, g.url("/")); code != 200 || body != "v1" {
+			t.Fatalf("after a broken reload: %d %q", code, body)
+		}
+	}
+	if !strings.Contains(g.logs.String(), "SyntaxError") {
+		t.Errorf("the Python error is not logged")
+	}
+	write(fmt.Sprintf(reloadApp, "v2"))
+	g.signal(syscall.SIGHUP)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		_, a := get(t, g.url("/"))
+		_, b := get(t, g.url("/"))
+		if a == "v2" && b == "v2" && g.logs.count(`"reason":"reload"`) >= 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still serving %q/%q after fixing the code", a, b)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestUpgradeAsPID1 runs gorn as PID 1 of a new PID namespace, replaces its binary, sends
+// USR2, and checks that the PID is kept, the new binary serves, and no request fails.
+func TestUpgradeAsPID1(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for unshare --pid")
+	}
+	if err := exec.Command("unshare", "--pid", "--fork", "--mount-proc", "true").Run(); err != nil {
+		t.Skipf("unshare --pid unavailable: %v", err)
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "gorn")
+	copyFile(t, gornBin, bin)
+	g := startGornBinary(t, bin, "-w", "2", "app:app")
+	pid1 := g.innerPid(t)
+	l := startLoad(g.addr, 4)
+	time.Sleep(time.Second)
+
+	build := exec.Command("go", "build", "-ldflags", "-X main.version=9.9.9-upgraded", "-o", bin+".new", "./cmd/gorn")
+	build.Dir = repoRoot
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building the new binary: %v\n%s", err, out)
+	}
+	if err := os.Rename(bin+".new", bin); err != nil {
+		t.Fatal(err)
+	}
+	syscall.Kill(pid1, syscall.SIGUSR2)
+	g.waitLog("binary upgrade: adopted", 1, 20*time.Second)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := client().Get(g.url("/"))
+		if err == nil {
+			resp.Body.Close()
+			if resp.Header.Get("Server") == "gorn/9.9.9-upgraded" && g.logs.count(`"reason":"reload"`) >= 2 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the new binary's workers never served")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(500 * time.Millisecond)
+	fails := l.finish()
+	t.Logf("load across the upgrade: %s", l)
+	if len(fails) > 0 {
+		t.Errorf("failed requests across the upgrade:\n%s", strings.Join(fails, "\n"))
+	}
+	if got := g.innerPid(t); got != pid1 {
+		t.Errorf("master pid changed from %d to %d", pid1, got)
+	}
+	syscall.Kill(pid1, syscall.SIGTERM)
+	if code := g.wait(30 * time.Second); code != 0 {
+		t.Errorf("exit code %d", code)
+	}
+}
+
+// startGornBinary runs bin as PID 1 of a new PID namespace.
+func startGornBinary(t *testing.T, bin string, args ...string) *gorn {
+	g := startGornWith(t, gornOpts{wrap: []string{"unshare", "--pid", "--fork", "--mount-proc", "--kill-child"}}, bin, args...)
+	return g
+}
+
+// innerPid is the master's pid as seen from outside the namespace (unshare's child).
+func (g *gorn) innerPid(t *testing.T) int {
+	kids := childPids(g.cmd.Process.Pid)
+	if len(kids) != 1 {
+		t.Fatalf("unshare has children %v", kids)
+	}
+	return kids[0]
+}
+
+func copyFile(t *testing.T, from, to string) {
+	data, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(to, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestPID1ReapsOrphans: as PID 1, orphaned grandchildren are reaped (no zombies), and the
+// exit code is right.
+func TestPID1ReapsOrphans(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for unshare --pid")
+	}
+	if err := exec.Command("unshare", "--pid", "--fork", "--mount-proc", "true").Run(); err != nil {
+		t.Skipf("unshare --pid unavailable: %v", err)
+	}
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "orphans.py"), []byte(`import subprocess
+def application(environ, start_response):
+    # sh exits at once; its background sleep is orphaned and re-parented to PID 1.
+    subprocess.run(["sh", "-c", "sleep 0.2 &"])
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok"]
+`), 0o644)
+	g := startGornWith(t, gornOpts{dir: dir, wrap: []string{"unshare", "--pid", "--fork", "--mount-proc", "--kill-child"}}, gornBin, "-w", "1", "--log-level", "debug", "orphans")
+	pid1 := g.innerPid(t)
+	for i := 0; i < 5; i++ {
+		if code, _ := get(t, g.url("/")); code != 200 {
+			t.Fatalf("status %d", code)
+		}
+	}
+	time.Sleep(time.Second)
+	zombies := 0
+	for _, kid := range childPids(pid1) {
+		st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", kid))
+		if f := strings.Fields(string(st)); len(f) > 2 && f[2] == "Z" {
+			zombies++
+		}
+	}
+	if zombies > 0 {
+		t.Errorf("%d zombies under PID 1", zombies)
+	}
+	if g.logs.count("reaped orphan") < 5 {
+		t.Errorf("orphans not reaped: %d", g.logs.count("reaped orphan"))
+	}
+	syscall.Kill(pid1, syscall.SIGTERM)
+	if code := g.wait(30 * time.Second); code != 0 {
+		t.Errorf("exit code %d as PID 1", code)
+	}
+}

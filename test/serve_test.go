@@ -1,0 +1,242 @@
+package test
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestServesEveryRoute(t *testing.T) {
+	g := startGorn(t, gornOpts{}, "-w", "2", "app:app")
+	cases := []struct {
+		method, path, body string
+		status             int
+		check              func(string) bool
+	}{
+		{"GET", "/", "", 200, func(b string) bool { return b == "Hello, World!\n" }},
+		{"GET", "/json", "", 200, func(b string) bool {
+			var doc map[string]any
+			return json.Unmarshal([]byte(b), &doc) == nil && len(b) > 900 && doc["service"] == "gorn-example"
+		}},
+		{"POST", "/echo", "ping pong", 200, func(b string) bool { return b == "ping pong" }},
+		{"GET", "/stream?n=3", "", 200, func(b string) bool { return b == "chunk 0\nchunk 1\nchunk 2\n" }},
+		{"GET", "/slow?ms=10", "", 200, func(b string) bool { return strings.HasPrefix(b, "slept 10 ms") }},
+		{"GET", "/error", "", 500, func(string) bool { return true }},
+		{"GET", "/pid", "", 200, func(b string) bool { _, err := strconv.Atoi(strings.TrimSpace(b)); return err == nil }},
+		{"GET", "/missing", "", 404, func(string) bool { return true }},
+	}
+	for _, tc := range cases {
+		req, _ := http.NewRequest(tc.method, g.url(tc.path), strings.NewReader(tc.body))
+		resp, err := client().Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", tc.method, tc.path, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.status || !tc.check(string(body)) {
+			t.Errorf("%s %s = %d %q", tc.method, tc.path, resp.StatusCode, body)
+		}
+	}
+	// The stream has no length: HTTP/1.1 gets it chunked.
+	out := rawRequest(t, g.addr, "GET /stream?n=2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 5*time.Second)
+	if !strings.Contains(out, "Transfer-Encoding: chunked") {
+		t.Errorf("stream not chunked:\n%s", out)
+	}
+	if g.logs.count("this endpoint always fails") == 0 {
+		t.Errorf("the /error traceback is not in the error log")
+	}
+}
+
+func TestConcurrentSlowRequestsUseDifferentWorkers(t *testing.T) {
+	g := startGorn(t, gornOpts{}, "-w", "2", "app:app")
+	var wg sync.WaitGroup
+	bodies := make([]string, 2)
+	for i := range bodies {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, bodies[i] = get(t, g.url("/slow?ms=700"))
+		}()
+	}
+	wg.Wait()
+	pid := func(b string) string { f := strings.Fields(b); return f[len(f)-1] }
+	if pid(bodies[0]) == pid(bodies[1]) {
+		t.Errorf("both slow requests were served by pid %s", pid(bodies[0]))
+	}
+}
+
+func TestKilledWorkerIsReplaced(t *testing.T) {
+	g := startGorn(t, gornOpts{}, "-w", "2", "app:app")
+	pids := g.workerPids()
+	if len(pids) != 2 {
+		t.Fatalf("worker pids %v", pids)
+	}
+	if err := syscall.Kill(pids[0], syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	g.waitLog("worker ready", 3, 20*time.Second)
+	for i := 0; i < 20; i++ {
+		if code, _ := get(t, g.url("/")); code != 200 {
+			t.Fatalf("request %d after the kill: %d", i, code)
+		}
+	}
+	after := g.workerPids()
+	if len(after) != 2 || after[0] == pids[0] && after[1] == pids[1] {
+		t.Errorf("pids before %v after %v", pids, after)
+	}
+	if g.logs.count("killed by a signal gorn did not send") != 1 {
+		t.Errorf("the kill is not reported as an outside signal")
+	}
+}
+
+func TestTermLetsInFlightRequestFinish(t *testing.T) {
+	g := startGorn(t, gornOpts{}, "-w", "1", "app:app")
+	result := make(chan string, 1)
+	go func() {
+		resp, err := client().Get(g.url("/slow?ms=1500"))
+		if err != nil {
+			result <- err.Error()
+			return
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		result <- fmt.Sprintf("%d %s", resp.StatusCode, body)
+	}()
+	time.Sleep(400 * time.Millisecond)
+	g.signal(syscall.SIGTERM)
+	if got := <-result; !strings.HasPrefix(got, "200 slept 1500 ms") {
+		t.Errorf("in-flight request got %q", got)
+	}
+	if code := g.wait(20 * time.Second); code != 0 {
+		t.Errorf("exit code %d, want 0", code)
+	}
+}
+
+func TestImportErrorExits4(t *testing.T) {
+	g := startGorn(t, gornOpts{noWait: true}, "-w", "2", "no_such_module:app")
+	if code := g.wait(30 * time.Second); code != 4 {
+		t.Fatalf("exit code %d, want 4", code)
+	}
+	if g.logs.count("No module named 'no_such_module'") == 0 {
+		t.Errorf("the Python error is not in the log:\n%s", g.logs.String())
+	}
+	if n := g.logs.count("worker ready"); n != 0 {
+		t.Errorf("%d workers became ready", n)
+	}
+}
+
+func TestPortInUseExits1(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	g := startGorn(t, gornOpts{noWait: true}, "-b", l.Addr().String(), "app:app")
+	if code := g.wait(20 * time.Second); code != 1 {
+		t.Fatalf("exit code %d, want 1", code)
+	}
+	if g.logs.count(l.Addr().String()) == 0 || g.logs.count("address already in use") == 0 {
+		t.Errorf("the error does not name the address:\n%s", g.logs.String())
+	}
+}
+
+func TestBadFlagsExit2(t *testing.T) {
+	for _, args := range [][]string{
+		{"--no-such-flag", "app:app"},
+		{"-w", "many", "app:app"},
+		{},
+		{"-b", "1.2.3.4:99999", "app:app"},
+		{"--timeout", "-3", "app:app"},
+	} {
+		cmd := exec.Command(gornBin, args...)
+		out, err := cmd.CombinedOutput()
+		ee, ok := err.(*exec.ExitError)
+		if !ok || ee.ExitCode() != 2 {
+			t.Errorf("gorn %v: err %v, want exit 2", args, err)
+		}
+		if lines := strings.Count(strings.TrimSpace(string(out)), "\n") + 1; lines != 1 || !strings.Contains(string(out), "error") {
+			t.Errorf("gorn %v printed %d lines: %q", args, lines, out)
+		}
+	}
+	out, err := exec.Command(gornBin, "--version").CombinedOutput()
+	if err != nil || !strings.HasPrefix(string(out), "gorn ") {
+		t.Errorf("--version: %v %q", err, out)
+	}
+}
+
+// An idle keep-alive connection must not make the next client wait for the keep-alive
+// timeout when there is only one worker.
+func TestIdleKeepAliveDoesNotBlockOthers(t *testing.T) {
+	g := startGorn(t, gornOpts{}, "-w", "1", "--keep-alive", "10", "app:app")
+	idle, err := net.Dial("tcp", g.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	fmt.Fprintf(idle, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(idle), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	start := time.Now()
+	code, _ := get(t, g.url("/"))
+	if elapsed := time.Since(start); code != 200 || elapsed > 5*time.Second {
+		t.Errorf("second client: %d after %s (keep-alive timeout is 10s)", code, elapsed)
+	}
+}
+
+func TestFactoryAndChdirAndEnv(t *testing.T) {
+	dir := t.TempDir()
+	src := `import os
+def create_app(name):
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [("%s %s" % (name, os.environ.get("GREETING"))).encode()]
+    return app
+`
+	if err := os.WriteFile(filepath.Join(dir, "factory.py"), []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	g := startGorn(t, gornOpts{dir: repoRoot}, "--chdir", dir, "-e", "GREETING=hi", `factory:create_app("prod")`)
+	if code, body := get(t, g.url("/")); code != 200 || body != "prod hi" {
+		t.Errorf("got %d %q", code, body)
+	}
+}
+
+func TestUnixSocketAndPidFile(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "gorn.sock")
+	pidfile := filepath.Join(dir, "gorn.pid")
+	g := startGorn(t, gornOpts{}, "-b", "unix:"+sock, "-p", pidfile, "app:app")
+	c := &http.Client{Transport: &http.Transport{Dial: func(_, _ string) (net.Conn, error) { return net.Dial("unix", sock) }}}
+	resp, err := c.Get("http://gorn/pid")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	pid, _ := os.ReadFile(pidfile)
+	if strings.TrimSpace(string(pid)) != strconv.Itoa(g.cmd.Process.Pid) {
+		t.Errorf("pid file %q, master %d", pid, g.cmd.Process.Pid)
+	}
+	g.signal(syscall.SIGTERM)
+	g.wait(20 * time.Second)
+	for _, p := range []string{sock, pidfile} {
+		if _, err := os.Stat(p); !os.IsNotExist(err) {
+			t.Errorf("%s left behind: %v", p, err)
+		}
+	}
+}

@@ -1,0 +1,253 @@
+// Package worker starts gorn's Python workers: it packs the embedded gorn_worker runtime
+// into an in-memory zip, forks and execs the interpreter with the listeners, scoreboard and
+// lifeline as inherited fds (worker/CONTRACT.md), and reaps every child with one wait4 loop.
+package worker
+
+import (
+	"archive/zip"
+	"bytes"
+	"embed"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"os"
+	"runtime"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/gornhq/gorn/internal/scoreboard"
+	"github.com/gornhq/gorn/master"
+)
+
+//go:embed pyworker/__main__.py pyworker/gorn_worker/*.py
+var runtimeFS embed.FS
+
+// Settings is the JSON object a worker reads from $GORN_WORKER (the contract's table).
+type Settings struct {
+	App                   string   `json:"app"`
+	Slot                  int      `json:"slot"`
+	Generation            int      `json:"generation"`
+	ListenFDs             []int    `json:"listen_fds"`
+	ScoreboardFD          int      `json:"scoreboard_fd"`
+	LifelineFD            int      `json:"lifeline_fd"`
+	WorkerClass           string   `json:"worker_class"`
+	Workers               int      `json:"workers"`
+	Keepalive             float64  `json:"keepalive"`
+	HeaderTimeout         float64  `json:"header_timeout"`
+	GracefulTimeout       float64  `json:"graceful_timeout"`
+	LimitRequestLine      int      `json:"limit_request_line"`
+	LimitRequestFields    int      `json:"limit_request_fields"`
+	LimitRequestFieldSize int      `json:"limit_request_field_size"`
+	LimitRequestBody      int64    `json:"limit_request_body"`
+	RootPath              string   `json:"root_path"`
+	ForwardedAllowIPs     []string `json:"forwarded_allow_ips"`
+	AccessLog             *string  `json:"access_log"`
+	AccessLogFormat       string   `json:"access_log_format"`
+	ErrorLog              string   `json:"error_log"`
+	LogLevel              string   `json:"log_level"`
+	LogFormat             string   `json:"log_format"`
+	ProcName              string   `json:"proc_name"`
+	ServerSoftware        string   `json:"server_software"`
+	PythonPath            []string `json:"pythonpath"`
+	// Check makes the worker import the app and exit: 0 if it loads, 4 if not.
+	Check bool `json:"check,omitempty"`
+}
+
+// Config is how to start workers.
+type Config struct {
+	Python    string
+	Dir       string   // working directory of workers
+	Env       []string // full environment (without GORN_WORKER)
+	Listeners []*os.File
+	Board     *scoreboard.Board
+	Stdout    *os.File
+	Stderr    *os.File
+	// Settings returns the worker settings of the current configuration (it changes on HUP).
+	Settings func() Settings
+	// Lifeline is an inherited pipe (read, write) after a binary upgrade; nil makes a new one.
+	Lifeline *[2]*os.File
+}
+
+// Spawner starts workers from one goroutine locked to its OS thread for the life of the
+// process: Pdeathsig fires when the thread that forked a child exits, so that thread must
+// never exit. Binary upgrades exec from the same thread for the same reason.
+type Spawner struct {
+	cfg      Config
+	zip      *os.File
+	lifeline [2]*os.File // read end inherited by workers; write end held by the master
+	requests chan func()
+}
+
+// NewSpawner packs the runtime and starts the spawning thread.
+func NewSpawner(cfg Config) (*Spawner, error) {
+	z, err := runtimeZip()
+	if err != nil {
+		return nil, err
+	}
+	s := &Spawner{cfg: cfg, zip: z, requests: make(chan func())}
+	if cfg.Lifeline != nil {
+		s.lifeline = *cfg.Lifeline
+	} else {
+		r, w, err := os.Pipe()
+		if err != nil {
+			return nil, fmt.Errorf("creating lifeline pipe: %w", err)
+		}
+		s.lifeline = [2]*os.File{r, w}
+	}
+	go func() {
+		runtime.LockOSThread() // never unlocked: this thread lives as long as the process
+		for req := range s.requests {
+			req()
+		}
+		select {} // keep the thread even if the channel is closed
+	}()
+	return s, nil
+}
+
+// Lifeline returns the pipe's read end (inherited by workers) and write end (held by the
+// master: when the master is gone, workers read EOF).
+func (s *Spawner) Lifeline() (r, w *os.File) { return s.lifeline[0], s.lifeline[1] }
+
+// OnThread runs fn on the spawning thread and waits for it.
+func (s *Spawner) OnThread(fn func()) {
+	done := make(chan struct{})
+	s.requests <- func() { fn(); close(done) }
+	<-done
+}
+
+// runtimeZip writes the embedded package to a memfd as a zip the interpreter can run.
+func runtimeZip() (*os.File, error) {
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	err := fs.WalkDir(runtimeFS, "pyworker", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		data, err := runtimeFS.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		f, err := zw.Create(path[len("pyworker/"):])
+		if err != nil {
+			return err
+		}
+		_, err = f.Write(data)
+		return err
+	})
+	if err == nil {
+		err = zw.Close()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("packing the worker runtime: %w", err)
+	}
+	fd, err := unix.MemfdCreate("gorn-worker-runtime", unix.MFD_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("creating runtime memfd: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), "gorn-worker-runtime")
+	if _, err := f.Write(buf.Bytes()); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("writing runtime memfd: %w", err)
+	}
+	return f, nil
+}
+
+// Spawn starts one worker; it implements master.Spawner.
+func (s *Spawner) Spawn(req master.SpawnRequest) (master.Process, error) {
+	var (
+		proc master.Process
+		err  error
+	)
+	s.OnThread(func() { proc, err = s.spawn(req) })
+	return proc, err
+}
+
+func (s *Spawner) spawn(req master.SpawnRequest) (master.Process, error) {
+	cfg := s.cfg
+	cfg.Board.Reset(req.Slot)
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		return nil, fmt.Errorf("opening %s: %w", os.DevNull, err)
+	}
+	defer devnull.Close()
+	files := []*os.File{devnull, cfg.Stdout, cfg.Stderr}
+	set := cfg.Settings()
+	set.Slot, set.Generation, set.Workers = req.Slot, req.Generation, req.Workers
+	set.ListenFDs = nil
+	for _, l := range cfg.Listeners {
+		set.ListenFDs = append(set.ListenFDs, len(files))
+		files = append(files, l)
+	}
+	set.ScoreboardFD = len(files)
+	files = append(files, cfg.Board.File())
+	set.LifelineFD = len(files)
+	files = append(files, s.lifeline[0])
+	zipFD := len(files)
+	files = append(files, s.zip)
+	js, err := json.Marshal(set)
+	if err != nil {
+		return nil, fmt.Errorf("encoding worker settings: %w", err)
+	}
+	name := set.ProcName
+	argv := []string{cfg.Python, fmt.Sprintf("/proc/self/fd/%d", zipFD), fmt.Sprintf("gorn: worker [%s] slot=%d", name, req.Slot)}
+	p, err := os.StartProcess(cfg.Python, argv, &os.ProcAttr{
+		Dir:   cfg.Dir,
+		Env:   append(cfg.Env[:len(cfg.Env):len(cfg.Env)], "GORN_WORKER="+string(js)),
+		Files: files,
+		Sys:   &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("starting worker %s: %w", cfg.Python, err)
+	}
+	return &Process{pid: p.Pid, proc: p, board: cfg.Board, slot: req.Slot}, nil
+}
+
+// Attach wraps an already running worker (adopted after a binary upgrade).
+func (s *Spawner) Attach(pid, slot int) master.Process {
+	return &Process{pid: pid, board: s.cfg.Board, slot: slot}
+}
+
+// Process is a running worker. Signals go through the pidfd held by os.Process where there
+// is one, so a recycled pid is never signalled by mistake.
+type Process struct {
+	pid   int
+	proc  *os.Process // nil when adopted
+	board *scoreboard.Board
+	slot  int
+}
+
+// Pid is the worker's process id.
+func (p *Process) Pid() int { return p.pid }
+
+// Signal sends sig to the worker.
+func (p *Process) Signal(sig syscall.Signal) error {
+	if p.proc != nil {
+		return p.proc.Signal(sig)
+	}
+	return unix.Kill(p.pid, sig)
+}
+
+// Kill sends SIGKILL to the worker's process group (its own children included).
+func (p *Process) Kill() error {
+	err := unix.Kill(-p.pid, unix.SIGKILL)
+	if err == unix.ESRCH {
+		return p.Signal(unix.SIGKILL)
+	}
+	return err
+}
+
+// Wait waits for a worker started by this process when no reaper runs (--check-config).
+func (p *Process) Wait() (syscall.WaitStatus, error) {
+	if p.proc == nil {
+		return 0, fmt.Errorf("waiting for pid %d: not started here", p.pid)
+	}
+	st, err := p.proc.Wait()
+	if err != nil {
+		return 0, fmt.Errorf("waiting for pid %d: %w", p.pid, err)
+	}
+	return st.Sys().(syscall.WaitStatus), nil
+}
+
+// Status reads the worker's scoreboard slot.
+func (p *Process) Status() scoreboard.Slot { return p.board.Read(p.slot) }
