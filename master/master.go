@@ -62,8 +62,10 @@ type Hooks struct {
 	ReopenLogs func()
 	// Upgrade re-executes the master binary in place on USR2; it returns only on failure.
 	Upgrade func(Handover) error
-	// Resize returns the worker count the limits call for now (when sized automatically).
-	Resize func() (workers int, reason string, ok bool)
+	// Resize returns the worker count the limits call for now (when sized automatically),
+	// given the pids of ready workers to measure. It is called when the first worker is
+	// ready and every ResizeInterval after.
+	Resize func(readyPids []int) (workers int, reason string, ok bool)
 	// OOMKills returns the cgroup's OOM-kill counter, to tell OOM kills from other SIGKILLs.
 	OOMKills func() (uint64, bool)
 	// Ready is called once when the first worker becomes ready (sd_notify and friends).
@@ -183,7 +185,7 @@ func (m *Master) Run(in Inputs) int {
 	m.manage()
 	for {
 		if m.phase == stopping && len(m.workers) == 0 {
-			m.log.Info("master exiting", zap.Int("exit_code", m.exitCode))
+			m.log.Info("exiting", zap.Int("exit_code", m.exitCode))
 			return m.exitCode
 		}
 		select {
@@ -424,12 +426,26 @@ func (m *Master) onTick() {
 	for _, w := range m.workers {
 		m.check(w, now)
 	}
-	if m.phase == running && m.hooks.Resize != nil && m.cfg.ResizeInterval > 0 && now-m.lastResize >= m.cfg.ResizeInterval {
-		m.lastResize = now
-		if n, reason, ok := m.hooks.Resize(); ok && n != m.desired && n > 0 {
-			m.log.Info("limits changed: resizing", zap.Int("from", m.desired), zap.Int("to", n), zap.String("reason", reason))
-			m.desired = n
+	if m.cfg.ResizeInterval > 0 && now-m.lastResize >= m.cfg.ResizeInterval {
+		m.resize()
+	}
+}
+
+// resize asks the Resize hook for the worker count the limits call for now.
+func (m *Master) resize() {
+	m.lastResize = m.now()
+	if m.phase != running || m.hooks.Resize == nil || m.desired == 0 {
+		return
+	}
+	var pids []int
+	for _, w := range m.workers {
+		if w.ready() && !w.stopping() {
+			pids = append(pids, w.pid)
 		}
+	}
+	if n, reason, ok := m.hooks.Resize(pids); ok && n != m.desired && n > 0 {
+		m.log.Info("resizing to the limits", zap.Int("from", m.desired), zap.Int("to", n), zap.String("reason", reason))
+		m.desired = n
 	}
 }
 
@@ -465,6 +481,7 @@ func (m *Master) check(w *worker, now time.Duration) {
 				if m.hooks.Ready != nil {
 					m.hooks.Ready()
 				}
+				m.resize()
 			}
 			m.promote(w)
 		} else if m.cfg.BootTimeout > 0 && now-w.spawnedAt > m.cfg.BootTimeout {

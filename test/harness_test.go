@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -285,17 +286,23 @@ func (g *gorn) workerPids() []int {
 	return childPids(g.cmd.Process.Pid)
 }
 
+// childPids lists a process's children; each thread has its own list (gorn forks from a
+// dedicated thread), so all tasks are read.
 func childPids(ppid int) []int {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", ppid, ppid))
-	if err != nil {
-		return nil
-	}
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", ppid))
 	var pids []int
-	for _, f := range strings.Fields(string(data)) {
-		var p int
-		fmt.Sscan(f, &p)
-		pids = append(pids, p)
+	for _, task := range tasks {
+		data, err := os.ReadFile(task)
+		if err != nil {
+			continue
+		}
+		for _, f := range strings.Fields(string(data)) {
+			var p int
+			fmt.Sscan(f, &p)
+			pids = append(pids, p)
+		}
 	}
+	slices.Sort(pids)
 	return pids
 }
 

@@ -14,7 +14,12 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gornhq/gorn/internal/loadgen"
 )
+
+// chaosPaths is the request mix of the load tests.
+var chaosPaths = []string{"/", "/json", "/pid", "/slow?ms=5"}
 
 // TestChaos: steady load while workers are recycled, reloaded, scaled, killed, and finally
 // the master is stopped with connections queued. Nothing may fail but the one request
@@ -25,7 +30,7 @@ func TestChaos(t *testing.T) {
 	}
 	g := startGorn(t, gornOpts{}, "-w", "3", "--max-requests", "300", "--max-requests-jitter", "100",
 		"--graceful-timeout", "15", "app:app")
-	l := startLoad(g.addr, 6)
+	l := loadgen.Start(g.addr, 6, chaosPaths...)
 	step := func(name string, d time.Duration) {
 		time.Sleep(d)
 		t.Logf("%s: %s", name, l)
@@ -43,7 +48,7 @@ func TestChaos(t *testing.T) {
 	g.signal(syscall.SIGTTOU)
 	g.waitLog(`"reason":"scaled_down"`, 1, 30*time.Second)
 	step("TTOU", time.Second)
-	failsBeforeKill := len(l.fails)
+	failsBeforeKill := len(l.Failures())
 	pids := g.workerPids()
 	if len(pids) == 0 {
 		t.Fatal("no workers")
@@ -51,14 +56,14 @@ func TestChaos(t *testing.T) {
 	syscall.Kill(pids[0], syscall.SIGKILL)
 	g.waitLog("killed by a signal gorn did not send", 1, 10*time.Second)
 	step("SIGKILL", 2*time.Second)
-	fails := l.finish()
+	fails := l.Finish()
 	t.Logf("load: %s; recycled=%d", l, g.logs.count(`"reason":"recycled"`))
 	if failsBeforeKill > 0 || len(fails) > 1 {
 		t.Errorf("%d failed requests (%d before the SIGKILL; one is allowed inside the killed worker):\n%s",
 			len(fails), failsBeforeKill, strings.Join(fails, "\n"))
 	}
-	if l.ok.Load() < 1000 {
-		t.Errorf("only %d requests succeeded", l.ok.Load())
+	if l.OK.Load() < 1000 {
+		t.Errorf("only %d requests succeeded", l.OK.Load())
 	}
 	if g.logs.count(`"reason":"recycled"`) == 0 {
 		t.Error("no worker was recycled by --max-requests")
@@ -216,7 +221,7 @@ func TestUpgradeAsPID1(t *testing.T) {
 	copyFile(t, gornBin, bin)
 	g := startGornBinary(t, bin, "-w", "2", "app:app")
 	pid1 := g.innerPid(t)
-	l := startLoad(g.addr, 4)
+	l := loadgen.Start(g.addr, 4, chaosPaths...)
 	time.Sleep(time.Second)
 
 	build := exec.Command("go", "build", "-ldflags", "-X main.version=9.9.9-upgraded", "-o", bin+".new", "./cmd/gorn")
@@ -244,7 +249,7 @@ func TestUpgradeAsPID1(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	time.Sleep(500 * time.Millisecond)
-	fails := l.finish()
+	fails := l.Finish()
 	t.Logf("load across the upgrade: %s", l)
 	if len(fails) > 0 {
 		t.Errorf("failed requests across the upgrade:\n%s", strings.Join(fails, "\n"))

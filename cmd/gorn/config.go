@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gornhq/gorn/internal/sizing"
 	"github.com/gornhq/gorn/socket"
 )
 
@@ -23,6 +24,8 @@ type Config struct {
 	WorkersSource     string
 	WorkerClass       string
 	CPUs              float64 // 0 = detect
+	CPUsSource        string
+	ResizeInterval    time.Duration
 	MaxWorkers        int
 	Backlog           int
 	Chdir             string
@@ -133,6 +136,7 @@ func newFlagSet(c *Config, binds, envs *multi, pythonpath *string, workers *stri
 	dur(&c.ShutdownDelay, 0, "shutdown-delay")
 	dur(&c.Keepalive, 2*time.Second, "keep-alive")
 	dur(&c.HeaderTimeout, 10*time.Second, "header-timeout")
+	dur(&c.ResizeInterval, 30*time.Second, "resize-interval")
 	integer(&c.MaxRequests, 0, "max-requests")
 	integer(&c.MaxRequestsJitter, 0, "max-requests-jitter")
 	integer(&c.LimitRequestLine, 4094, "limit-request-line")
@@ -241,13 +245,14 @@ func parseConfig(args []string, getenv func(string) string) (*Config, error) {
 		}
 		c.Workers, c.WorkersSource = n, "WEB_CONCURRENCY"
 	}
+	c.CPUsSource = "--cpus"
 	if cpus == "" {
-		cpus = getenv("GORN_CPUS")
+		cpus, c.CPUsSource = getenv("GORN_CPUS"), "GORN_CPUS"
 	}
 	if cpus != "" {
-		f, err := strconv.ParseFloat(cpus, 64)
-		if err != nil || f <= 0 || math.IsInf(f, 0) {
-			return nil, usagef("--cpus %q: want a number of CPUs > 0, e.g. 1.5", cpus)
+		f, err := sizing.ParseCPUs(cpus)
+		if err != nil || f <= 0 {
+			return nil, usagef("%s %q: want a number of CPUs > 0, e.g. 1.5 or 1500m", c.CPUsSource, cpus)
 		}
 		c.CPUs = f
 	}
@@ -338,6 +343,7 @@ VARIABLE defaults to "application" and may be a factory call: app:create_app().
                                from the cgroup CPU and memory limits)
       --cpus N                 CPUs to size for (default $GORN_CPUS, else detected)
       --max-workers N          ceiling for the automatic worker count
+      --resize-interval S      re-read the limits this often when sized automatically (30)
   -k, --worker-class CLASS     sync
       --backlog N              listen queue length (2048)
       --chdir DIR              working directory of the workers

@@ -64,7 +64,7 @@ func openLogs(cfg *Config, stdout, stderr io.Writer) (*logFiles, error) {
 		lf.errlog = &reopenable{path: cfg.ErrorLog, f: f}
 		sink = lf.errlog
 	}
-	lf.logger = newLogger(cfg.LogFormat, cfg.LogLevel, sink).With(zap.Int("pid", os.Getpid()))
+	lf.logger = newLogger(cfg.LogFormat, cfg.LogLevel, sink)
 	return lf, nil
 }
 

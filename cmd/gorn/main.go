@@ -8,6 +8,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
@@ -60,6 +61,12 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	}
 	defer logs.Close()
 	log := logs.logger
+	py, err := exec.LookPath(cfg.Python)
+	if err != nil {
+		log.Error("no Python interpreter: set --python or VIRTUAL_ENV", zap.String("python", cfg.Python), zap.Error(err))
+		return master.ExitError
+	}
+	cfg.Python = py
 	if cfg.CheckConfig {
 		return checkConfig(cfg, logs)
 	}
@@ -166,9 +173,14 @@ func serve(cfg *Config, logs *logFiles, getenv func(string) string) (int, error)
 		ReopenLogs: logs.Reopen,
 		OOMKills:   sizing.oomKills,
 		Upgrade:    up.upgrade,
+		Ready: func() {
+			if err := sdNotify(getenv, "READY=1"); err != nil {
+				log.Warn("notifying systemd", zap.Error(err))
+			}
+		},
 	}
 	if cfg.Workers == 0 {
-		mcfg.ResizeInterval = 30 * time.Second
+		mcfg.ResizeInterval = cfg.ResizeInterval
 		hooks.Resize = sizing.resize
 	}
 	mon := time.Now()
@@ -222,14 +234,14 @@ func workerSettings(cfg *Config) worker.Settings {
 		LimitRequestFieldSize: cfg.LimitFieldSize,
 		LimitRequestBody:      cfg.LimitBody,
 		RootPath:              cfg.RootPath,
-		ForwardedAllowIPs:     cfg.ForwardedAllowIPs,
+		ForwardedAllowIPs:     append([]string{}, cfg.ForwardedAllowIPs...),
 		AccessLogFormat:       cfg.AccessLogFormat,
 		ErrorLog:              cfg.ErrorLog,
 		LogLevel:              cfg.LogLevel,
 		LogFormat:             cfg.LogFormat,
 		ProcName:              cfg.Name,
 		ServerSoftware:        "gorn/" + version,
-		PythonPath:            cfg.PythonPath,
+		PythonPath:            append([]string{}, cfg.PythonPath...),
 	}
 	if cfg.AccessLog != "" {
 		s.AccessLog = &cfg.AccessLog

@@ -5,28 +5,86 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/gornhq/gorn/internal/cgroup"
+	"github.com/gornhq/gorn/internal/sizing"
 	"github.com/gornhq/gorn/master"
 )
 
-// sizer decides the worker count from flags or the container's limits (placeholder until
-// cgroup sizing lands).
+// sizer answers "how many workers?" from flags or the container's limits, at start and
+// whenever the master asks again (first worker ready, then every --resize-interval).
 type sizer struct {
-	cfg *Config
-	log *zap.Logger
-	m   *master.Master
+	cfg    *Config
+	log    *zap.Logger
+	opts   cgroup.Options
+	limits cgroup.Limits // latest detection, for metrics
+	plan   sizing.Plan   // latest decision
 }
 
 func newSizer(cfg *Config, log *zap.Logger) *sizer { return &sizer{cfg: cfg, log: log} }
 
-func (s *sizer) attach(m *master.Master) { s.m = m }
+func (s *sizer) attach(*master.Master) {}
 
-func (s *sizer) initial() (int, string) {
-	if s.cfg.Workers > 0 {
-		return s.cfg.Workers, fmt.Sprintf("workers=%d (from %s)", s.cfg.Workers, s.cfg.WorkersSource)
+func (s *sizer) decide(workerBytes int64) (sizing.Plan, error) {
+	s.limits = cgroup.Detect(s.opts)
+	master, _ := sizing.ReadRSS("", 0)
+	in := sizing.Input{
+		Class: s.cfg.WorkerClass, Workers: s.cfg.Workers, WorkersFrom: s.cfg.WorkersSource,
+		CPUs: s.cfg.CPUs, CPUsFrom: s.cfg.CPUsSource, MaxWorkers: s.cfg.MaxWorkers,
+		Limits: s.limits, MasterBytes: master, WorkerBytes: workerBytes,
 	}
-	return 1, "workers=1 (default)"
+	p, err := sizing.Decide(in)
+	if err == nil {
+		s.plan = p
+	}
+	return p, err
 }
 
-func (s *sizer) resize() (int, string, bool) { return 0, "", false }
+// initial is the count to start with and the log line that explains it. Under a memory
+// limit, an automatic count starts with one worker: its measured footprint decides how
+// many fit before more are started (starting the CPU count blind could OOM the pod).
+func (s *sizer) initial() (int, string) {
+	p, err := s.decide(0)
+	for _, n := range s.limits.Notes {
+		s.log.Debug("cgroup detection", zap.String("note", n))
+	}
+	if err != nil {
+		s.log.Warn("sizing from limits failed; running 1 worker", zap.Error(err))
+		return 1, "workers=1 (fallback)"
+	}
+	why := p.Explanation
+	if s.cfg.Workers == 0 && s.limits.CPUQuota == nil && s.cfg.CPUs == 0 {
+		why += "; no CPU quota found, so this counts the node's CPUs: in Kubernetes pass the pod's request with --cpus or GORN_CPUS (Downward API requests.cpu)"
+	}
+	if s.cfg.Workers == 0 && s.limits.MemoryLimit != nil && p.Workers > 1 {
+		return 1, why + fmt.Sprintf("; starting 1 worker to measure its memory before scaling to %d", p.Workers)
+	}
+	return p.Workers, why
+}
 
-func (s *sizer) oomKills() (uint64, bool) { return 0, false }
+// resize re-reads the limits and measures the ready workers' footprint (the largest PSS).
+func (s *sizer) resize(pids []int) (int, string, bool) {
+	if s.cfg.Workers > 0 {
+		return 0, "", false
+	}
+	var pss int64
+	for _, pid := range pids {
+		if v, err := sizing.ReadPSS("", pid); err == nil && v > pss {
+			pss = v
+		}
+	}
+	p, err := s.decide(pss)
+	if err != nil {
+		s.log.Warn("re-reading limits", zap.Error(err))
+		return 0, "", false
+	}
+	return p.Workers, p.Explanation, true
+}
+
+// oomKills is the memory cgroup's OOM-kill counter.
+func (s *sizer) oomKills() (uint64, bool) {
+	c, err := cgroup.OOMKills(s.opts)
+	if err != nil || c.Kills < 0 {
+		return 0, false
+	}
+	return uint64(c.Kills), true
+}

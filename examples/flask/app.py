@@ -15,7 +15,7 @@ DOCUMENT = {
     "service": "gorn-example",
     "items": [
         {"id": i, "name": f"item-{i}", "price": round(i * 1.25, 2), "tags": ["a", "b", "c"]}
-        for i in range(14)
+        for i in range(16)
     ],
 }
 

@@ -112,7 +112,8 @@ func OOMKills(opts Options) (OOMCount, error) {
 	cgroups, mounts := r.cgroupsAndMounts(opts.PID, &l)
 	c := r.resolve(cgroups, mounts, "memory", &l)
 	if c.Dir == "" {
-		return OOMCount{}, fmt.Errorf("finding the memory cgroup: %w (%s)", ErrNoOOMCounter, strings.Join(l.Notes, "; "))
+		return OOMCount{}, fmt.Errorf("finding the memory cgroup: %w: %s", ErrNoOOMCounter,
+			strings.Join(append(l.Notes, "not found"), "; "))
 	}
 	f := path.Join(c.Dir, "memory.events")
 	if c.Version == V1 {

@@ -52,8 +52,12 @@ type Input struct {
 
 // Plan is Decide's answer.
 type Plan struct {
-	Workers int     // how many workers to run
-	CPUs    float64 // the CPU count the CPU policy used
+	Workers int // how many workers to run
+	// CPUs is the CPU count sized for (also computed when the count is explicit), and
+	// CPUSource where it came from: Input.CPUsFrom for an override, else "quota" or
+	// "affinity".
+	CPUs      float64
+	CPUSource string
 	// CPUWorkers is the count from the CPU policy alone (or the explicit count).
 	CPUWorkers int
 	// MemoryWorkers is how many workers fit in memory; 0 when unknown (no limit, or no
@@ -74,32 +78,29 @@ func Decide(in Input) (Plan, error) {
 		return Plan{}, fmt.Errorf("deciding workers: negative or invalid input (workers %d, max-workers %d, cpus %v)",
 			in.Workers, in.MaxWorkers, in.CPUs)
 	}
-	var p Plan
-	var why []string
-
 	if err := checkClass(class); err != nil {
 		return Plan{}, err
 	}
+	var p Plan
+	var why []string
+	cpus, cpuSource, cpuWhy := chooseCPUs(in)
+	p.CPUs, p.CPUSource = cpus, cpuSource
 	if in.Workers > 0 {
 		p.Workers, p.CPUWorkers = in.Workers, in.Workers
 		why = append(why, "from "+orDefault(in.WorkersFrom, "explicit count"))
 	} else {
-		cpus, cpuWhy := chooseCPUs(in)
 		if cpus <= 0 {
 			return Plan{}, errors.New("deciding workers: no CPU count: neither affinity nor a cgroup quota is known")
 		}
-		n, formula, err := ForCPUs(class, cpus)
-		if err != nil {
-			return Plan{}, err
-		}
-		p.CPUs, p.Workers, p.CPUWorkers = cpus, n, n
+		n, formula, _ := ForCPUs(class, cpus) // the class was checked above
+		p.Workers, p.CPUWorkers = n, n
 		why = append(why, class+": "+formula, cpuWhy)
 	}
 
 	if lim := in.Limits.MemoryLimit; lim != nil && in.WorkerBytes > 0 {
 		p.MemoryWorkers = MemoryFit(lim.Bytes, in.MasterBytes, in.WorkerBytes)
-		fit := fmt.Sprintf("%d workers fit in %d%% of %s limit from cgroup v%d %s (master %s, worker PSS %s)",
-			p.MemoryWorkers, int(MemoryShare*100), FormatBytes(lim.Bytes), lim.Version, lim.File,
+		fit := fmt.Sprintf("%s in %d%% of %s limit from cgroup v%d %s (master %s, worker PSS %s)",
+			fitCount(p.MemoryWorkers), int(MemoryShare*100), FormatBytes(lim.Bytes), lim.Version, lim.File,
 			FormatBytes(in.MasterBytes), FormatBytes(in.WorkerBytes))
 		switch {
 		case p.MemoryWorkers >= p.Workers:
@@ -124,11 +125,13 @@ func Decide(in Input) (Plan, error) {
 	return p, nil
 }
 
-// chooseCPUs applies "override, else min(affinity, quota)" and describes the source.
-func chooseCPUs(in Input) (float64, string) {
+// chooseCPUs applies "override, else min(affinity, quota)"; it returns the CPU count, its
+// source (see Plan.CPUSource) and a description for the explanation.
+func chooseCPUs(in Input) (cpus float64, source, why string) {
 	l := in.Limits
 	if in.CPUs > 0 {
-		return in.CPUs, fmt.Sprintf("cpus %s from %s", FormatCPUs(in.CPUs), orDefault(in.CPUsFrom, "override"))
+		source = orDefault(in.CPUsFrom, "override")
+		return in.CPUs, source, fmt.Sprintf("cpus %s from %s", FormatCPUs(in.CPUs), source)
 	}
 	q := l.CPUQuota
 	switch {
@@ -137,13 +140,13 @@ func chooseCPUs(in Input) (float64, string) {
 		if l.CPU.Dir != "" {
 			where = fmt.Sprintf(" in cgroup v%d %s", l.CPU.Version, l.CPU.Dir)
 		}
-		return float64(l.Affinity), fmt.Sprintf("no cpu quota%s: counting the node's %d CPUs (affinity); "+
+		return float64(l.Affinity), "affinity", fmt.Sprintf("no cpu quota%s: counting the node's %d CPUs (affinity); "+
 			"to size for the pod's CPU request pass --cpus or GORN_CPUS "+
 			"(Downward API resourceFieldRef requests.cpu, divisor 1m, given as e.g. 500m)", where, l.Affinity)
 	case l.Affinity > 0 && float64(l.Affinity) <= q.CPUs():
-		return float64(l.Affinity), fmt.Sprintf("affinity %d, cpu quota %s", l.Affinity, q)
+		return float64(l.Affinity), "affinity", fmt.Sprintf("affinity %d, cpu quota %s", l.Affinity, q)
 	default:
-		return q.CPUs(), fmt.Sprintf("cpu quota %s, affinity %d", q, l.Affinity)
+		return q.CPUs(), "quota", fmt.Sprintf("cpu quota %s, affinity %d", q, l.Affinity)
 	}
 }
 
@@ -210,6 +213,14 @@ func FormatBytes(n int64) string {
 		i++
 	}
 	return strconv.FormatFloat(math.Round(v*10)/10, 'f', -1, 64) + units[i]
+}
+
+// fitCount says "1 worker fits" or "2 workers fit".
+func fitCount(n int) string {
+	if n == 1 {
+		return "1 worker fits"
+	}
+	return strconv.Itoa(n) + " workers fit"
 }
 
 func orDefault(s, def string) string {

@@ -22,23 +22,27 @@ func TestDecide(t *testing.T) {
 		in      Input
 		workers int
 		cpus    float64
-		memory  int // Plan.MemoryWorkers
+		source  string // Plan.CPUSource
+		memory  int    // Plan.MemoryWorkers
 		explain string
 	}{
 		{
 			name:    "sync on a quota of 1.5",
+			source:  "quota",
 			in:      Input{Limits: withQuota},
 			workers: 4, cpus: 1.5,
 			explain: "workers=4 (sync: 2*1.5+1; cpu quota 150000/100000 from cgroup v1 /sys/fs/cgroup/cpu/pod/cpu.cfs_quota_us, affinity 2)",
 		},
 		{
 			name:    "gthread on a quota of 1.5",
+			source:  "quota",
 			in:      Input{Class: "gthread", Limits: withQuota},
 			workers: 2, cpus: 1.5,
 			explain: "workers=2 (gthread: ceil(1.5); cpu quota 150000/100000 from cgroup v1 /sys/fs/cgroup/cpu/pod/cpu.cfs_quota_us, affinity 2)",
 		},
 		{
-			name: "affinity tighter than the quota",
+			name:   "affinity tighter than the quota",
+			source: "affinity",
 			in: Input{Class: "asgi", Limits: cgroup.Limits{Affinity: 1,
 				CPUQuota: &cgroup.CPUQuota{Quota: 400000, Period: 100000, Version: cgroup.V2, File: "/sys/fs/cgroup/cpu.max"}}},
 			workers: 1, cpus: 1,
@@ -46,6 +50,7 @@ func TestDecide(t *testing.T) {
 		},
 		{
 			name:    "no quota: the node's CPUs, and how to pass the request",
+			source:  "affinity",
 			in:      Input{Limits: noQuota},
 			workers: 129, cpus: 64,
 			explain: "workers=129 (sync: 2*64+1; no cpu quota in cgroup v2 /sys/fs/cgroup: counting the node's 64 CPUs (affinity); " +
@@ -53,36 +58,42 @@ func TestDecide(t *testing.T) {
 		},
 		{
 			name:    "cpus override",
+			source:  "GORN_CPUS",
 			in:      Input{CPUs: 0.5, CPUsFrom: "GORN_CPUS", Limits: noQuota},
 			workers: 2, cpus: 0.5,
 			explain: "workers=2 (sync: 2*0.5+1; cpus 0.5 from GORN_CPUS)",
 		},
 		{
 			name:    "sync rounds half up",
+			source:  "--cpus",
 			in:      Input{CPUs: 1.25, CPUsFrom: "--cpus"},
 			workers: 4, cpus: 1.25,
 			explain: "workers=4 (sync: 2*1.25+1; cpus 1.25 from --cpus)",
 		},
 		{
 			name:    "sync at least 2",
+			source:  "--cpus",
 			in:      Input{CPUs: 0.1, CPUsFrom: "--cpus"},
 			workers: 2, cpus: 0.1,
 			explain: "workers=2 (sync: 2*0.1+1, at least 2; cpus 0.1 from --cpus)",
 		},
 		{
 			name:    "eventlet at least 1",
+			source:  "--cpus",
 			in:      Input{Class: "eventlet", CPUs: 0.25, CPUsFrom: "--cpus"},
 			workers: 1, cpus: 0.25,
 			explain: "workers=1 (eventlet: ceil(0.25); cpus 0.25 from --cpus)",
 		},
 		{
 			name:    "explicit count wins",
+			source:  "quota",
 			in:      Input{Workers: 7, WorkersFrom: "WEB_CONCURRENCY", Limits: withQuota},
-			workers: 7,
+			workers: 7, cpus: 1.5,
 			explain: "workers=7 (from WEB_CONCURRENCY)",
 		},
 		{
 			name:    "memory cap bites",
+			source:  "quota",
 			in:      Input{Limits: mem512, MasterBytes: 20 * mib, WorkerBytes: 180 * mib},
 			workers: 2, cpus: 1.5, memory: 2,
 			explain: "workers=2 (sync: 2*1.5+1; cpu quota 150000/100000 from cgroup v1 /sys/fs/cgroup/cpu/pod/cpu.cfs_quota_us, affinity 2; " +
@@ -90,44 +101,51 @@ func TestDecide(t *testing.T) {
 		},
 		{
 			name:    "memory cap does not bite",
+			source:  "quota",
 			in:      Input{Limits: mem512, MasterBytes: 20 * mib, WorkerBytes: 50 * mib},
 			workers: 4, cpus: 1.5, memory: 8,
 			explain: "workers=4 (sync: 2*1.5+1; cpu quota 150000/100000 from cgroup v1 /sys/fs/cgroup/cpu/pod/cpu.cfs_quota_us, affinity 2)",
 		},
 		{
 			name:    "memory cap at least 1",
+			source:  "quota",
 			in:      Input{Limits: mem512, MasterBytes: 500 * mib, WorkerBytes: 180 * mib},
 			workers: 1, cpus: 1.5, memory: 1,
 			explain: "workers=1 (sync: 2*1.5+1; cpu quota 150000/100000 from cgroup v1 /sys/fs/cgroup/cpu/pod/cpu.cfs_quota_us, affinity 2; " +
-				"memory cap: 1 workers fit in 85% of 512MiB limit from cgroup v1 /sys/fs/cgroup/memory/pod/memory.limit_in_bytes (master 500MiB, worker PSS 180MiB))",
+				"memory cap: 1 worker fits in 85% of 512MiB limit from cgroup v1 /sys/fs/cgroup/memory/pod/memory.limit_in_bytes (master 500MiB, worker PSS 180MiB))",
 		},
 		{
 			name:    "worker not measured yet: no memory cap",
+			source:  "quota",
 			in:      Input{Limits: mem512, MasterBytes: 20 * mib},
 			workers: 4, cpus: 1.5,
 			explain: "workers=4 (sync: 2*1.5+1; cpu quota 150000/100000 from cgroup v1 /sys/fs/cgroup/cpu/pod/cpu.cfs_quota_us, affinity 2)",
 		},
 		{
 			name:    "explicit count above the memory fit: warned, not capped",
+			source:  "quota",
 			in:      Input{Workers: 8, WorkersFrom: "-w", Limits: mem512, MasterBytes: 20 * mib, WorkerBytes: 180 * mib},
-			workers: 8, memory: 2,
+			workers: 8, cpus: 1.5, memory: 2,
 			explain: "workers=8 (from -w; warning: only 2 workers fit in 85% of 512MiB limit from cgroup v1 " +
 				"/sys/fs/cgroup/memory/pod/memory.limit_in_bytes (master 20MiB, worker PSS 180MiB))",
 		},
 		{
 			name:    "max-workers ceiling",
+			source:  "quota",
 			in:      Input{MaxWorkers: 3, Limits: withQuota},
 			workers: 3, cpus: 1.5,
 			explain: "workers=3 (sync: 2*1.5+1; cpu quota 150000/100000 from cgroup v1 /sys/fs/cgroup/cpu/pod/cpu.cfs_quota_us, affinity 2; capped by --max-workers 3)",
 		},
 		{
 			name:    "max-workers above the count does nothing",
+			source:  "quota",
 			in:      Input{MaxWorkers: 10, Limits: withQuota},
 			workers: 4, cpus: 1.5,
 			explain: "workers=4 (sync: 2*1.5+1; cpu quota 150000/100000 from cgroup v1 /sys/fs/cgroup/cpu/pod/cpu.cfs_quota_us, affinity 2)",
 		},
 		{
 			name:    "explicit count above max-workers: warned",
+			source:  "affinity",
 			in:      Input{Workers: 5, WorkersFrom: "-w", MaxWorkers: 3},
 			workers: 5,
 			explain: "workers=5 (from -w; warning: above --max-workers 3)",
@@ -139,9 +157,9 @@ func TestDecide(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Decide: %v", err)
 			}
-			if p.Workers != tt.workers || p.CPUs != tt.cpus || p.MemoryWorkers != tt.memory {
-				t.Errorf("Decide = workers %d cpus %v memory %d, want %d %v %d", p.Workers, p.CPUs, p.MemoryWorkers,
-					tt.workers, tt.cpus, tt.memory)
+			if p.Workers != tt.workers || p.CPUs != tt.cpus || p.CPUSource != tt.source || p.MemoryWorkers != tt.memory {
+				t.Errorf("Decide = workers %d cpus %v from %q memory %d, want %d %v %q %d", p.Workers, p.CPUs, p.CPUSource,
+					p.MemoryWorkers, tt.workers, tt.cpus, tt.source, tt.memory)
 			}
 			if p.Explanation != tt.explain {
 				t.Errorf("Explanation:\n got %s\nwant %s", p.Explanation, tt.explain)

@@ -1,4 +1,6 @@
-package test
+// Package loadgen is a bounded closed-loop HTTP/1.1 load generator that counts outcomes as
+// a real client does; the chaos tests and bench/chaos share it.
+package loadgen
 
 import (
 	"bufio"
@@ -11,17 +13,18 @@ import (
 	"time"
 )
 
-// load is a bounded closed-loop HTTP/1.1 load generator that counts outcomes as a real
+// Load is a bounded closed-loop HTTP/1.1 load generator that counts outcomes as a real
 // client does. A request on a reused keep-alive connection that the server closed before
 // sending any byte of a response is retried once on a new connection (RFC 9112 section
 // 9.3.1); nothing else is retried, and every request sent is accounted for.
-type load struct {
+type Load struct {
 	addr    string
+	paths   []string
 	stop    chan struct{}
 	wg      sync.WaitGroup
-	sent    atomic.Int64
-	ok      atomic.Int64
-	retried atomic.Int64
+	Sent    atomic.Int64 // requests sent
+	OK      atomic.Int64 // 200 responses
+	Retried atomic.Int64 // retried once after an idle keep-alive connection was closed
 	mu      sync.Mutex
 	fails   []string
 }
@@ -54,18 +57,21 @@ func dialConn(addr string) (*conn, error) {
 	return &conn{c: c, cr: cr, br: bufio.NewReader(cr)}, nil
 }
 
-// startLoad runs workers goroutines; each uses keep-alive for a few requests, then a new
-// connection, so both kinds are always in the mix.
-func startLoad(addr string, workers int) *load {
-	l := &load{addr: addr, stop: make(chan struct{})}
-	for i := 0; i < workers; i++ {
+// Start runs clients goroutines; each uses keep-alive for a few requests, then a new
+// connection, so both kinds are always in the mix. Paths cycle through paths.
+func Start(addr string, clients int, paths ...string) *Load {
+	if len(paths) == 0 {
+		paths = []string{"/"}
+	}
+	l := &Load{addr: addr, paths: paths, stop: make(chan struct{})}
+	for i := 0; i < clients; i++ {
 		l.wg.Add(1)
 		go l.run(i)
 	}
 	return l
 }
 
-func (l *load) run(id int) {
+func (l *Load) run(id int) {
 	defer l.wg.Done()
 	var c *conn
 	defer func() {
@@ -79,7 +85,7 @@ func (l *load) run(id int) {
 			return
 		default:
 		}
-		path := []string{"/", "/json", "/pid", "/slow?ms=5"}[n%4]
+		path := l.paths[n%len(l.paths)]
 		keep := (n+id)%5 != 0 // every fifth request closes its connection
 		if c == nil {
 			var err error
@@ -89,12 +95,12 @@ func (l *load) run(id int) {
 				continue
 			}
 		}
-		l.sent.Add(1)
+		l.Sent.Add(1)
 		reused := c.used > 0
 		resp, gotBytes, err := c.do(path, keep)
 		if err != nil && reused && !gotBytes {
 			// The server closed an idle keep-alive connection: retry once on a new one.
-			l.retried.Add(1)
+			l.Retried.Add(1)
 			c.c.Close()
 			if c, err = dialConn(l.addr); err == nil {
 				resp, _, err = c.do(path, keep)
@@ -111,7 +117,7 @@ func (l *load) run(id int) {
 		if resp.StatusCode != 200 {
 			l.fail(fmt.Sprintf("%s: status %d", path, resp.StatusCode))
 		} else {
-			l.ok.Add(1)
+			l.OK.Add(1)
 		}
 		if !keep || resp.Close {
 			c.c.Close()
@@ -146,14 +152,21 @@ func (c *conn) do(path string, keep bool) (*http.Response, bool, error) {
 	return resp, true, nil
 }
 
-func (l *load) fail(msg string) {
+func (l *Load) fail(msg string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.fails = append(l.fails, time.Now().Format("15:04:05.000")+" "+msg)
 }
 
-// finish stops the generator and returns the failures.
-func (l *load) finish() []string {
+// Failures returns the failures so far.
+func (l *Load) Failures() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]string(nil), l.fails...)
+}
+
+// Finish stops the generator and returns the failures.
+func (l *Load) Finish() []string {
 	close(l.stop)
 	l.wg.Wait()
 	l.mu.Lock()
@@ -161,6 +174,6 @@ func (l *load) finish() []string {
 	return l.fails
 }
 
-func (l *load) String() string {
-	return fmt.Sprintf("sent=%d ok=%d retried=%d failed=%d", l.sent.Load(), l.ok.Load(), l.retried.Load(), len(l.fails))
+func (l *Load) String() string {
+	return fmt.Sprintf("sent=%d ok=%d retried=%d failed=%d", l.Sent.Load(), l.OK.Load(), l.Retried.Load(), len(l.fails))
 }

@@ -1,0 +1,91 @@
+package main
+
+import (
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+func env(kv ...string) func(string) string {
+	m := map[string]string{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		m[kv[i]] = kv[i+1]
+	}
+	return func(k string) string { return m[k] }
+}
+
+func TestParseConfig(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		args  []string
+		env   func(string) string
+		check func(*Config) bool
+	}{
+		{"defaults", []string{"app:app"}, env(), func(c *Config) bool {
+			return slices.Equal(c.Binds, []string{"127.0.0.1:8000"}) && c.Workers == 0 && c.Backlog == 2048 &&
+				c.Timeout == 30*time.Second && c.GracefulTimeout == 30*time.Second && c.Keepalive == 2*time.Second &&
+				c.LimitRequestLine == 4094 && c.LimitFields == 100 && c.LimitFieldSize == 8190 && c.Python == "python3" &&
+				c.AccessLog == "" && c.ErrorLog == "-" && c.Name == "app:app"
+		}},
+		{"PORT", []string{"app"}, env("PORT", "5000"), func(c *Config) bool { return c.Binds[0] == "0.0.0.0:5000" }},
+		{"WEB_CONCURRENCY", []string{"app"}, env("WEB_CONCURRENCY", "7"), func(c *Config) bool {
+			return c.Workers == 7 && c.WorkersSource == "WEB_CONCURRENCY"
+		}},
+		{"-w beats WEB_CONCURRENCY", []string{"-w", "3", "app"}, env("WEB_CONCURRENCY", "7"), func(c *Config) bool { return c.Workers == 3 }},
+		{"flags after the app", []string{"app:create_app()", "-w", "2", "--bind", "[::1]:9000", "-b", "unix:/tmp/x.sock"}, env(), func(c *Config) bool {
+			return c.App == "app:create_app()" && c.Workers == 2 && slices.Equal(c.Binds, []string{"[::1]:9000", "unix:/tmp/x.sock"})
+		}},
+		{"gunicorn spellings", []string{"--limit-request-field_size", "100", "--keep-alive", "0.5", "-t", "0", "-e", "A=1", "-e", "B=x=y", "app"}, env(), func(c *Config) bool {
+			return c.LimitFieldSize == 100 && c.Keepalive == 500*time.Millisecond && c.Timeout == 0 && slices.Equal(c.Env, []string{"A=1", "B=x=y"})
+		}},
+		{"virtualenv python", []string{"app"}, env("VIRTUAL_ENV", "/srv/venv"), func(c *Config) bool { return c.Python == "/srv/venv/bin/python" }},
+		{"cpus in millicores", []string{"app"}, env("GORN_CPUS", "1500m"), func(c *Config) bool { return c.CPUs == 1.5 && c.CPUsSource == "GORN_CPUS" }},
+		{"pythonpath list", []string{"--pythonpath", "a, b", "app"}, env(), func(c *Config) bool { return slices.Equal(c.PythonPath, []string{"a", "b"}) }},
+		{"forwarded ips from env", []string{"app"}, env("FORWARDED_ALLOW_IPS", "10.0.0.0/8"), func(c *Config) bool {
+			return slices.Equal(c.ForwardedAllowIPs, []string{"10.0.0.0/8"})
+		}},
+		{"version needs no app", []string{"-v"}, env(), func(c *Config) bool { return c.Version }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := parseConfig(tc.args, tc.env)
+			if err != nil {
+				t.Fatalf("parseConfig(%q): %v", tc.args, err)
+			}
+			if !tc.check(c) {
+				t.Errorf("parseConfig(%q) = %+v", tc.args, c)
+			}
+		})
+	}
+}
+
+func TestParseConfigErrors(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		env  func(string) string
+		want string
+	}{
+		{[]string{}, env(), "no application module"},
+		{[]string{"--bogus", "app"}, env(), "-bogus"},
+		{[]string{"-w", "0", "app"}, env(), "-w/--workers"},
+		{[]string{"-w", "x", "app"}, env(), "-w"},
+		{[]string{"app"}, env("WEB_CONCURRENCY", "lots"), "WEB_CONCURRENCY"},
+		{[]string{"a", "b"}, env(), "unexpected arguments"},
+		{[]string{"-b", "host:http", "app"}, env(), "host:http"},
+		{[]string{"--timeout", "soon", "app"}, env(), "timeout"},
+		{[]string{"-e", "NOEQUALS", "app"}, env(), "KEY=VALUE"},
+		{[]string{"--log-level", "loud", "app"}, env(), "--log-level"},
+		{[]string{"app:"}, env(), "empty variable"},
+		{[]string{"path/to/app.py"}, env(), "MODULE[:VARIABLE]"},
+		{[]string{"-k", "tornado", "app"}, env(), "worker-class"},
+		{[]string{"--cpus", "-1", "app"}, env(), "--cpus"},
+		{[]string{"--backlog", "0", "app"}, env(), "--backlog"},
+	} {
+		_, err := parseConfig(tc.args, tc.env)
+		var ue *usageError
+		if !errors.As(err, &ue) || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("parseConfig(%q) error = %v, want a one-line usage error mentioning %q", tc.args, err, tc.want)
+		}
+	}
+}

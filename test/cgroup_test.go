@@ -1,0 +1,99 @@
+package test
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gornhq/gorn/internal/cgroup/cgrouptest"
+)
+
+// inGroups returns a command prefix that moves the shell into each cgroup dir, then execs
+// gorn, so gorn is sized from those limits from its first instruction.
+func inGroups(dirs ...string) []string {
+	script := ""
+	for _, d := range dirs {
+		script += fmt.Sprintf("echo $$ > %s/cgroup.procs && ", d)
+	}
+	return []string{"sh", "-c", script + `exec "$0" "$@"`}
+}
+
+// waitWorkers waits until the master has exactly n worker children that stay put.
+func waitWorkers(t *testing.T, g *gorn, n int, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	stable := 0
+	for {
+		if len(g.workerPids()) == n {
+			if stable++; stable >= 10 {
+				return
+			}
+		} else {
+			stable = 0
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("want %d workers, have %v:\n%s", n, g.workerPids(), g.logs.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func TestCgroupCPUQuotaSizesWorkers(t *testing.T) {
+	cpu := cgrouptest.NewV1(t, "cpu", fmt.Sprintf("gorn-test-quota-%d", os.Getpid()))
+	cpu.SetCPUQuota(150000, 100000)
+	g := startGorn(t, gornOpts{wrap: inGroups(cpu.Dir()), workers: 4}, "app:app")
+	waitWorkers(t, g, 4, 30*time.Second)
+	if !strings.Contains(g.logs.String(), "workers=4 (sync: 2*1.5+1; cpu quota 150000/100000 from cgroup v1") {
+		t.Errorf("the log does not say why 4:\n%s", g.logs.String())
+	}
+}
+
+func TestCgroupParentQuotaBindsChild(t *testing.T) {
+	parent := cgrouptest.NewV1(t, "cpu", fmt.Sprintf("gorn-test-parent-%d", os.Getpid()))
+	parent.SetCPUQuota(100000, 100000)
+	child := parent.Child("leaf")
+	g := startGorn(t, gornOpts{wrap: inGroups(child.Dir()), workers: 3}, "app:app")
+	waitWorkers(t, g, 3, 30*time.Second)
+	if !strings.Contains(g.logs.String(), "workers=3 (sync: 2*1+1") {
+		t.Errorf("the log does not say why 3:\n%s", g.logs.String())
+	}
+}
+
+func TestCgroupMemoryLimitCapsWorkers(t *testing.T) {
+	mem := cgrouptest.NewV1(t, "memory", fmt.Sprintf("gorn-test-mem-%d", os.Getpid()))
+	// Each worker holds ~100 MiB; 85% of 320 MiB minus the master fits two, while the two
+	// CPUs of this machine alone would call for 5 sync workers.
+	mem.SetMemoryLimit(320 << 20)
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "hungry.py"), []byte(`BALLAST = b"x" * (100 << 20)
+
+def application(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok"]
+`), 0o644)
+	g := startGorn(t, gornOpts{dir: dir, wrap: inGroups(mem.Dir()), workers: 1}, "--cpus", "2", "hungry")
+	waitWorkers(t, g, 2, 30*time.Second)
+	if !strings.Contains(g.logs.String(), "memory cap: 2 workers fit") {
+		t.Errorf("the log does not explain the memory cap:\n%s", g.logs.String())
+	}
+	if code, _ := get(t, g.url("/")); code != 200 {
+		t.Errorf("status %d", code)
+	}
+}
+
+func TestCgroupQuotaChangeIsFollowed(t *testing.T) {
+	cpu := cgrouptest.NewV1(t, "cpu", fmt.Sprintf("gorn-test-resize-%d", os.Getpid()))
+	cpu.SetCPUQuota(100000, 100000)
+	g := startGorn(t, gornOpts{wrap: inGroups(cpu.Dir()), workers: 3}, "--resize-interval", "1", "app:app")
+	waitWorkers(t, g, 3, 30*time.Second)
+	cpu.SetCPUQuota(200000, 100000) // in-place pod resize: 2 CPUs -> 5 sync workers
+	waitWorkers(t, g, 5, 30*time.Second)
+	cpu.SetCPUQuota(50000, 100000) // 0.5 CPU -> 2*0.5+1 = 2
+	waitWorkers(t, g, 2, 30*time.Second)
+	if code, _ := get(t, g.url("/")); code != 200 {
+		t.Errorf("status %d", code)
+	}
+}

@@ -1,0 +1,913 @@
+"""Strict HTTP/1.0 and HTTP/1.1 request parsing (RFC 9112 / RFC 9110) for the sync worker.
+
+Internet-facing: every ambiguity that could desynchronise gorn from a proxy in front of
+it is an error, answered before the app runs with a short response and a close:
+
+- request line ``METHOD SP target SP HTTP/x.y CRLF``; only CRLF line endings, no bare CR/LF
+  or CTL anywhere in the head; method is a token; origin-, absolute-, authority- (CONNECT)
+  and asterisk- (OPTIONS) forms; HTTP/1.0 and 1.1 only (505 for other versions);
+- header names are tokens (whitespace before ``:`` is an error), obs-fold is an error,
+  names containing ``_`` are dropped, repeats are joined with ``,`` except Host,
+  Content-Length and Content-Type, whose repeats are errors;
+- body framing: Content-Length digits only; CL with TE, TE on HTTP/1.0, a TE list that
+  does not end in a single ``chunked`` -> 400; any other coding -> 501; strict chunk sizes
+  (1-16 hex digits), extensions, CRLFs and trailers.
+
+:func:`parse_request` turns a complete head into a :class:`Request` whose ``environ`` is
+the PEP 3333 environ; :class:`Connection` is the buffered reader over one accepted socket
+that finds heads (with the head deadline) and feeds the body readers (``wsgi.input``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+import struct
+from time import monotonic
+from typing import Iterator, Optional
+from urllib.parse import unquote_to_bytes
+
+# --------------------------------------------------------------------------- errors
+
+REASONS: dict[int, str] = {
+    400: "Bad Request",
+    408: "Request Timeout",
+    413: "Content Too Large",
+    414: "URI Too Long",
+    417: "Expectation Failed",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    501: "Not Implemented",
+    505: "HTTP Version Not Supported",
+}
+
+
+class HTTPError(Exception):
+    """A request that must be refused before the app runs (status + one-line detail)."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(f"{status} {detail}")
+        self.status = status
+        self.detail = detail
+
+
+class HeadTimeout(Exception):
+    """The request head did not arrive within header_timeout (close; no response)."""
+
+    def __init__(self, received: int) -> None:
+        super().__init__(f"timed out reading the request head ({received} bytes received)")
+        self.received = received
+
+
+class IncompleteHead(Exception):
+    """The client closed the connection in the middle of a head (close; no response)."""
+
+
+class BodyError(IOError):
+    """Raised by ``wsgi.input`` reads. ``status`` is the answer if no response began (0 = none)."""
+
+    status = 0
+
+
+class InvalidBody(BodyError):
+    """Malformed chunked framing or trailers."""
+
+    def __init__(self, detail: str, status: int = 400) -> None:
+        super().__init__(detail)
+        self.status = status
+
+
+class BodyTooLarge(BodyError):
+    status = 413
+
+
+class BodyTimeout(BodyError):
+    """The body stopped flowing for header_timeout seconds."""
+
+
+class ClientDisconnected(BodyError):
+    """The client went away before the body ended."""
+
+
+# ----------------------------------------------------------------------- constants
+
+TCHAR = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_CTL_SEARCH = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]").search  # CTLs except HTAB
+_VERSION_MATCH = re.compile(rb"HTTP/([0-9])\.([0-9])\Z").match
+_REG_NAME = r"[A-Za-z0-9\-._~%!$&'()*+,;=]"
+_HOST_MATCH = re.compile(r"(\[[0-9A-Fa-f:.]+\]|" + _REG_NAME + r"*)(?::([0-9]*))?\Z").match
+_AUTHORITY_MATCH = re.compile(rb"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]+)(?::[0-9]*)?\Z").match
+_CONNECT_MATCH = re.compile(rb"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]+):[0-9]+\Z").match
+_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_QSTRING = rb'"(?:[\t !#-\[\]-~\x80-\xff]|\\[\t -~\x80-\xff])*"'
+_CHUNK_MATCH = re.compile(
+    rb"([0-9A-Fa-f]{1,16})((?:[ \t]*;[ \t]*" + _TOKEN + rb"(?:[ \t]*=[ \t]*(?:" + _TOKEN + rb"|" + _QSTRING + rb"))?)*)\Z"
+).match
+
+MAX_HEAD = 4 << 20  # hard cap on a head even when the limits are 0 (= unlimited)
+MAX_CHUNK_LINE = 4096  # chunk-size line incl. extensions
+DRAIN_LIMIT = 64 << 10  # unread body drained before the next keep-alive request
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+_METHODS: dict[bytes, str] = {
+    m: m.decode() for m in (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"PATCH", b"OPTIONS", b"CONNECT", b"TRACE")
+}
+_SINGLETON = frozenset(("HTTP_HOST", "CONTENT_LENGTH", "CONTENT_TYPE"))
+_FORBIDDEN_TRAILERS = frozenset(
+    b"""content-length transfer-encoding host trailer te authorization proxy-authorization
+    content-type content-encoding content-range connection keep-alive upgrade expect cookie
+    range max-forwards""".split()
+)
+
+# Header name (as sent) -> environ key; "" = dropped (contains "_"). Bounded cache.
+_KEYS: dict[bytes, str] = {}
+_KEYS_MAX = 2048
+
+
+def header_key(name: bytes) -> str:
+    """Environ key for a header name that is a token ("" if it must be dropped)."""
+    key = _KEYS.get(name)
+    if key is not None:
+        return key
+    if b"_" in name:
+        key = ""
+    else:
+        up = name.upper().replace(b"-", b"_").decode("ascii")
+        key = up if up in ("CONTENT_TYPE", "CONTENT_LENGTH") else "HTTP_" + up
+    if len(_KEYS) < _KEYS_MAX:
+        _KEYS[name] = key
+    return key
+
+
+def is_token(b: bytes) -> bool:
+    return bool(b) and not b.translate(None, TCHAR)
+
+
+class Limits:
+    """Request limits and timeouts, resolved once from the settings."""
+
+    __slots__ = ("line", "fields", "field_size", "body", "max_head", "timeout")
+
+    def __init__(
+        self,
+        line: int = 4094,
+        fields: int = 100,
+        field_size: int = 8190,
+        body: int = 0,
+        timeout: float = 10.0,
+    ) -> None:
+        self.line = line if line > 0 else MAX_HEAD
+        self.fields = fields if fields > 0 else 1 << 30
+        self.field_size = field_size if field_size > 0 else MAX_HEAD
+        self.body = body  # 0 = unlimited
+        self.max_head = min(MAX_HEAD, self.line + 4 + min(self.fields, MAX_HEAD) * (self.field_size + 2))
+        self.timeout = timeout  # 0 = none
+
+
+def _timeval(seconds: float) -> bytes:
+    sec = int(seconds)
+    usec = int((seconds - sec) * 1e6)
+    if sec == 0 and usec == 0 and seconds > 0:
+        usec = 1
+    return struct.pack("ll", sec, usec)
+
+
+# ---------------------------------------------------------------------- connection
+
+
+class Connection:
+    """Buffered reading from one accepted (blocking) socket.
+
+    Timeouts use SO_RCVTIMEO / SO_SNDTIMEO set once per connection (a timed-out call
+    fails with EAGAIN): a socket with a Python-level timeout would add a poll() before
+    every recv/send. The head deadline (header_timeout from its first byte) shortens
+    SO_RCVTIMEO only on the slow path, when a head needs more than one recv.
+    """
+
+    __slots__ = ("sock", "buf", "limits", "response_started")
+
+    def __init__(self, sock: socket.socket, limits: Limits) -> None:
+        self.sock = sock
+        self.buf = b""
+        self.limits = limits
+        self.response_started = False
+
+    def set_timeouts(self) -> None:
+        t = self.limits.timeout
+        if t > 0:
+            tv = _timeval(t)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
+
+    # ----------------------------------------------------------------- heads
+    def read_head(self) -> Optional[bytes]:
+        """The next request head without its final CRLFCRLF, or None on a clean EOF.
+
+        Raises HTTPError (414/431/400), HeadTimeout or IncompleteHead.
+        """
+        buf = self.buf
+        if buf:
+            i = buf.find(b"\r\n\r\n")
+            if i > 0:
+                self.buf = buf[i + 4 :]
+                return buf[:i]
+        else:
+            try:
+                buf = self.sock.recv(65536)
+            except BlockingIOError:  # SO_RCVTIMEO: nothing arrived
+                raise HeadTimeout(0) from None
+            if not buf:
+                return None
+            i = buf.find(b"\r\n\r\n")
+            if i > 0:
+                self.buf = buf[i + 4 :]
+                return buf[:i]
+        return self._read_head_slow(buf)
+
+    def _read_head_slow(self, buf: bytes) -> Optional[bytes]:
+        limits = self.limits
+        deadline = monotonic() + limits.timeout if limits.timeout > 0 else 0.0
+        shortened = False
+        sock = self.sock
+        try:
+            while True:
+                while buf[:2] == b"\r\n":  # RFC 9112 2.2: ignore empty lines before a request
+                    buf = buf[2:]
+                i = buf.find(b"\r\n\r\n")
+                if i > 0:
+                    self.buf = buf[i + 4 :]
+                    return buf[:i]
+                self._check_partial(buf)
+                if deadline:
+                    remaining = deadline - monotonic()
+                    if remaining <= 0:
+                        raise HeadTimeout(len(buf))
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(remaining))
+                    shortened = True
+                try:
+                    data = sock.recv(65536)
+                except BlockingIOError:
+                    raise HeadTimeout(len(buf)) from None
+                if not data:
+                    self.buf = b""
+                    if buf:
+                        raise IncompleteHead(f"connection closed after {len(buf)} bytes of a request head")
+                    return None
+                buf += data
+        finally:
+            if shortened:
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(limits.timeout))
+                except OSError:
+                    pass
+
+    def _check_partial(self, buf: bytes) -> None:
+        """Fail early on an incomplete head that can never become valid."""
+        limits = self.limits
+        nl = buf.find(b"\r\n")
+        if nl < 0:
+            if len(buf) > limits.line + 1:
+                raise HTTPError(414, "request line too long")
+        elif nl > limits.line:
+            raise HTTPError(414, "request line too long")
+        lf = buf.count(b"\n")
+        if lf and lf != buf.count(b"\r\n"):
+            raise HTTPError(400, "bare LF in request head")
+        if len(buf) > limits.max_head:
+            raise HTTPError(431, "request header section too large")
+
+    # ------------------------------------------------------------------ bodies
+    def recv_body(self, n: int) -> bytes:
+        try:
+            data = self.sock.recv(n)
+        except BlockingIOError:
+            raise BodyTimeout("timed out reading the request body") from None
+        except OSError as e:
+            raise ClientDisconnected(f"reading the request body: {e}") from None
+        if not data:
+            raise ClientDisconnected("client closed the connection before the body ended")
+        return data
+
+    def read_line(self, maxlen: int) -> bytes:
+        """One CRLF-terminated line of a chunked body (without the CRLF)."""
+        buf = self.buf
+        while True:
+            i = buf.find(b"\r\n")
+            if i >= 0:
+                if i > maxlen:
+                    raise InvalidBody("chunked body line too long")
+                self.buf = buf[i + 2 :]
+                return buf[:i]
+            self.buf = buf
+            if len(buf) > maxlen + 1:
+                raise InvalidBody("chunked body line too long")
+            if b"\n" in buf:
+                raise InvalidBody("bare LF in chunked body")
+            buf += self.recv_body(65536)
+
+    def expect_crlf(self) -> None:
+        while len(self.buf) < 2:
+            self.buf += self.recv_body(65536)
+        if self.buf[:2] != b"\r\n":
+            raise InvalidBody("missing CRLF after chunk data")
+        self.buf = self.buf[2:]
+
+
+# ------------------------------------------------------------------------- bodies
+
+
+class Body:
+    """``wsgi.input``: read/readline/readlines/iteration, never past the body.
+
+    Reading errors raise :class:`BodyError` (an IOError) and are remembered in
+    ``failed`` so the worker closes the connection even if the app swallows them.
+    The first read answers ``Expect: 100-continue`` (if no response has started).
+    """
+
+    __slots__ = ("_conn", "_pending", "_continue", "failed", "done")
+
+    def __init__(self, conn: Connection, expect_continue: bool = False) -> None:
+        self._conn = conn
+        self._pending = b""
+        self._continue = expect_continue
+        self.failed: Optional[BodyError] = None
+        self.done = False
+
+    # subclasses: next raw (de-framed) bytes, at most n (n > 0); b"" at the end
+    def _raw(self, n: int) -> bytes:
+        raise NotImplementedError
+
+    @property
+    def continue_pending(self) -> bool:
+        """True if 100-continue was expected and never sent (the body was not asked for)."""
+        return self._continue
+
+    def _send_continue(self) -> None:
+        self._continue = False
+        conn = self._conn
+        if not conn.response_started:
+            try:
+                conn.sock.sendall(CONTINUE)
+            except OSError as e:
+                self.failed = ClientDisconnected(f"sending 100 Continue: {e}")
+                raise self.failed from None
+
+    def _get(self, n: int) -> bytes:
+        if self.failed is not None:
+            raise self.failed
+        try:
+            data = self._raw(n)
+        except BodyError as e:
+            self.failed = e
+            raise
+        if not data:
+            self.done = True
+        return data
+
+    def read(self, size: Optional[int] = -1) -> bytes:
+        if self._continue:
+            self._send_continue()
+        pending = self._pending
+        if size is None or size < 0:
+            parts = [pending] if pending else []
+            self._pending = b""
+            while True:
+                d = self._get(65536)
+                if not d:
+                    break
+                parts.append(d)
+            return b"".join(parts)
+        if len(pending) >= size:
+            self._pending = pending[size:]
+            return pending[:size]
+        parts = [pending] if pending else []
+        have = len(pending)
+        self._pending = b""
+        while have < size:
+            d = self._get(size - have)
+            if not d:
+                break
+            parts.append(d)
+            have += len(d)
+        return b"".join(parts)
+
+    def readline(self, size: Optional[int] = -1) -> bytes:
+        if self._continue:
+            self._send_continue()
+        limit = -1 if size is None or size < 0 else size
+        chunks: list[bytes] = []
+        have = 0
+        data = self._pending
+        self._pending = b""
+        while limit < 0 or have < limit:
+            if not data:
+                data = self._get(65536)
+                if not data:
+                    break
+            i = data.find(b"\n")
+            take = len(data) if i < 0 else i + 1
+            if limit >= 0 and have + take > limit:
+                take = limit - have
+            if take < len(data):
+                chunks.append(data[:take])
+                self._pending = data[take:]
+                data = b""
+                break
+            chunks.append(data)
+            have += take
+            data = b""
+            if i >= 0:
+                break
+        if data:
+            self._pending = data
+        return b"".join(chunks)
+
+    def readlines(self, hint: Optional[int] = -1) -> list[bytes]:
+        lines: list[bytes] = []
+        total = 0
+        while True:
+            line = self.readline()
+            if not line:
+                return lines
+            lines.append(line)
+            total += len(line)
+            if hint is not None and 0 < hint <= total:
+                return lines
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        line = self.readline()
+        if not line:
+            raise StopIteration
+        return line
+
+    def close(self) -> None:
+        pass
+
+    def drain(self, limit: int = DRAIN_LIMIT) -> bool:
+        """Discard what the app left unread; False if the connection cannot be reused."""
+        if self.failed is not None or self._continue:
+            return False
+        if self.done:
+            return True
+        total = len(self._pending)
+        self._pending = b""
+        try:
+            while True:
+                d = self._raw(65536)
+                if not d:
+                    self.done = True
+                    return True
+                total += len(d)
+                if total > limit:
+                    return False
+        except BodyError as e:
+            self.failed = e
+            return False
+
+    def may_drain(self, limit: int = DRAIN_LIMIT) -> bool:
+        """Cheap guess whether drain() can succeed (used for the response's Connection)."""
+        return self.failed is None and not self._continue
+
+
+class LengthBody(Body):
+    """A Content-Length body."""
+
+    __slots__ = ("_left",)
+
+    def __init__(self, conn: Connection, length: int, expect_continue: bool = False) -> None:
+        super().__init__(conn, expect_continue)
+        self._left = length
+
+    def _raw(self, n: int) -> bytes:
+        left = self._left
+        if left <= 0:
+            return b""
+        if n > left:
+            n = left
+        conn = self._conn
+        buf = conn.buf
+        if buf:
+            if len(buf) <= n:
+                conn.buf = b""
+                data = buf
+            else:
+                data = buf[:n]
+                conn.buf = buf[n:]
+        else:
+            data = conn.recv_body(n if n < 65536 else 65536)
+        self._left = left - len(data)
+        return data
+
+    def may_drain(self, limit: int = DRAIN_LIMIT) -> bool:
+        if self.failed is not None or self._continue:
+            return False
+        return self._left - len(self._conn.buf) <= limit
+
+    def drain(self, limit: int = DRAIN_LIMIT) -> bool:
+        if not self.may_drain(limit):
+            return False
+        return super().drain(limit)
+
+
+class ChunkedBody(Body):
+    """A chunked body: sizes, extensions, CRLFs and trailers checked strictly."""
+
+    __slots__ = ("_left", "_state", "_total")
+
+    _SIZE, _DATA, _CRLF, _DONE = 0, 1, 2, 3
+
+    def __init__(self, conn: Connection, expect_continue: bool = False) -> None:
+        super().__init__(conn, expect_continue)
+        self._left = 0
+        self._state = self._SIZE
+        self._total = 0
+
+    def _raw(self, n: int) -> bytes:
+        conn = self._conn
+        while True:
+            state = self._state
+            if state == 1:  # _DATA
+                left = self._left
+                if n > left:
+                    n = left
+                buf = conn.buf
+                if buf:
+                    if len(buf) <= n:
+                        conn.buf = b""
+                        data = buf
+                    else:
+                        data = buf[:n]
+                        conn.buf = buf[n:]
+                else:
+                    data = conn.recv_body(n if n < 65536 else 65536)
+                self._left = left - len(data)
+                if self._left == 0:
+                    self._state = self._CRLF
+                return data
+            if state == self._DONE:
+                return b""
+            if state == self._CRLF:
+                conn.expect_crlf()
+                self._state = self._SIZE
+            line = conn.read_line(MAX_CHUNK_LINE)
+            m = _CHUNK_MATCH(line)
+            if m is None:
+                raise InvalidBody("invalid chunk size line")
+            size = int(m.group(1), 16)
+            if size == 0:
+                self._read_trailers()
+                self._state = self._DONE
+                return b""
+            self._total += size
+            limit = conn.limits.body
+            if limit and self._total > limit:
+                raise BodyTooLarge(f"request body larger than limit_request_body ({limit})")
+            self._left = size
+            self._state = self._DATA
+
+    def _read_trailers(self) -> None:
+        conn = self._conn
+        limits = conn.limits
+        count = 0
+        while True:
+            line = conn.read_line(limits.field_size)
+            if not line:
+                return
+            count += 1
+            if count > limits.fields:
+                raise InvalidBody("too many trailer fields", 431)
+            if len(line) + 2 > limits.field_size:
+                raise InvalidBody("trailer field too large", 431)
+            if line[:1] in (b" ", b"\t"):
+                raise InvalidBody("obsolete line folding in trailers")
+            if _CTL_SEARCH(line) is not None:
+                raise InvalidBody("invalid character in trailer")
+            i = line.find(b":")
+            name = line[:i]
+            if i <= 0 or not is_token(name):
+                raise InvalidBody("invalid trailer field name")
+            if name.lower() in _FORBIDDEN_TRAILERS:
+                raise InvalidBody("forbidden trailer field")
+
+
+class EmptyBody:
+    """``wsgi.input`` for requests without a body (shared: it has no state)."""
+
+    __slots__ = ()
+
+    def read(self, size: Optional[int] = -1) -> bytes:
+        return b""
+
+    def readline(self, size: Optional[int] = -1) -> bytes:
+        return b""
+
+    def readlines(self, hint: Optional[int] = -1) -> list[bytes]:
+        return []
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(())
+
+    def close(self) -> None:
+        pass
+
+
+EMPTY_BODY = EmptyBody()
+
+
+# ------------------------------------------------------------------------ requests
+
+
+class Request:
+    """A parsed request: the environ plus what the worker needs to frame the answer."""
+
+    __slots__ = ("environ", "method", "path", "v11", "keepalive", "body")
+
+    def __init__(
+        self,
+        environ: dict,
+        method: str,
+        path: bytes,
+        v11: bool,
+        keepalive: bool,
+        body: Optional[Body],
+    ) -> None:
+        self.environ = environ
+        self.method = method
+        self.path = path
+        self.v11 = v11
+        self.keepalive = keepalive
+        self.body = body
+
+
+def parse_request(
+    head: bytes,
+    conn: Connection,
+    base: dict,
+    root_path: str = "",
+    trusted: bool = False,
+) -> Request:
+    """Parse a complete head (without the final CRLFCRLF) into a Request.
+
+    ``base`` holds the per-connection environ keys (REMOTE_*, SERVER_* defaults,
+    wsgi.*); it is copied, never modified. Raises HTTPError.
+    """
+    limits = conn.limits
+    if _CTL_SEARCH(head.replace(b"\r\n", b"")) is not None:
+        # Check the request line first, so that a huge line still gets its 414.
+        if head.find(b"\r\n") > limits.line:
+            raise HTTPError(414, "request line too long")
+        raise HTTPError(400, "invalid character in request head")
+    lines = head.split(b"\r\n")
+    line = lines[0]
+    if len(line) > limits.line:
+        raise HTTPError(414, "request line too long")
+
+    # ---- request line
+    parts = line.split(b" ")
+    if len(parts) != 3:
+        raise HTTPError(400, "malformed request line")
+    mb, target, version = parts
+    if version == b"HTTP/1.1":
+        v11 = True
+    elif version == b"HTTP/1.0":
+        v11 = False
+    elif _VERSION_MATCH(version):
+        raise HTTPError(505, "HTTP version not supported")
+    else:
+        raise HTTPError(400, "invalid HTTP version")
+    method = _METHODS.get(mb)
+    if method is None:
+        if not mb or mb.translate(None, TCHAR):
+            raise HTTPError(400, "invalid request method")
+        method = mb.decode("ascii")
+    if not target or b"\t" in target:
+        raise HTTPError(400, "invalid request target")
+
+    authority: Optional[bytes] = None
+    if method == "CONNECT":
+        if not _CONNECT_MATCH(target):
+            raise HTTPError(400, "CONNECT needs an authority-form target")
+        authority = target
+        path = b""
+        query = b""
+    else:
+        if target[0] == 47:  # "/": origin-form
+            pq = target
+        elif target == b"*":
+            if method != "OPTIONS":
+                raise HTTPError(400, "asterisk-form target is only allowed with OPTIONS")
+            pq = target
+        else:  # absolute-form
+            j = target.find(b"://")
+            if j <= 0 or target[:j].lower() not in (b"http", b"https"):
+                raise HTTPError(400, "invalid request target")
+            rest = target[j + 3 :]
+            k = len(rest)
+            for sep in (b"/", b"?", b"#"):
+                s = rest.find(sep)
+                if 0 <= s < k:
+                    k = s
+            authority = rest[:k]
+            if not _AUTHORITY_MATCH(authority):
+                raise HTTPError(400, "invalid authority in request target")
+            pq = rest[k:]
+            if pq[:1] != b"/":
+                pq = b"/" + pq
+        h = pq.find(b"#")
+        if h >= 0:
+            pq = pq[:h]
+        q = pq.find(b"?")
+        if q >= 0:
+            path = pq[:q]
+            query = pq[q + 1 :]
+        else:
+            path = pq
+            query = b""
+
+    env = base.copy()
+    env["REQUEST_METHOD"] = method
+    env["RAW_URI"] = target.decode("latin-1")
+    env["SERVER_PROTOCOL"] = "HTTP/1.1" if v11 else "HTTP/1.0"
+    env["QUERY_STRING"] = query.decode("latin-1")
+    path_info = (unquote_to_bytes(path) if b"%" in path else path).decode("latin-1")
+    if root_path and (path_info == root_path or path_info.startswith(root_path + "/")):
+        path_info = path_info[len(root_path) :]
+    env["PATH_INFO"] = path_info
+
+    # ---- header fields
+    if len(lines) - 1 > limits.fields:
+        raise HTTPError(431, "too many header fields")
+    size_limit = limits.field_size - 2
+    get = env.get
+    keys_get = _KEYS.get
+    for line in lines[1:]:
+        if len(line) > size_limit:
+            raise HTTPError(431, "header field too large")
+        i = line.find(b":")
+        if i <= 0:
+            if line[:1] in (b" ", b"\t"):
+                raise HTTPError(400, "obsolete line folding")
+            raise HTTPError(400, "invalid header field")
+        name = line[:i]
+        key = keys_get(name)
+        if key is None:
+            if name.translate(None, TCHAR):
+                if name[:1] in (b" ", b"\t"):
+                    raise HTTPError(400, "obsolete line folding")
+                raise HTTPError(400, "invalid header field name")
+            key = header_key(name)
+        if not key:
+            continue  # names with "_" are dropped
+        value = line[i + 1 :].strip(b" \t").decode("latin-1")
+        old = get(key)
+        if old is None:
+            env[key] = value
+        elif key in _SINGLETON:
+            raise HTTPError(400, f"duplicate {key[5:] if key.startswith('HTTP_') else key} header")
+        else:
+            env[key] = old + "," + value
+
+    # ---- framing
+    body: Optional[Body] = None
+    te = get("HTTP_TRANSFER_ENCODING")
+    expect_continue = False
+    exp = get("HTTP_EXPECT")
+    if exp is not None and v11:
+        if exp.strip(" \t").lower() != "100-continue":
+            raise HTTPError(417, "unsupported Expect value")
+        expect_continue = True
+    if te is not None:
+        if not v11:
+            raise HTTPError(400, "Transfer-Encoding in an HTTP/1.0 request")
+        if "CONTENT_LENGTH" in env:
+            raise HTTPError(400, "both Content-Length and Transfer-Encoding")
+        codings = [c.strip(" \t").lower() for c in te.split(",")]
+        for c in codings:
+            if not c or not is_token(c.encode("latin-1")):
+                raise HTTPError(400, "invalid Transfer-Encoding")
+        n = codings.count("chunked")
+        if n > 1 or (n == 1 and codings[-1] != "chunked"):
+            raise HTTPError(400, "chunked must be the last transfer coding, once")
+        if n == 0 or len(codings) > 1:
+            raise HTTPError(501, "unsupported transfer coding")
+        body = ChunkedBody(conn, expect_continue)
+        env["wsgi.input"] = body
+    else:
+        cl = get("CONTENT_LENGTH")
+        if cl is not None:
+            if not cl.isdigit() or not cl.isascii() or len(cl) > 18:
+                raise HTTPError(400, "invalid Content-Length")
+            length = int(cl)
+            if limits.body and length > limits.body:
+                raise HTTPError(413, f"request body larger than limit_request_body ({limits.body})")
+            if length:
+                body = LengthBody(conn, length, expect_continue)
+                env["wsgi.input"] = body
+            else:
+                env["wsgi.input"] = EMPTY_BODY
+        else:
+            env["wsgi.input"] = EMPTY_BODY
+
+    # ---- connection persistence
+    ch = get("HTTP_CONNECTION")
+    if ch is None:
+        keepalive = v11
+    else:
+        tokens = {t.strip(" \t") for t in ch.lower().split(",")}
+        if "close" in tokens:
+            keepalive = False
+        else:
+            keepalive = v11 or "keep-alive" in tokens
+
+    # ---- proxies, then the server name
+    if trusted:
+        apply_forwarded(env)
+    host = authority.decode("latin-1") if authority is not None else get("HTTP_HOST")
+    if host is not None:
+        hp = split_host(host)
+        if hp is None:
+            raise HTTPError(400, "invalid Host header")
+        if hp[0]:
+            env["SERVER_NAME"] = hp[0]
+            env["SERVER_PORT"] = hp[1] or ("443" if env["wsgi.url_scheme"] == "https" else "80")
+
+    return Request(env, method, path, v11, keepalive, body)
+
+
+_HOSTS: dict[str, Optional[tuple[str, str]]] = {}
+
+
+def split_host(host: str) -> Optional[tuple[str, str]]:
+    """``host[:port]`` -> (name, port or ""); None if the value is not a valid Host."""
+    r = _HOSTS.get(host, False)
+    if r is not False:
+        return r  # type: ignore[return-value]
+    m = _HOST_MATCH(host)
+    if m is None:
+        r = None
+    else:
+        name = m.group(1)
+        if name.startswith("["):
+            name = name[1:-1]
+        r = (name, m.group(2) or "")
+    if len(_HOSTS) < 1024:
+        _HOSTS[host] = r
+    return r
+
+
+# ------------------------------------------------------------------------- proxies
+
+
+def _valid_ip(s: str) -> bool:
+    try:
+        ipaddress.ip_address(s)
+    except ValueError:
+        return False
+    return True
+
+
+def parse_forwarded(value: str) -> tuple[Optional[str], Optional[str]]:
+    """RFC 7239: (for, proto) of the first element; either may be None."""
+    first = value.split(",", 1)[0]
+    addr: Optional[str] = None
+    proto: Optional[str] = None
+    for pair in first.split(";"):
+        k, sep, v = pair.partition("=")
+        if not sep:
+            continue
+        k = k.strip(" \t").lower()
+        v = v.strip(" \t")
+        if len(v) >= 2 and v[0] == '"' and v[-1] == '"':
+            v = v[1:-1].replace('\\"', '"')
+        if k == "for":
+            if v.startswith("["):
+                end = v.find("]")
+                v = v[1:end] if end > 0 else ""
+            elif v.count(":") == 1:
+                v = v.split(":", 1)[0]
+            addr = v or None
+        elif k == "proto":
+            proto = v
+    return addr, proto
+
+
+def apply_forwarded(env: dict) -> None:
+    """Trusted peer: Forwarded (preferred) or X-Forwarded-For/-Proto set REMOTE_ADDR and the scheme."""
+    fwd = env.get("HTTP_FORWARDED")
+    if fwd is not None:
+        addr, proto = parse_forwarded(fwd)
+    else:
+        xff = env.get("HTTP_X_FORWARDED_FOR")
+        addr = xff.split(",", 1)[0].strip(" \t") if xff is not None else None
+        xfp = env.get("HTTP_X_FORWARDED_PROTO")
+        proto = xfp.split(",", 1)[0] if xfp is not None else None
+    if addr and _valid_ip(addr):
+        env["REMOTE_ADDR"] = addr
+    if proto:
+        p = proto.strip(" \t").lower()
+        if p in ("http", "https"):
+            env["wsgi.url_scheme"] = p

@@ -1,0 +1,192 @@
+"""Worker entry point: the fixed set-up order, then serve.
+
+1. settings from ``GORN_WORKER`` (invalid: one log line, exit 3)
+2. the error log; faulthandler (SIGABRT from the master dumps every thread's stack)
+3. inherited fds: scoreboard, listeners, access log (unusable: exit 3)
+4. signal handlers; the lifeline thread (EOF on the pipe: ``os._exit(0)``)
+5. sys.path: cwd, then the pythonpath entries, in front
+6. scoreboard: pid, generation, state=booting
+7. import the app (failure: one log line with the Python error, exit 4)
+8. state=ready, serve; TERM drains and returns 0
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import os
+import signal
+import sys
+import threading
+from types import FrameType
+from typing import Optional
+
+from . import accesslog as _accesslog
+from . import app as _app
+from . import config as _config
+from . import http as _http  # noqa: F401  (imported up front: nothing loads lazily later)
+from . import logs as _logs
+from . import scoreboard as _scoreboard
+from . import sync as _sync
+from . import wsgi as _wsgi  # noqa: F401
+
+EXIT_OK = 0
+EXIT_BOOT = 3
+EXIT_APP = 4
+
+_SYNC_SIGNALS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL}
+_IGNORED = (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR2, signal.SIGWINCH)
+
+
+def set_process_name(name: bytes = b"gorn-worker") -> None:
+    """prctl(PR_SET_NAME): best effort."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(15, ctypes.c_char_p(name[:15]), 0, 0, 0)
+    except Exception:
+        pass
+
+
+def _lifeline(fd: int) -> None:
+    while True:
+        try:
+            data = os.read(fd, 64)
+        except InterruptedError:
+            continue
+        except OSError:
+            data = b""
+        if not data:
+            os._exit(0)  # the master is gone
+
+
+def start_lifeline(fd: int) -> None:
+    """Watch the lifeline pipe from a daemon thread that never receives signals."""
+    mask = set(signal.valid_signals()) - _SYNC_SIGNALS
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, mask)
+    try:
+        threading.Thread(target=_lifeline, args=(fd,), name="gorn-lifeline", daemon=True).start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+class _Signals:
+    """Routes signals to the worker; during boot TERM/INT/QUIT just end the process."""
+
+    def __init__(
+        self,
+        log: _logs.Logger,
+        access: Optional[_accesslog.AccessLog],
+        sb: _scoreboard.Scoreboard,
+    ) -> None:
+        self.log = log
+        self.access = access
+        self.sb = sb
+        self.worker: Optional[_sync.SyncWorker] = None
+
+    def install(self) -> None:
+        signal.signal(signal.SIGTERM, self.on_term)
+        signal.signal(signal.SIGINT, self.on_fast)
+        signal.signal(signal.SIGQUIT, self.on_fast)
+        signal.signal(signal.SIGUSR1, self.on_usr1)
+        signal.signal(signal.SIGALRM, self.on_alarm)
+        for s in _IGNORED:
+            # A Python no-op rather than SIG_IGN: an ignored disposition would survive
+            # exec() into the app's own subprocesses.
+            signal.signal(s, self.on_ignored)
+
+    def on_term(self, signum: int, frame: Optional[FrameType]) -> None:
+        if self.worker is None:
+            self.sb.set_state(_scoreboard.STATE_DRAINING)
+            raise _sync.FastExit()
+        self.worker.on_term()
+
+    def on_fast(self, signum: int, frame: Optional[FrameType]) -> None:
+        if self.worker is None:
+            raise _sync.FastExit()
+        self.worker.on_fast_exit()
+
+    def on_alarm(self, signum: int, frame: Optional[FrameType]) -> None:
+        if self.worker is not None:
+            self.worker.on_alarm()
+
+    def on_usr1(self, signum: int, frame: Optional[FrameType]) -> None:
+        self.log.reopen()
+        if self.access is not None:
+            self.access.reopen()
+
+    def on_ignored(self, signum: int, frame: Optional[FrameType]) -> None:
+        pass
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    # 1. settings
+    try:
+        settings, unknown = _config.Settings.from_environ()
+    except _config.ConfigError as e:
+        _logs.emergency(f"invalid worker settings: {e}")
+        return EXIT_BOOT
+    os.environ.pop(_config.ENV_VAR, None)
+
+    # 2. logging, faulthandler
+    log = _logs.Logger(
+        settings.log_level,
+        settings.log_format,
+        settings.slot,
+        settings.generation,
+        fd=2,
+        path=None if settings.error_log == "-" else settings.error_log,
+    )
+    for key in unknown:
+        log.warning(f"ignoring unknown worker setting {key!r}")
+    try:
+        faulthandler.enable(file=sys.stderr, all_threads=True)
+    except (RuntimeError, ValueError, AttributeError, OSError):
+        log.warning("faulthandler could not be enabled")
+    set_process_name()
+
+    # 3. inherited fds
+    try:
+        sb = _scoreboard.Scoreboard(settings.scoreboard_fd, settings.slot)
+        listeners = [_sync.Listener(fd) for fd in settings.listen_fds]
+        if settings.lifeline_fd >= 0:
+            os.fstat(settings.lifeline_fd)
+        access = (
+            _accesslog.AccessLog(settings.access_log, settings.access_log_format, log)
+            if settings.access_log
+            else None
+        )
+    except (_scoreboard.ScoreboardError, ValueError, OSError) as e:
+        log.error(f"cannot start the worker: {e}")
+        return EXIT_BOOT
+
+    # 4. signals, lifeline
+    signals = _Signals(log, access, sb)
+    try:
+        signals.install()
+        if settings.lifeline_fd >= 0:
+            start_lifeline(settings.lifeline_fd)
+
+        # 5-6. sys.path, booting
+        _app.setup_path(os.getcwd(), settings.pythonpath)
+        sb.boot(settings.generation, os.getpid())
+        log.debug(f"booting worker (pid {os.getpid()}, app {settings.app})")
+
+        # 7. the app
+        try:
+            application = _app.load(settings.app)
+        except _app.AppLoadError as e:
+            log.error(str(e))
+            if e.detail:
+                log.debug(e.detail.rstrip("\n"))
+            return EXIT_APP
+
+        # 8. serve
+        worker = _sync.SyncWorker(application, settings, log, sb, listeners, access)
+        sb.set_state(_scoreboard.STATE_READY)
+        signals.worker = worker  # from here TERM drains instead of ending the process
+        worker.run()
+    except _sync.FastExit:
+        pass
+    log.debug("worker exiting")
+    return EXIT_OK
