@@ -536,9 +536,9 @@ func (m *Master) promote(w *worker) {
 		return
 	}
 	w.replaces = nil
-	reason := ReasonReload
-	if old.recycle {
-		reason = ReasonRecycled
+	reason := ReasonRecycled
+	if old.gen < m.gen {
+		reason = ReasonReload
 	}
 	m.stop(old, syscall.SIGTERM, reason)
 }

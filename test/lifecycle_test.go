@@ -144,7 +144,7 @@ func TestHungWorkerIsDumpedAndReplaced(t *testing.T) {
 		}
 	}
 	logs := g.logs.String()
-	if !strings.Contains(logs, `GET /slow?ms=60000`) {
+	if !strings.Contains(logs, `request \"GET /slow\" running for`) {
 		t.Errorf("the timeout log line does not name the request")
 	}
 	src, _ := os.ReadFile(filepath.Join(repoRoot, "examples", "flask", "app.py"))
