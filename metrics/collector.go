@@ -1,0 +1,305 @@
+package metrics
+
+import (
+	"context"
+	"errors"
+	"runtime"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/gornhq/gorn/internal/scoreboard"
+	"github.com/gornhq/gorn/internal/sizing"
+	"github.com/gornhq/gorn/master"
+	"github.com/gornhq/gorn/socket"
+)
+
+const namespace = "gorn"
+
+func newDesc(name, help string, labels ...string) *prometheus.Desc {
+	return prometheus.NewDesc(prometheus.BuildFQName(namespace, "", name), help, labels, nil)
+}
+
+// The metrics; README-metrics.md lists them with their labels.
+var (
+	descBuildInfo = newDesc("build_info", "gorn's version and the Go version it was built with; always 1.", "version", "goversion")
+
+	descWorkers    = newDesc("workers", "Worker processes by state: booting (not ready yet), ready (idle), busy (serving a request), draining (stopping).", "state")
+	descDesired    = newDesc("workers_desired", "Number of workers the master aims to run.")
+	descReady      = newDesc("ready", "1 when /readyz passes: serving, not shutting down, and at least --min-ready workers ready.")
+	descGeneration = newDesc("generation", "Reload generation new workers start with: 1, plus one per reload (HUP).")
+	descSpawns     = newDesc("worker_spawns_total", "Worker processes started.")
+	descExits      = newDesc("worker_exits_total", "Worker processes exited, by reason.", "reason")
+
+	descRequests = newDesc("requests_total", "Requests answered, by method and status class.", "method", "status_class")
+	descDuration = newDesc("request_duration_seconds", "Request duration measured by the worker, from the request head parsed to the response finished.")
+	descInFlight = newDesc("requests_in_flight", "Requests being served now: the number of busy workers.")
+	descBytes    = newDesc("response_body_bytes_total", "Response body bytes written.")
+
+	descQueue   = newDesc("listen_queue_length", "Connections waiting in the listen queue for a worker to accept them (TCP listeners).", "listener")
+	descBacklog = newDesc("listen_backlog", "Listen queue limit: the listen(2) backlog capped at net.core.somaxconn; connections beyond backlog+1 are dropped.", "listener")
+
+	descRSS = newDesc("worker_rss_bytes", "Resident set size of each live worker, by scoreboard slot.", "slot")
+	descPSS = newDesc("worker_pss_bytes", "Proportional set size of each live worker (shared pages divided among their sharers), by scoreboard slot.", "slot")
+
+	descCPUs        = newDesc("cpus", "CPUs the worker count is sized for.")
+	descMemoryLimit = newDesc("memory_limit_bytes", "Memory limit of the cgroup; absent when there is none.")
+	descSizingInfo  = newDesc("sizing_info", "Where the worker count and the CPU count came from; always 1.", "workers_source", "cpus_source")
+
+	descScrapeSuccess  = newDesc("scrape_collector_success", "1 if this part of the scrape succeeded.", "collector")
+	descScrapeDuration = newDesc("scrape_collector_duration_seconds", "Time this part of the scrape took.", "collector")
+
+	allDescs = []*prometheus.Desc{
+		descBuildInfo, descWorkers, descDesired, descReady, descGeneration, descSpawns, descExits,
+		descRequests, descDuration, descInFlight, descBytes, descQueue, descBacklog, descRSS, descPSS,
+		descCPUs, descMemoryLimit, descSizingInfo, descScrapeSuccess, descScrapeDuration,
+	}
+)
+
+// workerStates are the values of the "state" label, as master.WorkerInfo.State has them.
+var workerStates = []string{"booting", "ready", "busy", "draining"}
+
+// exitReasons are the exit reasons always reported, zero or not.
+var exitReasons = []string{
+	master.ReasonCrash, master.ReasonTimeout, master.ReasonBoot, master.ReasonRecycled, master.ReasonReload,
+	master.ReasonScaledDown, master.ReasonShutdown, master.ReasonSignal, master.ReasonOOM,
+}
+
+// statusClasses are the values of the "status_class" label, in scoreboard order.
+var statusClasses = [scoreboard.Classes]string{"1xx", "2xx", "3xx", "4xx", "5xx"}
+
+// Collector is a prometheus.Collector over the master: each Collect takes one snapshot
+// of the master loop and emits const metrics from it. It is safe for concurrent use.
+type Collector struct {
+	opts Options
+	now  func() time.Time // for the scrape durations; a fixed clock in tests
+}
+
+// NewCollector returns a Collector for opts; opts.Source is required.
+func NewCollector(opts Options) *Collector {
+	return &Collector{opts: opts, now: time.Now}
+}
+
+// Describe sends the descriptors of every metric Collect may emit.
+func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range allDescs {
+		ch <- d
+	}
+}
+
+// Collect takes one snapshot of the master loop, waiting at most Options.Timeout, and
+// emits the metrics. When the master does not answer, it still reports the listen queues
+// (the saturation signal matters most then) and gorn_scrape_collector_success{collector="master"} 0.
+func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+	emit(ch, descBuildInfo, prometheus.GaugeValue, 1, c.opts.Version, runtime.Version())
+	if c.opts.Limits != nil {
+		collectLimits(ch, c.opts.Limits())
+	}
+
+	start := c.now()
+	ctx, cancel := context.WithTimeout(context.Background(), c.opts.timeout())
+	snap, err := c.opts.Source.Snapshot(ctx)
+	cancel()
+	c.scraped(ch, "master", start, err == nil)
+	if err != nil {
+		c.opts.log().Warn("scrape: the master loop did not answer", zap.Error(err))
+	} else {
+		collectSnapshot(ch, snap, c.opts.minReady())
+	}
+
+	if len(c.opts.Listeners) > 0 {
+		start = c.now()
+		c.scraped(ch, "listeners", start, c.collectListeners(ch))
+	}
+	if err == nil && len(snap.Workers) > 0 {
+		start = c.now()
+		c.scraped(ch, "memory", start, c.collectMemory(ch, snap.Workers))
+	}
+}
+
+func (c *Collector) scraped(ch chan<- prometheus.Metric, part string, start time.Time, ok bool) {
+	emit(ch, descScrapeDuration, prometheus.GaugeValue, c.now().Sub(start).Seconds(), part)
+	emit(ch, descScrapeSuccess, prometheus.GaugeValue, b2f(ok), part)
+}
+
+func collectLimits(ch chan<- prometheus.Metric, l Limits) {
+	if l.CPUs > 0 {
+		emit(ch, descCPUs, prometheus.GaugeValue, l.CPUs)
+	}
+	if l.MemoryLimitBytes > 0 {
+		emit(ch, descMemoryLimit, prometheus.GaugeValue, float64(l.MemoryLimitBytes))
+	}
+	emit(ch, descSizingInfo, prometheus.GaugeValue, 1, orUnknown(l.WorkersSource), orUnknown(l.CPUsSource))
+}
+
+func collectSnapshot(ch chan<- prometheus.Metric, s master.Snapshot, minReady int) {
+	states := make(map[string]int, len(workerStates))
+	inFlight := 0
+	total := s.Retired
+	for _, w := range s.Workers {
+		states[w.State]++
+		if w.Status.BusySince != 0 {
+			inFlight++
+		}
+		total.Add(w.Status)
+	}
+	for _, st := range workerStates {
+		emit(ch, descWorkers, prometheus.GaugeValue, float64(states[st]), st)
+	}
+	emit(ch, descDesired, prometheus.GaugeValue, float64(s.Desired))
+	emit(ch, descReady, prometheus.GaugeValue, b2f(ready(s, minReady) == ""))
+	emit(ch, descGeneration, prometheus.GaugeValue, float64(s.Generation))
+
+	emit(ch, descSpawns, prometheus.CounterValue, float64(s.Spawns))
+	for _, r := range exitReasons {
+		emit(ch, descExits, prometheus.CounterValue, float64(s.Exits[r]), r)
+	}
+	var other []string // reasons a newer master may add
+	for r := range s.Exits {
+		if !isKnownReason(r) {
+			other = append(other, r)
+		}
+	}
+	sort.Strings(other)
+	for _, r := range other {
+		emit(ch, descExits, prometheus.CounterValue, float64(s.Exits[r]), r)
+	}
+
+	for m, method := range scoreboard.MethodNames {
+		for cl, class := range statusClasses {
+			emit(ch, descRequests, prometheus.CounterValue, float64(total.Counters[m][cl]), method, class)
+		}
+	}
+	emitHistogram(ch, total)
+	emit(ch, descInFlight, prometheus.GaugeValue, float64(inFlight))
+	emit(ch, descBytes, prometheus.CounterValue, float64(total.BytesSent))
+}
+
+// emitHistogram turns the scoreboard's non-cumulative bucket counts into Prometheus's
+// cumulative ones; the last scoreboard bucket is +Inf, which is the count.
+func emitHistogram(ch chan<- prometheus.Metric, s scoreboard.Slot) {
+	buckets := make(map[float64]uint64, len(scoreboard.BucketBounds))
+	var cum uint64
+	for i, le := range scoreboard.BucketBounds {
+		cum += s.Histogram[i]
+		buckets[le] = cum
+	}
+	cum += s.Histogram[scoreboard.Buckets-1]
+	sum := float64(s.DurationSum) / 1e6
+	m, err := prometheus.NewConstHistogram(descDuration, cum, sum, buckets)
+	if err != nil {
+		m = prometheus.NewInvalidMetric(descDuration, err)
+	}
+	ch <- m
+}
+
+// collectListeners reports the accept queue of each TCP listener; unix listeners are
+// skipped. It returns false if a TCP listener could not be read.
+func (c *Collector) collectListeners(ch chan<- prometheus.Metric) bool {
+	ok := true
+	for _, l := range c.opts.Listeners {
+		queued, backlog, err := socket.QueueDepth(l.Fd())
+		if errors.Is(err, errors.ErrUnsupported) {
+			continue
+		}
+		if err != nil {
+			ok = false
+			c.opts.log().Warn("scrape: reading the listen queue", zap.String("listener", l.String()), zap.Error(err))
+			continue
+		}
+		emit(ch, descQueue, prometheus.GaugeValue, float64(queued), l.String())
+		emit(ch, descBacklog, prometheus.GaugeValue, float64(backlog), l.String())
+	}
+	return ok
+}
+
+// collectMemory reports each worker's RSS and PSS. A worker that exited since the
+// snapshot is skipped; any other read failure makes the part fail.
+func (c *Collector) collectMemory(ch chan<- prometheus.Metric, workers []master.WorkerInfo) bool {
+	ok := true
+	for _, w := range workers {
+		if w.Pid <= 0 {
+			continue
+		}
+		rss, pss, err := readMemory(c.opts.ProcRoot, w.Pid)
+		if err != nil {
+			if !errors.Is(err, errGone) {
+				ok = false
+				c.opts.log().Debug("scrape: reading worker memory", zap.Int("pid", w.Pid), zap.Error(err))
+			}
+			continue
+		}
+		slot := strconv.Itoa(w.Slot)
+		emit(ch, descRSS, prometheus.GaugeValue, float64(rss), slot)
+		emit(ch, descPSS, prometheus.GaugeValue, float64(pss), slot)
+	}
+	return ok
+}
+
+// readMemory reads a worker's RSS (VmRSS of /proc/PID/status) and PSS (Pss of
+// /proc/PID/smaps_rollup) with the readers package sizing measures workers with.
+func readMemory(procRoot string, pid int) (rss, pss int64, err error) {
+	if pss, err = sizing.ReadPSS(procRoot, pid); err == nil {
+		rss, err = sizing.ReadRSS(procRoot, pid)
+	}
+	if err != nil && isGone(err) {
+		err = errors.Join(errGone, err)
+	}
+	return rss, pss, err
+}
+
+// errGone marks a read that failed because the process has exited.
+var errGone = errors.New("process gone")
+
+// isGone: /proc/PID vanished (ENOENT), or the process became a zombie whose smaps_rollup
+// is empty (ESRCH reading it, or no Pss line).
+func isGone(err error) bool {
+	return errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ESRCH)
+}
+
+// ready returns "" when the master is ready with at least minReady workers, else why not.
+func ready(s master.Snapshot, minReady int) string {
+	switch {
+	case !s.Ready && s.ReadyCount > 0:
+		return "shutting down"
+	case s.ReadyCount < minReady:
+		return fmt.Sprintf("%d of %d workers ready, need %d", s.ReadyCount, s.Desired, minReady)
+	case !s.Ready:
+		return "not serving"
+	}
+	return ""
+}
+
+func isKnownReason(r string) bool {
+	for _, k := range exitReasons {
+		if k == r {
+			return true
+		}
+	}
+	return false
+}
+
+func emit(ch chan<- prometheus.Metric, d *prometheus.Desc, t prometheus.ValueType, v float64, labels ...string) {
+	m, err := prometheus.NewConstMetric(d, t, v, labels...)
+	if err != nil {
+		m = prometheus.NewInvalidMetric(d, err)
+	}
+	ch <- m
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "unknown"
+	}
+	return s
+}

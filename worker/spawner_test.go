@@ -1,0 +1,116 @@
+package worker
+
+import (
+	"archive/zip"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/gornhq/gorn/internal/scoreboard"
+	"github.com/gornhq/gorn/master"
+	"github.com/gornhq/gorn/socket"
+)
+
+func TestRuntimeZip(t *testing.T) {
+	f, err := runtimeZip()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	st, _ := f.Stat()
+	zr, err := zip.NewReader(f, st.Size())
+	if err != nil {
+		t.Fatal(err)
+	}
+	have := map[string]bool{}
+	for _, zf := range zr.File {
+		have[zf.Name] = true
+	}
+	for _, want := range []string{"__main__.py", "gorn_worker/__init__.py", "gorn_worker/main.py", "gorn_worker/sync.py"} {
+		if !have[want] {
+			t.Errorf("runtime zip lacks %s (has %v)", want, have)
+		}
+	}
+}
+
+// TestSpawnServesAndReaps starts one real worker from the embedded runtime, waits for its
+// scoreboard slot to say ready, serves a request, stops it and reaps it.
+func TestSpawnServesAndReaps(t *testing.T) {
+	py, err := exec.LookPath("python3")
+	if err != nil {
+		t.Skip("no python3")
+	}
+	dir := t.TempDir()
+	app := "def application(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [b'spawned']\n"
+	if err := os.WriteFile(filepath.Join(dir, "tiny.py"), []byte(app), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	addr, _ := socket.ParseAddress("127.0.0.1:0")
+	ls, err := socket.Bind([]socket.Address{addr}, socket.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ls[0].Close()
+	board, err := scoreboard.New(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer board.Close()
+	exits := make(chan master.Exit, 4)
+	go Reap(exits)
+	sp, err := NewSpawner(Config{
+		Python: py, Dir: dir, Env: os.Environ(), Listeners: []*os.File{ls[0].File()}, Board: board,
+		Stdout: os.Stdout, Stderr: os.Stderr,
+		Settings: func() Settings {
+			return Settings{App: "tiny", WorkerClass: "sync", Keepalive: 2, HeaderTimeout: 10, LimitRequestLine: 4094,
+				LimitRequestFields: 100, LimitRequestFieldSize: 8190, ForwardedAllowIPs: []string{}, PythonPath: []string{},
+				ErrorLog: "-", LogLevel: "info", LogFormat: "text", ServerSoftware: "gorn/test", AccessLogFormat: "json"}
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	proc, err := sp.Spawn(master.SpawnRequest{Slot: 1, Generation: 3, Workers: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for proc.Status().State != scoreboard.StateReady {
+		select {
+		case e := <-exits:
+			t.Fatalf("worker exited while booting: %+v", e)
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("worker not ready: %+v", proc.Status())
+		}
+	}
+	if s := proc.Status(); s.PID != uint64(proc.Pid()) || s.Generation != 3 {
+		t.Errorf("slot %+v, pid %d", s, proc.Pid())
+	}
+	resp, err := http.Get("http://127.0.0.1:" + strconv.Itoa(ls[0].Port()) + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != "spawned" || resp.Header.Get("Server") != "gorn/test" {
+		t.Errorf("got %q server %q", body, resp.Header.Get("Server"))
+	}
+	if err := proc.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case e := <-exits:
+		if e.Pid != proc.Pid() || !e.Status.Signaled() {
+			t.Errorf("reaped %+v, want pid %d killed", e, proc.Pid())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("worker not reaped")
+	}
+}
