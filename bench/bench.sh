@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 APP=${1:-wsgi_hello:application}
 DURATION=${2:-10s}
-CONNS=${CONNS:-1}
+CONNS=${CONNS:-4}
 VENV=${VENV:-.bench-venv}
 
 command -v wrk >/dev/null || { echo "installing wrk"; apt-get install -y -q wrk >/dev/null; }
@@ -16,7 +16,7 @@ if [ ! -x "$VENV/bin/gunicorn" ]; then
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q gunicorn -r examples/flask/requirements.txt
 fi
-PY=$(realpath "$VENV/bin/python")
+PY="$(cd "$VENV" && pwd)/bin/python"
 go build -o bin/gorn ./cmd/gorn
 GORN=$(realpath bin/gorn)
 cd examples/flask

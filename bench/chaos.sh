@@ -8,7 +8,7 @@ if [ ! -x "$VENV/bin/gunicorn" ]; then
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q gunicorn -r examples/flask/requirements.txt
 fi
-PY=$(realpath "$VENV/bin/python")
+PY="$(cd "$VENV" && pwd)/bin/python"
 go build -o bin/gorn ./cmd/gorn
 go build -o bin/chaos ./bench/chaos
 ROOT=$(pwd)

@@ -1,11 +1,17 @@
 package metrics
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -74,13 +80,14 @@ var statusClasses = [scoreboard.Classes]string{"1xx", "2xx", "3xx", "4xx", "5xx"
 // Collector is a prometheus.Collector over the master: each Collect takes one snapshot
 // of the master loop and emits const metrics from it. It is safe for concurrent use.
 type Collector struct {
-	opts Options
-	now  func() time.Time // for the scrape durations; a fixed clock in tests
+	opts      Options
+	goVersion string           // runtime.Version(); fixed in golden tests
+	now       func() time.Time // for the scrape durations; a fixed clock in golden tests
 }
 
 // NewCollector returns a Collector for opts; opts.Source is required.
 func NewCollector(opts Options) *Collector {
-	return &Collector{opts: opts, now: time.Now}
+	return &Collector{opts: opts, goVersion: runtime.Version(), now: time.Now}
 }
 
 // Describe sends the descriptors of every metric Collect may emit.
@@ -94,7 +101,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 // emits the metrics. When the master does not answer, it still reports the listen queues
 // (the saturation signal matters most then) and gorn_scrape_collector_success{collector="master"} 0.
 func (c *Collector) Collect(ch chan<- prometheus.Metric) {
-	emit(ch, descBuildInfo, prometheus.GaugeValue, 1, c.opts.Version, runtime.Version())
+	emit(ch, descBuildInfo, prometheus.GaugeValue, 1, c.opts.Version, c.goVersion)
 	if c.opts.Limits != nil {
 		collectLimits(ch, c.opts.Limits())
 	}
@@ -159,7 +166,7 @@ func collectSnapshot(ch chan<- prometheus.Metric, s master.Snapshot, minReady in
 	}
 	var other []string // reasons a newer master may add
 	for r := range s.Exits {
-		if !isKnownReason(r) {
+		if !slices.Contains(exitReasons, r) {
 			other = append(other, r)
 		}
 	}
@@ -226,9 +233,9 @@ func (c *Collector) collectMemory(ch chan<- prometheus.Metric, workers []master.
 		}
 		rss, pss, err := readMemory(c.opts.ProcRoot, w.Pid)
 		if err != nil {
-			if !errors.Is(err, errGone) {
+			if !exited(c.opts.ProcRoot, w.Pid) {
 				ok = false
-				c.opts.log().Debug("scrape: reading worker memory", zap.Int("pid", w.Pid), zap.Error(err))
+				c.opts.log().Warn("scrape: reading worker memory", zap.Int("pid", w.Pid), zap.Error(err))
 			}
 			continue
 		}
@@ -239,25 +246,34 @@ func (c *Collector) collectMemory(ch chan<- prometheus.Metric, workers []master.
 	return ok
 }
 
-// readMemory reads a worker's RSS (VmRSS of /proc/PID/status) and PSS (Pss of
-// /proc/PID/smaps_rollup) with the readers package sizing measures workers with.
+// readMemory reads a worker's PSS (the Pss line of /proc/PID/smaps_rollup) and RSS (VmRSS
+// of /proc/PID/status) with the readers the sizing policy measures workers with.
 func readMemory(procRoot string, pid int) (rss, pss int64, err error) {
-	if pss, err = sizing.ReadPSS(procRoot, pid); err == nil {
-		rss, err = sizing.ReadRSS(procRoot, pid)
+	if pss, err = sizing.ReadPSS(procRoot, pid); err != nil {
+		return 0, 0, err
 	}
-	if err != nil && isGone(err) {
-		err = errors.Join(errGone, err)
+	if rss, err = sizing.ReadRSS(procRoot, pid); err != nil {
+		return 0, 0, err
 	}
-	return rss, pss, err
+	return rss, pss, nil
 }
 
-// errGone marks a read that failed because the process has exited.
-var errGone = errors.New("process gone")
-
-// isGone: /proc/PID vanished (ENOENT), or the process became a zombie whose smaps_rollup
-// is empty (ESRCH reading it, or no Pss line).
-func isGone(err error) bool {
-	return errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ESRCH)
+// exited reports whether process pid is gone or a zombie (its memory files are then
+// missing or empty): a worker that exited after the snapshot, not a scrape failure.
+func exited(procRoot string, pid int) bool {
+	if procRoot == "" {
+		procRoot = "/proc"
+	}
+	b, err := os.ReadFile(filepath.Join(procRoot, strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ESRCH)
+	}
+	// "pid (comm) S ...": the state follows the last ')', as comm may hold one.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 || i+2 >= len(b) {
+		return false
+	}
+	return b[i+2] == 'Z' || b[i+2] == 'X'
 }
 
 // ready returns "" when the master is ready with at least minReady workers, else why not.
@@ -271,15 +287,6 @@ func ready(s master.Snapshot, minReady int) string {
 		return "not serving"
 	}
 	return ""
-}
-
-func isKnownReason(r string) bool {
-	for _, k := range exitReasons {
-		if k == r {
-			return true
-		}
-	}
-	return false
 }
 
 func emit(ch chan<- prometheus.Metric, d *prometheus.Desc, t prometheus.ValueType, v float64, labels ...string) {

@@ -1,12 +1,95 @@
 package main
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/gornhq/gorn/internal/cgroup"
+	"github.com/gornhq/gorn/internal/sizing"
 	"github.com/gornhq/gorn/master"
+	"github.com/gornhq/gorn/metrics"
 	"github.com/gornhq/gorn/socket"
 )
 
-func serveMetrics(cfg *Config, m *master.Master, ls []*socket.Listener, s *sizer, log *zap.Logger) (func(), error) {
-	return func() {}, nil
+// metricsShutdownTimeout bounds how long stopping the metrics server waits for scrapes
+// in progress.
+const metricsShutdownTimeout = 2 * time.Second
+
+// serveMetrics serves /metrics, /healthz and /readyz on cfg.MetricsBind until stop is
+// called. The address is bound before it returns, so "address in use" is an error here.
+func serveMetrics(cfg *Config, m *master.Master, ls []*socket.Listener, s *sizer, log *zap.Logger) (stop func(), err error) {
+	log = log.Named("metrics")
+	listeners := make([]metrics.Listener, len(ls))
+	for i, l := range ls {
+		listeners[i] = l
+	}
+	h, err := metrics.NewHandler(prometheus.NewRegistry(), metrics.Options{
+		Source:    m,
+		Listeners: listeners,
+		Limits:    s.info,
+		MinReady:  cfg.MinReady,
+		Version:   version,
+		Log:       log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", cfg.MetricsBind)
+	if err != nil {
+		return nil, fmt.Errorf("binding --metrics-bind %s: %w", cfg.MetricsBind, err)
+	}
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          zap.NewStdLog(log),
+	}
+	log.Info("serving /metrics, /healthz and /readyz", zap.String("address", ln.Addr().String()))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			log.Error("metrics server stopped", zap.Error(err))
+		}
+	}()
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), metricsShutdownTimeout)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			srv.Close()
+		}
+		<-done
+	}, nil
+}
+
+// info is what the worker count is sized from, for the sizing metrics. It detects the
+// limits afresh from the read-only configuration instead of reading s.limits and s.plan,
+// which decide writes on the master loop's goroutine while scrapes run on others.
+func (s *sizer) info() metrics.Limits {
+	l := cgroup.Detect(s.opts)
+	in := sizing.Input{
+		Class: s.cfg.WorkerClass, Workers: s.cfg.Workers, WorkersFrom: s.cfg.WorkersSource,
+		CPUs: s.cfg.CPUs, CPUsFrom: s.cfg.CPUsSource, Limits: l,
+	}
+	out := metrics.Limits{WorkersSource: "auto"}
+	if s.cfg.Workers > 0 {
+		out.WorkersSource = s.cfg.WorkersSource
+	}
+	if p, err := sizing.Decide(in); err == nil {
+		out.CPUs, out.CPUsSource = p.CPUs, p.CPUSource
+	}
+	if l.MemoryLimit != nil {
+		out.MemoryLimitBytes = l.MemoryLimit.Bytes
+	}
+	return out
 }

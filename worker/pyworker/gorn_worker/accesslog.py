@@ -21,7 +21,9 @@ from typing import Any, Callable, Optional
 
 from .logs import Logger, write_all
 
-Getter = Callable[[dict, int, list, int, int], str]
+Environ = dict[str, Any]
+Headers = list[tuple[str, str]]
+Getter = Callable[[Environ, int, Headers, int, int], str]
 
 _ATOM = re.compile(r"%\(([^)]*)\)s")
 _NEEDS_ESCAPE = re.compile(r'["\\\x00-\x1f\x7f]').search
@@ -48,7 +50,7 @@ def _now_clf() -> str:
 
 
 def _env(key: str) -> Getter:
-    def get(e: dict, s: int, h: list, b: int, d: int) -> str:
+    def get(e: Environ, s: int, h: Headers, b: int, d: int) -> str:
         v = e.get(key)
         if v is None or v == "":
             return "-"
@@ -57,7 +59,7 @@ def _env(key: str) -> Getter:
     return get
 
 
-def _user(e: dict, s: int, h: list, b: int, d: int) -> str:
+def _user(e: Environ, s: int, h: Headers, b: int, d: int) -> str:
     auth = e.get("HTTP_AUTHORIZATION")
     if not auth or auth[:6].lower() != "basic ":
         return "-"
@@ -68,14 +70,14 @@ def _user(e: dict, s: int, h: list, b: int, d: int) -> str:
     return escape(user) if user else "-"
 
 
-def _request_line(e: dict, s: int, h: list, b: int, d: int) -> str:
+def _request_line(e: Environ, s: int, h: Headers, b: int, d: int) -> str:
     return escape(f"{e.get('REQUEST_METHOD', '-')} {e.get('RAW_URI', '-')} {e.get('SERVER_PROTOCOL', '-')}")
 
 
 def _response_header(name: str) -> Getter:
     low = name.lower()
 
-    def get(e: dict, s: int, h: list, b: int, d: int) -> str:
+    def get(e: Environ, s: int, h: Headers, b: int, d: int) -> str:
         for k, v in h:
             if k.lower() == low:
                 return escape(v) if v else "-"
@@ -146,6 +148,8 @@ class AccessLog:
     """Writes one line per request to stdout (``-``) or an O_APPEND file."""
 
     def __init__(self, target: str, fmt: str, log: Optional[Logger] = None) -> None:
+        global _PID
+        _PID = str(os.getpid())
         self.target = target
         self.log = log
         self.json = fmt == "json"
@@ -155,7 +159,7 @@ class AccessLog:
     def _open(self) -> int:
         return os.open(self.target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
 
-    def format(self, environ: dict, status: int, headers: list, sent: int, duration_ns: int) -> str:
+    def format(self, environ: Environ, status: int, headers: Headers, sent: int, duration_ns: int) -> str:
         if self.json:
             return json.dumps(
                 {
@@ -178,7 +182,7 @@ class AccessLog:
             )
         return self.template % tuple([g(environ, status, headers, sent, duration_ns) for g in self.getters])
 
-    def write(self, environ: dict, status: int, headers: list, sent: int, duration_ns: int) -> None:
+    def write(self, environ: Environ, status: int, headers: Headers, sent: int, duration_ns: int) -> None:
         try:
             line = self.format(environ, status, headers, sent, duration_ns)
         except Exception:

@@ -34,6 +34,7 @@ _INT = "int"
 _FLOAT = "float"
 _STR = "str"
 _OPT_STR = "str or null"
+_BOOL = "bool"
 _INT_LIST = "list of int"
 _STR_LIST = "list of str"
 
@@ -43,7 +44,12 @@ def _f(default: Any, kind: str, doc: str, *, required: bool = False) -> Any:
     if required:
         return field(metadata=meta)
     if isinstance(default, (list, tuple)):
-        return field(default_factory=lambda d=tuple(default): d, metadata=meta)
+        frozen = tuple(default)
+
+        def factory() -> tuple[Any, ...]:
+            return frozen
+
+        return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
 
 
@@ -53,7 +59,9 @@ class Settings:
 
     Only ``app`` and ``listen_fds`` are required; the defaults make a worker usable by
     tests and by hand. ``scoreboard_fd`` / ``lifeline_fd`` of -1 mean "none" (a private
-    scoreboard, no lifeline thread); the master always passes real ones.
+    scoreboard, no lifeline thread); the master always passes real ones. A JSON ``null``
+    for a list is an empty list (Go marshals a nil slice as null). ``listen_fds`` may be
+    empty only with ``check`` (gorn --check-config: import the app, exit 0 or 4).
     """
 
     app: str = _f(None, _STR, "module[:expr]; expr defaults to `application`", required=True)
@@ -83,6 +91,7 @@ class Settings:
     proc_name: str = _f("gorn", _STR, "process name")
     server_software: str = _f("gorn", _STR, "SERVER_SOFTWARE and the Server header")
     pythonpath: tuple[str, ...] = _f((), _STR_LIST, "extra sys.path entries (after the cwd)")
+    check: bool = _f(False, _BOOL, "import the app, then exit 0 (4 if it fails); serve nothing")
 
     # ----------------------------------------------------------------- loading
     @classmethod
@@ -129,7 +138,7 @@ class Settings:
         app = self.app.strip()
         if not app or app.startswith(":"):
             raise ConfigError(f"app {self.app!r} is not of the form module[:expr]")
-        if not self.listen_fds:
+        if not self.listen_fds and not self.check:
             raise ConfigError("listen_fds is empty")
         if len(set(self.listen_fds)) != len(self.listen_fds):
             raise ConfigError("listen_fds has duplicates")
@@ -195,10 +204,16 @@ def _convert(name: str, kind: str, value: Any) -> Any:
         if type(value) is not str:
             raise bad()
         return value
+    if kind == _BOOL:
+        if type(value) is not bool:
+            raise bad()
+        return value
     if kind == _OPT_STR:
         if value is not None and type(value) is not str:
             raise bad()
         return value
+    if kind in (_INT_LIST, _STR_LIST) and value is None:
+        return ()
     if kind == _INT_LIST:
         if type(value) is not list or any(type(v) is not int for v in value):
             raise bad()
@@ -231,7 +246,7 @@ def describe() -> str:
     rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
     for f in dataclasses.fields(Settings):
         default = "required" if f.metadata["required"] else json.dumps(
-            list(f.default_factory()) if f.default_factory is not dataclasses.MISSING else f.default  # type: ignore[misc]
+            list(f.default_factory()) if f.default_factory is not dataclasses.MISSING else f.default
         )
         rows.append(f"| `{f.name}` | {f.metadata['kind']} | {default} | {f.metadata['doc']} |")
     return "\n".join(rows)

@@ -25,7 +25,7 @@ import re
 import socket
 import struct
 from time import monotonic
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
 from urllib.parse import unquote_to_bytes
 
 # --------------------------------------------------------------------------- errors
@@ -107,6 +107,7 @@ _CHUNK_MATCH = re.compile(
 
 MAX_HEAD = 4 << 20  # hard cap on a head even when the limits are 0 (= unlimited)
 MAX_CHUNK_LINE = 4096  # chunk-size line incl. extensions
+MAX_EMPTY_LINES = 1024  # bytes of CRLFs tolerated before a request line
 DRAIN_LIMIT = 64 << 10  # unread body drained before the next keep-alive request
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
@@ -123,6 +124,13 @@ _FORBIDDEN_TRAILERS = frozenset(
 # Header name (as sent) -> environ key; "" = dropped (contains "_"). Bounded cache.
 _KEYS: dict[bytes, str] = {}
 _KEYS_MAX = 2048
+
+
+# Whole header line -> (environ key, value) for lines that were valid and kept; most
+# lines repeat verbatim across requests (Host, User-Agent, Accept...). Bounded: cleared
+# when full. CTLs were rejected for the whole head before the lines are looked up.
+_LINES: dict[bytes, tuple[str, str]] = {}
+_LINES_MAX = 4096
 
 
 def header_key(name: bytes) -> str:
@@ -207,38 +215,59 @@ class Connection:
         Raises HTTPError (414/431/400), HeadTimeout or IncompleteHead.
         """
         buf = self.buf
-        if buf:
-            i = buf.find(b"\r\n\r\n")
-            if i > 0:
-                self.buf = buf[i + 4 :]
-                return buf[:i]
-        else:
+        if not buf:
             try:
                 buf = self.sock.recv(65536)
             except BlockingIOError:  # SO_RCVTIMEO: nothing arrived
                 raise HeadTimeout(0) from None
             if not buf:
                 return None
-            i = buf.find(b"\r\n\r\n")
-            if i > 0:
-                self.buf = buf[i + 4 :]
-                return buf[:i]
+        i = buf.find(b"\r\n\r\n")
+        if i > 0 and buf[0] != 13:  # not led by an empty line (CR)
+            self.buf = buf[i + 4 :]
+            return buf[:i]
+        self.buf = b""
         return self._read_head_slow(buf)
 
-    def _read_head_slow(self, buf: bytes) -> Optional[bytes]:
+    def _read_head_slow(self, first: bytes) -> Optional[bytes]:
+        """Accumulate a head over several recvs; linear in its size (each byte scanned once)."""
         limits = self.limits
         deadline = monotonic() + limits.timeout if limits.timeout > 0 else 0.0
         shortened = False
         sock = self.sock
+        buf = bytearray(first)
+        scanned = 0  # bytes of buf already checked
+        skipped = 0  # empty lines (CRLF) skipped before the request line
+        nl = -1  # end of the request line, once seen
         try:
             while True:
-                while buf[:2] == b"\r\n":  # RFC 9112 2.2: ignore empty lines before a request
-                    buf = buf[2:]
-                i = buf.find(b"\r\n\r\n")
+                if not scanned:
+                    # RFC 9112 2.2: ignore empty lines before a request line (bounded)
+                    k = 0
+                    while buf[k : k + 2] == b"\r\n":
+                        k += 2
+                    if k:
+                        del buf[:k]
+                        skipped += k
+                        if skipped > MAX_EMPTY_LINES:
+                            raise HTTPError(400, "too many empty lines before the request line")
+                start = scanned
+                i = buf.find(b"\r\n\r\n", start - 3 if start > 3 else 0)
                 if i > 0:
-                    self.buf = buf[i + 4 :]
-                    return buf[:i]
-                self._check_partial(buf)
+                    self.buf = bytes(buf[i + 4 :])
+                    return bytes(buf[:i])
+                if nl < 0:
+                    nl = buf.find(b"\r\n", start - 1 if start else 0)
+                    if nl < 0 and len(buf) > limits.line + 1:
+                        raise HTTPError(414, "request line too long")
+                if nl > limits.line:
+                    raise HTTPError(414, "request line too long")
+                if buf.count(b"\n", start) != buf.count(b"\r\n", start - 1 if start else 0):
+                    raise HTTPError(400, "bare LF in request head")
+                if len(buf) > limits.max_head:
+                    raise HTTPError(431, "request header section too large")
+                if buf and buf != b"\r":
+                    scanned = len(buf)
                 if deadline:
                     remaining = deadline - monotonic()
                     if remaining <= 0:
@@ -261,21 +290,6 @@ class Connection:
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(limits.timeout))
                 except OSError:
                     pass
-
-    def _check_partial(self, buf: bytes) -> None:
-        """Fail early on an incomplete head that can never become valid."""
-        limits = self.limits
-        nl = buf.find(b"\r\n")
-        if nl < 0:
-            if len(buf) > limits.line + 1:
-                raise HTTPError(414, "request line too long")
-        elif nl > limits.line:
-            raise HTTPError(414, "request line too long")
-        lf = buf.count(b"\n")
-        if lf and lf != buf.count(b"\r\n"):
-            raise HTTPError(400, "bare LF in request head")
-        if len(buf) > limits.max_head:
-            raise HTTPError(431, "request header section too large")
 
     # ------------------------------------------------------------------ bodies
     def recv_body(self, n: int) -> bytes:
@@ -628,7 +642,7 @@ class Request:
 
     def __init__(
         self,
-        environ: dict,
+        environ: dict[str, Any],
         method: str,
         path: bytes,
         v11: bool,
@@ -646,7 +660,7 @@ class Request:
 def parse_request(
     head: bytes,
     conn: Connection,
-    base: dict,
+    base: dict[str, Any],
     root_path: str = "",
     trusted: bool = False,
 ) -> Request:
@@ -744,25 +758,42 @@ def parse_request(
     size_limit = limits.field_size - 2
     get = env.get
     keys_get = _KEYS.get
+    lines_get = _LINES.get
     for line in lines[1:]:
         if len(line) > size_limit:
             raise HTTPError(431, "header field too large")
+        kv = lines_get(line)
+        if kv is not None:  # a line seen before (checked then): same key and value
+            key, value = kv
+            old = get(key)
+            if old is None:
+                env[key] = value
+            elif key in _SINGLETON:
+                raise HTTPError(400, f"duplicate {key[5:] if key.startswith('HTTP_') else key} header")
+            else:
+                env[key] = old + "," + value
+            continue
         i = line.find(b":")
         if i <= 0:
             if line[:1] in (b" ", b"\t"):
                 raise HTTPError(400, "obsolete line folding")
             raise HTTPError(400, "invalid header field")
         name = line[:i]
-        key = keys_get(name)
-        if key is None:
+        known = keys_get(name)
+        if known is None:
             if name.translate(None, TCHAR):
                 if name[:1] in (b" ", b"\t"):
                     raise HTTPError(400, "obsolete line folding")
                 raise HTTPError(400, "invalid header field name")
-            key = header_key(name)
+            known = header_key(name)
+        key = known
         if not key:
             continue  # names with "_" are dropped
         value = line[i + 1 :].strip(b" \t").decode("latin-1")
+        if len(line) <= 256:
+            if len(_LINES) >= _LINES_MAX:
+                _LINES.clear()
+            _LINES[line] = (key, value)
         old = get(key)
         if old is None:
             env[key] = value
@@ -826,7 +857,7 @@ def parse_request(
     # ---- proxies, then the server name
     if trusted:
         apply_forwarded(env)
-    host = authority.decode("latin-1") if authority is not None else get("HTTP_HOST")
+    host: Optional[str] = authority.decode("latin-1") if authority is not None else get("HTTP_HOST")
     if host is not None:
         hp = split_host(host)
         if hp is None:
@@ -895,7 +926,7 @@ def parse_forwarded(value: str) -> tuple[Optional[str], Optional[str]]:
     return addr, proto
 
 
-def apply_forwarded(env: dict) -> None:
+def apply_forwarded(env: dict[str, Any]) -> None:
     """Trusted peer: Forwarded (preferred) or X-Forwarded-For/-Proto set REMOTE_ADDR and the scheme."""
     fwd = env.get("HTTP_FORWARDED")
     if fwd is not None:

@@ -82,7 +82,7 @@ class Logger:
         tb: Optional[str] = None
         if exc_info:
             ei = sys.exc_info() if exc_info is True else exc_info
-            if ei[0] is not None:
+            if isinstance(ei, tuple) and ei[0] is not None:
                 tb = "".join(traceback.format_exception(ei[0], ei[1], ei[2])).rstrip("\n")
         if self.json:
             rec: dict[str, object] = {

@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from types import FrameType
 from typing import Optional
 
@@ -48,6 +49,34 @@ def set_process_name(name: bytes = b"gorn-worker") -> None:
         pass
 
 
+def enlarge_sigaltstack(size: int = 1 << 20) -> bool:
+    """Give the main thread a 1 MiB alternate signal stack (never freed).
+
+    faulthandler installs a sigaltstack of SIGSTKSZ + AT_MINSIGSTKSZ bytes (about 11 KiB)
+    and every Python signal handler runs SA_ONSTACK. When several signals are pending at
+    once the kernel nests one frame per signal (3.4 KiB each with AVX-512, more with AMX)
+    and overflows that stack into the heap: five simultaneous signals crashed CPython 3.11
+    at exit in tests. faulthandler keeps working on the new stack and, seeing it is not
+    its own, leaves it alone at exit. Returns False if it could not be done.
+    """
+    try:
+        import ctypes
+
+        class StackT(ctypes.Structure):
+            _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.malloc.restype = ctypes.c_void_p
+        libc.malloc.argtypes = [ctypes.c_size_t]
+        sp = libc.malloc(size)  # large: glibc maps it; untouched pages stay unresident
+        if not sp:
+            return False
+        st = StackT(sp, 0, size)
+        return bool(libc.sigaltstack(ctypes.byref(st), None) == 0)
+    except Exception:
+        return False
+
+
 def _lifeline(fd: int) -> None:
     while True:
         try:
@@ -70,6 +99,34 @@ def start_lifeline(fd: int) -> None:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
+EXIT_GRACE = 2.0  # seconds the interpreter gets to shut down after serving ends
+
+
+def arm_exit_watchdog(code: int, seconds: float = EXIT_GRACE) -> None:
+    """End the process with ``code`` if interpreter shutdown hangs.
+
+    Returning from main() makes Python join every non-daemon thread the app started (and
+    run atexit handlers): one stuck thread would keep a stopped worker alive until the
+    master's SIGKILL. A daemon thread gives shutdown ``seconds``, then calls os._exit.
+    """
+
+    def watchdog() -> None:
+        time.sleep(seconds)
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        os._exit(code)
+
+    mask = set(signal.valid_signals()) - _SYNC_SIGNALS
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, mask)
+    try:
+        threading.Thread(target=watchdog, name="gorn-exit-watchdog", daemon=True).start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 class _Signals:
     """Routes signals to the worker; during boot TERM/INT/QUIT just end the process."""
 
@@ -83,32 +140,34 @@ class _Signals:
         self.access = access
         self.sb = sb
         self.worker: Optional[_sync.SyncWorker] = None
+        # Set by TERM/INT/QUIT during boot. The handler also raises FastExit, but an
+        # exception raised inside a weakref callback or __del__ (importlib runs some) is
+        # printed and dropped by Python: this flag is checked after the import.
+        self.stop_requested = False
 
-    def install(self) -> None:
+    def install(self, ignore_with_handler: bool = True) -> None:
         signal.signal(signal.SIGTERM, self.on_term)
         signal.signal(signal.SIGINT, self.on_fast)
         signal.signal(signal.SIGQUIT, self.on_fast)
         signal.signal(signal.SIGUSR1, self.on_usr1)
-        signal.signal(signal.SIGALRM, self.on_alarm)
         for s in _IGNORED:
             # A Python no-op rather than SIG_IGN: an ignored disposition would survive
-            # exec() into the app's own subprocesses.
-            signal.signal(s, self.on_ignored)
+            # exec() into the app's own subprocesses. Without the large alternate signal
+            # stack, SIG_IGN is safer (ignored signals never push a frame).
+            signal.signal(s, self.on_ignored if ignore_with_handler else signal.SIG_IGN)
 
     def on_term(self, signum: int, frame: Optional[FrameType]) -> None:
         if self.worker is None:
+            self.stop_requested = True
             self.sb.set_state(_scoreboard.STATE_DRAINING)
             raise _sync.FastExit()
         self.worker.on_term()
 
     def on_fast(self, signum: int, frame: Optional[FrameType]) -> None:
         if self.worker is None:
+            self.stop_requested = True
             raise _sync.FastExit()
         self.worker.on_fast_exit()
-
-    def on_alarm(self, signum: int, frame: Optional[FrameType]) -> None:
-        if self.worker is not None:
-            self.worker.on_alarm()
 
     def on_usr1(self, signum: int, frame: Optional[FrameType]) -> None:
         self.log.reopen()
@@ -143,6 +202,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         faulthandler.enable(file=sys.stderr, all_threads=True)
     except (RuntimeError, ValueError, AttributeError, OSError):
         log.warning("faulthandler could not be enabled")
+    big_altstack = enlarge_sigaltstack()
     set_process_name()
 
     # 3. inherited fds
@@ -163,7 +223,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     # 4. signals, lifeline
     signals = _Signals(log, access, sb)
     try:
-        signals.install()
+        signals.install(ignore_with_handler=big_altstack)
         if settings.lifeline_fd >= 0:
             start_lifeline(settings.lifeline_fd)
 
@@ -180,13 +240,21 @@ def main(argv: Optional[list[str]] = None) -> int:
             if e.detail:
                 log.debug(e.detail.rstrip("\n"))
             return EXIT_APP
+        if settings.check:
+            log.debug(f"app {settings.app} loads")
+            return EXIT_OK
 
         # 8. serve
         worker = _sync.SyncWorker(application, settings, log, sb, listeners, access)
+        if signals.stop_requested:  # a stop during boot whose FastExit Python dropped
+            raise _sync.FastExit()
         sb.set_state(_scoreboard.STATE_READY)
         signals.worker = worker  # from here TERM drains instead of ending the process
+        if signals.stop_requested:
+            raise _sync.FastExit()
         worker.run()
     except _sync.FastExit:
         pass
     log.debug("worker exiting")
+    arm_exit_watchdog(EXIT_OK)
     return EXIT_OK

@@ -108,11 +108,9 @@ class Scoreboard:
     # ---------------------------------------------------------------- requests
     def request_start(self, method: bytes | str, path: bytes | str) -> int:
         """Mark the slot busy with ``METHOD PATH``; returns the start time (ns)."""
-        if type(method) is str:
-            method = method.encode("latin-1", "replace")
-        if type(path) is str:
-            path = path.encode("utf-8", "replace")
-        desc = (method + b" " + path)[:DESC_BYTES]
+        m = method.encode("latin-1", "replace") if isinstance(method, str) else method
+        p = path.encode("utf-8", "replace") if isinstance(path, str) else path
+        desc = (m + b" " + p)[:DESC_BYTES]
         off = self._desc_off
         self._bytes[off : off + len(desc)] = desc
         w = self.words

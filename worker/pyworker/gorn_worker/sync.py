@@ -205,6 +205,7 @@ class SyncWorker:
             for l in listeners:
                 self.lpoll.register(l.fd, select.POLLIN)
                 self.kpoll.register(l.fd, select.POLLIN)
+        self._alarm_handler = self._alarm  # one bound method, so identity checks work
         self.epoll: Optional[Any] = None
         if len(listeners) > 1:
             self.epoll = select.epoll()
@@ -289,10 +290,23 @@ class SyncWorker:
                 return got
         return None
 
+    def _alarm(self, signum: int, frame: Any) -> None:
+        self.on_alarm()
+
     def _accept_timed(self, l: Listener) -> Optional[tuple[socket.socket, Any, Listener]]:
-        """accept() that gives up after ACCEPT_RACE_TIMEOUT (SIGALRM raises Wakeup)."""
+        """accept() that gives up after ACCEPT_RACE_TIMEOUT (SIGALRM raises Wakeup).
+
+        The app may use SIGALRM itself: its handler and any pending timer are put back.
+        """
+        handler = self._alarm_handler
+        previous = signal.getsignal(signal.SIGALRM)
+        if previous is not handler:
+            signal.signal(signal.SIGALRM, handler)
+            if not callable(previous):
+                previous = handler  # SIG_DFL/SIG_IGN/C-level: ours simply stays installed
+        start = monotonic()
         try:
-            signal.setitimer(signal.ITIMER_REAL, ACCEPT_RACE_TIMEOUT)
+            old_timer = signal.setitimer(signal.ITIMER_REAL, ACCEPT_RACE_TIMEOUT)
             try:
                 self.in_wait = True
                 try:
@@ -301,6 +315,11 @@ class SyncWorker:
                     self.in_wait = False
             finally:
                 signal.setitimer(signal.ITIMER_REAL, 0)
+                if previous is not handler:
+                    signal.signal(signal.SIGALRM, previous)
+                if old_timer[0] > 0:
+                    left = max(old_timer[0] - (monotonic() - start), 0.001)
+                    signal.setitimer(signal.ITIMER_REAL, left, old_timer[1])
         except Wakeup:
             self._rescue()
             return None

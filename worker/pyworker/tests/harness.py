@@ -215,6 +215,7 @@ def start_worker(
     lifeline: bool = True,
     backlog: int = 128,
     raw_settings: Optional[str] = None,
+    pass_fds: tuple[int, ...] = (),
     **settings: Any,
 ) -> Worker:
     """Start a worker process like the master does.
@@ -223,7 +224,7 @@ def start_worker(
     ``listen_fds``, ``scoreboard_fd``, ``lifeline_fd`` and ``slot`` are filled in.
     ``unix=PATH`` listens on a unix socket instead of TCP. ``raw_settings`` replaces
     the JSON entirely (for invalid-settings tests). ``wait_ready=False`` returns at once
-    (for boot-failure tests: then ``proc.wait()``).
+    (for boot-failure tests: then ``proc.wait()``). ``pass_fds`` are extra fds to inherit.
     """
     socks: list[socket.socket] = []
     for i in range(listeners):
@@ -242,11 +243,11 @@ def start_worker(
     board_fd = os.memfd_create("gorn-test-scoreboard", 0)
     os.ftruncate(board_fd, slots * SLOT_BYTES)
     board = mmap.mmap(board_fd, slots * SLOT_BYTES, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-    pass_fds = [s.fileno() for s in socks] + [board_fd]
+    inherit = [s.fileno() for s in socks] + [board_fd] + list(pass_fds)
     lifeline_r = lifeline_w = None
     if lifeline:
         lifeline_r, lifeline_w = os.pipe()
-        pass_fds.append(lifeline_r)
+        inherit.append(lifeline_r)
     doc: dict[str, Any] = {
         "app": app,
         "slot": slot,
@@ -263,7 +264,7 @@ def start_worker(
     if zip:
         zfd = os.memfd_create("gorn-worker-zip", 0)
         os.write(zfd, build_zip())
-        pass_fds.append(zfd)
+        inherit.append(zfd)
         extra_fds.append(zfd)
         argv = [sys.executable, f"/proc/self/fd/{zfd}", f"gorn: worker [test] slot={slot}"]
     else:
@@ -274,7 +275,7 @@ def start_worker(
         argv,
         cwd=str(cwd or APPS),
         env=child_env,
-        pass_fds=pass_fds,
+        pass_fds=inherit,
         stdin=subprocess.DEVNULL,
         stdout=stderr_file if settings.get("access_log") != "-" else subprocess.PIPE,
         stderr=stderr_file,

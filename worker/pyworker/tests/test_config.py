@@ -91,6 +91,17 @@ def test_invalid(kw: dict, msg: str) -> None:
         load(**kw)
 
 
+def test_null_lists_and_check_mode() -> None:
+    s = load(pythonpath=None, forwarded_allow_ips=None)
+    assert s.pythonpath == () and s.forwarded_allow_ips == ()
+    with pytest.raises(ConfigError, match="listen_fds is empty"):
+        load(listen_fds=None)
+    s = load(listen_fds=None, check=True)
+    assert s.check and s.listen_fds == ()
+    with pytest.raises(ConfigError, match="bool"):
+        load(check=1)
+
+
 def test_missing_required_and_bad_json() -> None:
     with pytest.raises(ConfigError, match="app"):
         Settings.from_mapping({"listen_fds": [3]})

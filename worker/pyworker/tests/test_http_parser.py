@@ -356,6 +356,50 @@ def test_read_head_skips_leading_empty_lines(pair: Any) -> None:
     assert head == b"GET / HTTP/1.1"
 
 
+def test_read_head_empty_lines_between_requests(pair: Any) -> None:
+    head, c = reader_result(pair, b"GET /1 HTTP/1.1\r\n\r\n\r\n\r\nGET /2 HTTP/1.1\r\n\r\n")
+    assert head == b"GET /1 HTTP/1.1"
+    assert c.read_head() == b"GET /2 HTTP/1.1"
+
+
+def test_read_head_too_many_empty_lines(pair: Any) -> None:
+    err, _ = reader_result(pair, b"\r\n" * 600 + b"GET / HTTP/1.1\r\n\r\n")
+    assert isinstance(err, HTTPError) and err.status == 400
+
+
+SPLIT_HEADS = [
+    (b"GET /abc HTTP/1.1\r\nHost: x\r\nA: b\r\n\r\n", b"GET /abc HTTP/1.1\r\nHost: x\r\nA: b"),
+    (b"\r\nGET / HTTP/1.1\r\n\r\n", b"GET / HTTP/1.1"),
+    (b"GET / HTTP/1.1\r\nHost: x\n\r\n", 400),
+    (b"GET / HTTP/1.1\nHost: x\r\n\r\n", 400),
+    (b"GET /" + b"a" * 40 + b" HTTP/1.1\r\n\r\n", 414),
+]
+
+
+@pytest.mark.parametrize("data,expected", SPLIT_HEADS)
+def test_read_head_at_every_split(data: bytes, expected: Any) -> None:
+    """The slow path scans incrementally: the result must not depend on recv boundaries."""
+    for cut in range(1, len(data)):
+        a, b = socket.socketpair()
+        with a, b:
+            a.sendall(data[:cut])
+
+            def rest(a: socket.socket = a, cut: int = cut) -> None:
+                a.sendall(data[cut:])
+                a.shutdown(socket.SHUT_WR)
+
+            timer = threading.Timer(0.003, rest)
+            timer.start()
+            c = conn_for(b, line=30, timeout=5)
+            try:
+                got: Any = c.read_head()
+                parse_request(got, c, dict(BASE))  # complete heads are checked here
+            except HTTPError as e:
+                got = e.status
+            timer.join()
+        assert got == expected, (cut, got)
+
+
 def test_read_head_eof(pair: Any) -> None:
     head, _ = reader_result(pair, b"")
     assert head is None
@@ -581,3 +625,19 @@ def test_split_host_cache_bounded() -> None:
 def test_request_type() -> None:
     r: Optional[Request] = parse(b"GET / HTTP/1.1\r\n\r\n")
     assert r is not None and r.method == "GET"
+
+
+def test_header_line_cache_keeps_the_rules() -> None:
+    from gorn_worker import http
+
+    assert status_of(b"GET / HTTP/1.1\r\nHost: cached\r\nX-C: v\r\n\r\n") == 200
+    assert b"Host: cached" in http._LINES
+    assert status_of(b"GET / HTTP/1.1\r\nHost: cached\r\nHost: cached\r\n\r\n") == 400
+    e = parse(b"GET / HTTP/1.1\r\nX-C: v\r\nX-C: v\r\n\r\n").environ
+    assert e["HTTP_X_C"] == "v,v"
+    assert status_of(b"GET / HTTP/1.1\r\nX-C: v\r\n" + b"X-C: v\r\n" * 3, fields=3) == 431
+    parse(b"GET / HTTP/1.1\r\nX_C: dropped\r\n\r\n")
+    assert b"X_C: dropped" not in http._LINES
+    for i in range(http._LINES_MAX + 10):
+        parse(b"GET / HTTP/1.1\r\nX-N: %d\r\n\r\n" % i)
+    assert len(http._LINES) <= http._LINES_MAX

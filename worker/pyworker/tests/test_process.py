@@ -124,6 +124,24 @@ def test_fast_exit(sig: int) -> None:
             assert read_until_close(c, 2) == b""
 
 
+def test_term_during_boot_is_not_lost() -> None:
+    with start_worker("slowboot:app", wait_ready=False) as w:
+        w.wait_slot(sbm.W_PID, lambda v: v == w.proc.pid)
+        time.sleep(0.4)  # inside the import's weakref callback
+        w.send_signal(signal.SIGTERM)
+        assert w.proc.wait(5) == 0
+        assert w.slot[sbm.W_STATE] == sbm.STATE_DRAINING
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_exit_despite_a_stuck_non_daemon_thread(sig: int) -> None:
+    with start_worker("stuckthread:app") as w:
+        assert w.get("/")[2] == b"ok"
+        t = time.monotonic()
+        assert w.stop(sig) == 0
+        assert time.monotonic() - t < 5
+
+
 def test_lifeline_eof_exits() -> None:
     with start_worker("basic:app") as w:
         assert w.lifeline_w is not None
@@ -149,6 +167,18 @@ def test_ignored_signals_and_usr1(tmp_path: Path) -> None:
     assert log.read_text() == "404 /nope\n"
 
 
+def test_signal_burst_does_not_corrupt_memory() -> None:
+    """Regression: faulthandler's small sigaltstack overflowed with nested signal frames."""
+    burst = (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR2, signal.SIGWINCH, signal.SIGUSR1)
+    for _ in range(3):
+        with start_worker("basic:app") as w:
+            for sig in burst:
+                w.send_signal(sig)
+            time.sleep(0.05)
+            assert w.get("/hello")[0] == 200
+            assert w.stop() == 0, w.stderr()
+
+
 def test_import_error_exits_4_with_one_line() -> None:
     with start_worker("nope_missing_module:app", wait_ready=False) as w:
         assert w.proc.wait(10) == 4
@@ -165,6 +195,15 @@ def test_syntax_error_exits_4_naming_file_and_line(tmp_path: Path) -> None:
         assert w.proc.wait(10) == 4
         err = w.stderr()
         assert "SyntaxError" in err and f"{tmp_path}/badsyntax.py:3" in err
+
+
+def test_check_mode_imports_and_exits() -> None:
+    with start_worker("basic:app", wait_ready=False, check=True, listen_fds=None) as w:
+        assert w.proc.wait(10) == 0
+        assert w.slot[sbm.W_PID] == w.proc.pid
+    with start_worker("nope_missing_module:app", wait_ready=False, check=True, listen_fds=None) as w:
+        assert w.proc.wait(10) == 4
+        assert "ModuleNotFoundError" in w.stderr()
 
 
 def test_not_callable_exits_4() -> None:
@@ -193,9 +232,13 @@ def test_bad_listen_fd_exits_3() -> None:
     r, wfd = os.pipe()
     try:
         doc = json.dumps({"app": "basic:app", "listen_fds": [r]})
-        with start_worker("basic:app", raw_settings=doc, wait_ready=False) as w:
+        with start_worker("basic:app", raw_settings=doc, wait_ready=False, pass_fds=(r,)) as w:
             assert w.proc.wait(10) == 3
             assert "not a socket" in w.stderr()
+        doc = json.dumps({"app": "basic:app", "listen_fds": [987]})
+        with start_worker("basic:app", raw_settings=doc, wait_ready=False) as w:
+            assert w.proc.wait(10) == 3
+            assert "listen fd 987: Bad file descriptor" in w.stderr()
     finally:
         os.close(r)
         os.close(wfd)
