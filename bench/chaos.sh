@@ -24,5 +24,5 @@ for server in gorn gunicorn; do
   for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
   echo "== $server"
   "$ROOT/bin/chaos" -addr 127.0.0.1:$port -pid $pid
-  kill -TERM $pid; wait $pid 2>/dev/null || true
+  wait $pid 2>/dev/null || true
 done

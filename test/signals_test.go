@@ -1,0 +1,139 @@
+package test
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gornhq/gorn/internal/cgroup/cgrouptest"
+)
+
+// USR1 reopens the log files in the master and the workers (logrotate's convention).
+func TestUSR1ReopensLogs(t *testing.T) {
+	dir := t.TempDir()
+	access, errlog := filepath.Join(dir, "access.log"), filepath.Join(dir, "error.log")
+	g := startGorn(t, gornOpts{noWait: true}, "-w", "1", "--access-logfile", access, "--error-logfile", errlog, "app:app")
+	waitFile := func(path, substr string) {
+		t.Helper()
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			b, _ := os.ReadFile(path)
+			if strings.Contains(string(b), substr) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s never contained %q; it has:\n%s", path, substr, b)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	waitFile(errlog, "worker ready")
+	var addr string
+	for _, line := range strings.Split(readFile(t, errlog), "\n") {
+		if i := strings.Index(line, `"address":"`); i >= 0 {
+			addr = strings.SplitN(line[i+len(`"address":"`):], `"`, 2)[0]
+		}
+	}
+	g.addr = addr
+	get(t, g.url("/?before"))
+	waitFile(access, "GET /?before")
+	for _, p := range []string{access, errlog} {
+		if err := os.Rename(p, p+".1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	g.signal(syscall.SIGUSR1)
+	waitFile(errlog, "log files reopened")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		get(t, g.url("/?after"))
+		if b, _ := os.ReadFile(access); strings.Contains(string(b), "GET /?after") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the worker did not reopen its access log")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if strings.Contains(readFile(t, access+".1"), "/?after") {
+		t.Error("requests after USR1 still went to the rotated file")
+	}
+}
+
+func readFile(t *testing.T, path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// WINCH stops every worker but keeps the master and its sockets; TTIN brings one back.
+func TestWINCHStopsWorkersKeepsMaster(t *testing.T) {
+	g := startGorn(t, gornOpts{}, "-w", "2", "app:app")
+	g.signal(syscall.SIGWINCH)
+	waitWorkers(t, g, 0, 20*time.Second)
+	g.signal(syscall.SIGTTIN)
+	g.waitLog("worker ready", 3, 20*time.Second)
+	if code, _ := get(t, g.url("/")); code != 200 {
+		t.Errorf("after WINCH and TTIN: %d", code)
+	}
+}
+
+func TestCheckConfig(t *testing.T) {
+	py := python(t)
+	dir := filepath.Join(repoRoot, "examples", "flask")
+	for _, tc := range []struct {
+		app  string
+		code int
+	}{{"app:app", 0}, {"app:create_app()", 0}, {"app:nothing_here", 4}, {"no_such_module", 4}} {
+		cmd := exec.Command(gornBin, "--python", py, "--check-config", tc.app)
+		cmd.Dir = dir
+		out, err := cmd.CombinedOutput()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		}
+		if code != tc.code {
+			t.Errorf("--check-config %s: exit %d, want %d\n%s", tc.app, code, tc.code, out)
+		}
+	}
+}
+
+// A worker killed by the kernel's OOM killer is reported as such, not as a crash or as
+// gorn's own kill, and is replaced.
+func TestOOMKillIsRecognised(t *testing.T) {
+	mem := cgrouptest.NewV1(t, "memory", fmt.Sprintf("gorn-test-oom-%d", os.Getpid()))
+	mem.SetMemoryLimit(150 << 20)
+	if b, err := os.ReadFile("/proc/sys/vm/overcommit_memory"); err == nil && strings.TrimSpace(string(b)) == "2" {
+		t.Skip("vm.overcommit_memory=2: allocations fail instead of invoking the OOM killer")
+	}
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "greedy.py"), []byte(`hoard = []
+
+def application(environ, start_response):
+    if environ["PATH_INFO"] == "/eat":
+        while True:
+            hoard.append(b"x" * (16 << 20))
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok"]
+`), 0o644)
+	g := startGorn(t, gornOpts{dir: dir, wrap: inGroups(mem.Dir())}, "-w", "1", "greedy")
+	resp, err := client().Get(g.url("/eat"))
+	if err == nil {
+		resp.Body.Close()
+	}
+	g.waitLog("OOM killer", 1, 20*time.Second)
+	g.waitLog("worker ready", 2, 20*time.Second)
+	if code, _ := get(t, g.url("/")); code != 200 {
+		t.Errorf("after the OOM kill: %d", code)
+	}
+	if !strings.Contains(g.logs.String(), `"reason":"oom"`) && g.logs.count("OOM killer") == 0 {
+		t.Error("exit not classified as oom")
+	}
+}
