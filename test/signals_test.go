@@ -137,3 +137,32 @@ def application(environ, start_response):
 		t.Error("exit not classified as oom")
 	}
 }
+
+// Workers must not outlive a master that dies without cleaning up (SIGKILL): Pdeathsig and
+// the lifeline pipe both see to it.
+func TestWorkersExitWhenMasterDies(t *testing.T) {
+	g := startGorn(t, gornOpts{}, "-w", "2", "-n", "titletest", "app:app")
+	pids := g.workerPids()
+	if len(pids) != 2 {
+		t.Fatalf("workers %v", pids)
+	}
+	cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pids[0]))
+	if !strings.Contains(string(cmdline), "gorn: worker [titletest]") {
+		t.Errorf("worker command line %q lacks its title", cmdline)
+	}
+	cmdline, _ = os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", g.cmd.Process.Pid))
+	if !strings.HasPrefix(string(cmdline), "gorn: master [titletest]") {
+		t.Errorf("master command line %q lacks its title", cmdline)
+	}
+	g.signal(syscall.SIGKILL)
+	g.wait(10 * time.Second)
+	deadline := time.Now().Add(10 * time.Second)
+	for _, pid := range pids {
+		for syscall.Kill(pid, 0) == nil {
+			if time.Now().After(deadline) {
+				t.Fatalf("worker %d outlived its master", pid)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
