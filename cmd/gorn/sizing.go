@@ -52,9 +52,6 @@ func (s *sizer) initial() (int, string) {
 		return 1, "workers=1 (fallback)"
 	}
 	why := p.Explanation
-	if s.cfg.Workers == 0 && s.limits.CPUQuota == nil && s.cfg.CPUs == 0 {
-		why += "; no CPU quota found, so this counts the node's CPUs: in Kubernetes pass the pod's request with --cpus or GORN_CPUS (Downward API requests.cpu)"
-	}
 	if s.cfg.Workers == 0 && s.limits.MemoryLimit != nil && p.Workers > 1 {
 		return 1, why + fmt.Sprintf("; starting 1 worker to measure its memory before scaling to %d", p.Workers)
 	}
