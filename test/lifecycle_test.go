@@ -1,16 +1,11 @@
 package test
 
 import (
-	"bufio"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -75,53 +70,9 @@ func TestChaos(t *testing.T) {
 // listener, sends TERM, and checks that every one of them is answered.
 func termWithQueuedConnections(t *testing.T, g *gorn, workers int) {
 	t.Helper()
-	type result struct {
-		status int
-		err    error
-	}
-	results := make(chan result, 32)
-	var wg sync.WaitGroup
-	send := func(path string) {
-		defer wg.Done()
-		c, err := net.DialTimeout("tcp", g.addr, 5*time.Second)
-		if err != nil {
-			results <- result{err: err}
-			return
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(30 * time.Second))
-		fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: gorn\r\n\r\n", path)
-		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-		if err != nil {
-			results <- result{err: err}
-			return
-		}
-		io.Copy(io.Discard, resp.Body)
-		results <- result{status: resp.StatusCode}
-	}
-	for i := 0; i < workers; i++ {
-		wg.Add(1)
-		go send("/slow?ms=1000")
-	}
-	time.Sleep(300 * time.Millisecond)
-	const queued = 12
-	for i := 0; i < queued; i++ {
-		wg.Add(1)
-		go send("/pid")
-	}
-	time.Sleep(300 * time.Millisecond)
-	g.signal(syscall.SIGTERM)
-	wg.Wait()
-	close(results)
-	n := 0
-	for r := range results {
-		n++
-		if r.err != nil || r.status != 200 {
-			t.Errorf("request queued at SIGTERM: status %d err %v", r.status, r.err)
-		}
-	}
-	if n != workers+queued {
-		t.Errorf("%d results, want %d", n, workers+queued)
+	ok, fails := loadgen.QueuedAtStop(g.addr, workers, 12, "/slow?ms=1000", "/pid", func() { g.signal(syscall.SIGTERM) })
+	if len(fails) > 0 || ok != workers+12 {
+		t.Errorf("TERM with %d busy and 12 queued connections: %d answered, failures:\n%s", workers, ok, strings.Join(fails, "\n"))
 	}
 	if code := g.wait(30 * time.Second); code != 0 {
 		t.Errorf("exit code %d after TERM", code)

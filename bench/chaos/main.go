@@ -8,12 +8,8 @@
 package main
 
 import (
-	"bufio"
 	"flag"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"strings"
@@ -61,7 +57,7 @@ func main() {
 	fails := l.Finish()
 	fmt.Printf("RESULT sent=%d ok=%d retried=%d failed=%d\n", l.Sent.Load(), l.OK.Load(), l.Retried.Load(), len(fails))
 	printFails(fails)
-	ok, failed := termWithQueue(*addr, *pid, *busy, *queued)
+	ok, failed := loadgen.QueuedAtStop(*addr, *busy, *queued, "/slow?ms=1000", "/pid", func() { syscall.Kill(*pid, syscall.SIGTERM) })
 	fmt.Printf("TERM with %d busy and %d queued connections: ok=%d failed=%d\n", *busy, *queued, ok, len(failed))
 	printFails(failed)
 }
@@ -74,46 +70,4 @@ func printFails(fails []string) {
 		}
 		fmt.Println("  " + f)
 	}
-}
-
-// termWithQueue keeps every worker busy, queues more connections on the listener, sends
-// TERM, and counts how many of those requests are answered.
-func termWithQueue(addr string, pid, busy, queued int) (int, []string) {
-	results := make(chan error, busy+queued)
-	send := func(path string) {
-		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-		if err != nil {
-			results <- err
-			return
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(30 * time.Second))
-		fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: gorn\r\n\r\n", path)
-		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-		if err == nil {
-			_, err = io.Copy(io.Discard, resp.Body)
-			if err == nil && resp.StatusCode != 200 {
-				err = fmt.Errorf("status %d", resp.StatusCode)
-			}
-		}
-		results <- err
-	}
-	for i := 0; i < busy; i++ {
-		go send("/slow?ms=1000")
-	}
-	time.Sleep(300 * time.Millisecond)
-	for i := 0; i < queued; i++ {
-		go send("/pid")
-	}
-	time.Sleep(300 * time.Millisecond)
-	syscall.Kill(pid, syscall.SIGTERM)
-	ok, fails := 0, []string{}
-	for i := 0; i < busy+queued; i++ {
-		if err := <-results; err != nil {
-			fails = append(fails, err.Error())
-		} else {
-			ok++
-		}
-	}
-	return ok, fails
 }

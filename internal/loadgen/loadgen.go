@@ -177,3 +177,47 @@ func (l *Load) Finish() []string {
 func (l *Load) String() string {
 	return fmt.Sprintf("sent=%d ok=%d retried=%d failed=%d", l.Sent.Load(), l.OK.Load(), l.Retried.Load(), len(l.fails))
 }
+
+// QueuedAtStop keeps busy requests to slowPath in flight (one per worker), queues queued
+// more connections with a request to fastPath on the listener, calls stop (for example
+// sending SIGTERM to the master) and waits for every answer. It returns how many got a
+// 200 and the failures: a server that drains its listen queue on shutdown fails none.
+func QueuedAtStop(addr string, busy, queued int, slowPath, fastPath string, stop func()) (ok int, fails []string) {
+	results := make(chan error, busy+queued)
+	send := func(path string) {
+		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			results <- err
+			return
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+		fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: gorn\r\n\r\n", path)
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err == nil {
+			_, err = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if err == nil && resp.StatusCode != 200 {
+				err = fmt.Errorf("%s: status %d", path, resp.StatusCode)
+			}
+		}
+		results <- err
+	}
+	for i := 0; i < busy; i++ {
+		go send(slowPath)
+	}
+	time.Sleep(300 * time.Millisecond)
+	for i := 0; i < queued; i++ {
+		go send(fastPath)
+	}
+	time.Sleep(300 * time.Millisecond)
+	stop()
+	for i := 0; i < busy+queued; i++ {
+		if err := <-results; err != nil {
+			fails = append(fails, err.Error())
+		} else {
+			ok++
+		}
+	}
+	return ok, fails
+}
