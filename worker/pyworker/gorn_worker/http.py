@@ -748,8 +748,11 @@ def parse_request(
     env["SERVER_PROTOCOL"] = "HTTP/1.1" if v11 else "HTTP/1.0"
     env["QUERY_STRING"] = query.decode("latin-1")
     path_info = (unquote_to_bytes(path) if b"%" in path else path).decode("latin-1")
-    if root_path and (path_info == root_path or path_info.startswith(root_path + "/")):
-        path_info = path_info[len(root_path) :]
+    if root_path:
+        if path_info == root_path or path_info.startswith(root_path + "/"):
+            path_info = path_info[len(root_path) :]
+        else:  # outside the prefix: SCRIPT_NAME + PATH_INFO must still be the path
+            env["SCRIPT_NAME"] = ""
     env["PATH_INFO"] = path_info
 
     # ---- header fields
