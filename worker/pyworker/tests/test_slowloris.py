@@ -1,0 +1,56 @@
+"""Slowloris: with one sync worker, a client trickling its request head cannot hold the
+worker past --header-timeout; the next client is served right after it."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+from harness import parse_responses, read_until_close, start_worker
+
+HEADER_TIMEOUT = 1.5
+
+
+def test_trickling_client_does_not_block_the_worker() -> None:
+    with start_worker("basic:app", header_timeout=HEADER_TIMEOUT, keepalive=2) as w:
+        slow = w.connect()
+        closed_after: list[float] = []
+
+        def trickle() -> None:
+            start = time.monotonic()
+            try:
+                for b in b"GET /slowloris HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * 100:
+                    slow.send(bytes([b]))
+                    time.sleep(0.3)  # one byte every 0.3 s: 30+ s for the whole head
+            except OSError:
+                pass  # the server closed the connection
+            closed_after.append(time.monotonic() - start)
+
+        t = threading.Thread(target=trickle, daemon=True)
+        t.start()
+        time.sleep(0.3)  # the worker is now reading the slow head
+        start = time.monotonic()
+        status, _, _ = w.get("/hello", timeout=HEADER_TIMEOUT + 5)
+        waited = time.monotonic() - start
+        assert status == 200
+        assert waited < HEADER_TIMEOUT + 2, f"second client waited {waited:.1f}s"
+        slow.settimeout(5)
+        assert read_until_close(slow, timeout=5) == b""  # closed without a response
+        t.join(10)
+        assert closed_after and closed_after[0] < HEADER_TIMEOUT + 3, closed_after
+        slow.close()
+
+
+def test_stalled_body_is_cut_off() -> None:
+    """A body that stops flowing frees the worker too."""
+    with start_worker("basic:echo", header_timeout=1.0, keepalive=2) as w:
+        s = w.connect()
+        s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly-part")
+        start = time.monotonic()
+        out = read_until_close(s, timeout=10)
+        assert time.monotonic() - start < 5
+        assert all(r[0] >= 400 for r in parse_responses(out)), out[:200]
+        s.close()
+        status, _, _ = w.get("/next")
+        assert status == 200
