@@ -128,11 +128,15 @@ type worker struct {
 	stopAt      time.Duration
 	abortAt     time.Duration // SIGABRT sent (hang)
 	killed      bool
+	sent        uint64 // bit n set: signal n was sent by the master
 	staleReads  int
 	last        scoreboard.Slot
 }
 
-func (w *worker) ready() bool    { return w.readyAt != 0 }
+func (w *worker) ready() bool { return w.readyAt != 0 }
+func (w *worker) sentSignal(sig syscall.Signal) bool {
+	return sig < 64 && w.sent&(1<<uint(sig)) != 0
+}
 func (w *worker) stopping() bool { return w.stopReason != "" }
 
 // Master is the supervisor; create it with New and run it with Run.
@@ -235,7 +239,7 @@ func (m *Master) onSignal(sig syscall.Signal) {
 			m.hooks.ReopenLogs()
 		}
 		for _, w := range m.workers {
-			_ = w.proc.Signal(syscall.SIGUSR1)
+			_ = m.signal(w, syscall.SIGUSR1)
 		}
 	case syscall.SIGUSR2:
 		m.upgrade()
@@ -263,10 +267,18 @@ func (m *Master) stop(w *worker, sig syscall.Signal, reason string) {
 			w.stopReason = reason
 			w.stopAt = m.now()
 		}
-		if err := w.proc.Signal(sig); err != nil {
+		if err := m.signal(w, sig); err != nil {
 			m.log.Debug("signalling worker", zap.Int("pid", w.pid), zap.Error(err))
 		}
 	}
+}
+
+// signal sends sig to a worker and remembers it, so its death can be attributed.
+func (m *Master) signal(w *worker, sig syscall.Signal) error {
+	if sig < 64 {
+		w.sent |= 1 << uint(sig)
+	}
+	return w.proc.Signal(sig)
 }
 
 func (m *Master) reload() {
@@ -327,17 +339,20 @@ func (m *Master) onExit(e Exit) {
 	fields := []zap.Field{zap.Int("pid", w.pid), zap.Int("slot", w.slot), zap.Int("generation", w.gen), zap.String("status", describeStatus(e.Status))}
 	code := e.Status.ExitStatus()
 	bootFailed := !w.ready() && e.Status.Exited() && (code == ExitBootFailure || code == ExitAppLoad)
+	// A death by a signal the master did not send is someone else's doing (the OOM killer,
+	// an operator), even for a worker the master was stopping.
+	foreign := e.Status.Signaled() && !w.sentSignal(e.Status.Signal())
 	switch {
+	case foreign && e.Status.Signal() == syscall.SIGKILL && m.oomKilled():
+		reason = ReasonOOM
+		m.log.Error("worker was killed by the kernel's OOM killer (cgroup memory limit reached)", fields...)
+	case foreign:
+		reason = ReasonSignal
+		m.log.Error("worker was killed by a signal gorn did not send", append(fields, zap.String("signal", sigName(e.Status.Signal())))...)
 	case reason == ReasonShutdown || reason == ReasonScaledDown || reason == ReasonRecycled || reason == ReasonReload:
 		m.log.Info("worker exited", append(fields, zap.String("reason", reason))...)
 	case reason != "":
 		m.log.Warn("worker exited", append(fields, zap.String("reason", reason))...)
-	case e.Status.Signaled() && e.Status.Signal() == syscall.SIGKILL && m.oomKilled():
-		reason = ReasonOOM
-		m.log.Error("worker was killed by the kernel's OOM killer (cgroup memory limit reached)", fields...)
-	case e.Status.Signaled():
-		reason = ReasonSignal
-		m.log.Error("worker was killed by a signal gorn did not send", append(fields, zap.String("signal", sigName(e.Status.Signal())))...)
 	case bootFailed:
 		reason = ReasonBoot
 		m.log.Error("worker failed to boot", fields...)
@@ -524,7 +539,7 @@ func (m *Master) check(w *worker, now time.Duration) {
 	w.stopReason = ReasonTimeout
 	w.stopAt = now
 	w.abortAt = now
-	if err := w.proc.Signal(syscall.SIGABRT); err != nil {
+	if err := m.signal(w, syscall.SIGABRT); err != nil {
 		m.kill(w)
 	}
 }
@@ -545,6 +560,7 @@ func (m *Master) promote(w *worker) {
 
 func (m *Master) kill(w *worker) {
 	w.killed = true
+	w.sent |= 1 << uint(syscall.SIGKILL)
 	if err := w.proc.Kill(); err != nil {
 		m.log.Debug("killing worker", zap.Int("pid", w.pid), zap.Error(err))
 	}
@@ -576,7 +592,11 @@ func (m *Master) manage() {
 		}
 	}
 	for extra := m.active() - m.desired; extra > 0; extra-- {
-		m.stop(m.pickIdle(), syscall.SIGTERM, ReasonScaledDown)
+		w := m.pickIdle()
+		if w == nil {
+			break
+		}
+		m.stop(w, syscall.SIGTERM, ReasonScaledDown)
 	}
 	m.surge(now)
 }
@@ -598,11 +618,19 @@ func (m *Master) surge(now time.Duration) {
 	}
 }
 
-// pickIdle chooses the worker to scale down: the oldest idle one, else the oldest.
+// pickIdle chooses the worker to scale down: the oldest idle one, else the oldest. A
+// worker whose replacement is booting is left alone: stopping it would only promote the
+// replacement to capacity.
 func (m *Master) pickIdle() *worker {
+	targets := map[*worker]bool{}
+	for _, w := range m.workers {
+		if w.replaces != nil {
+			targets[w.replaces] = true
+		}
+	}
 	var oldest *worker
 	for _, w := range m.workers {
-		if w.stopping() || w.replaces != nil {
+		if w.stopping() || w.replaces != nil || targets[w] {
 			continue
 		}
 		if oldest == nil {

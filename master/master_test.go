@@ -435,3 +435,43 @@ func TestSnapshotStates(t *testing.T) {
 		t.Errorf("snapshot %+v states %v", s, got)
 	}
 }
+
+func TestForeignKillOfDrainingWorkerIsReported(t *testing.T) {
+	h := newHarness(t, Config{Workers: 2}, Hooks{})
+	h.readyAll()
+	h.signal(syscall.SIGTTOU) // the oldest worker is told to stop...
+	p := h.sp.procs[0]
+	if !p.got(syscall.SIGTERM) {
+		t.Fatalf("signals %v", p.signals)
+	}
+	h.exit(p, killedBy(syscall.SIGKILL)) // ...and killed by someone else meanwhile
+	if h.m.exits[ReasonSignal] != 1 || h.m.exits[ReasonScaledDown] != 0 {
+		t.Errorf("exits %v, want the foreign kill counted as %q", h.m.exits, ReasonSignal)
+	}
+}
+
+func TestScaleDownDuringSurgeStopsOneWorker(t *testing.T) {
+	h := newHarness(t, Config{Workers: 3, MaxRequests: 10}, Hooks{})
+	h.readyAll()
+	h.sp.procs[0].status.Requests = 10
+	h.advance(50 * time.Millisecond) // surge for procs[0] starts booting
+	if len(h.sp.procs) != 4 {
+		t.Fatalf("spawns %d", len(h.sp.procs))
+	}
+	h.signal(syscall.SIGTTOU)
+	stopped := 0
+	for _, p := range h.sp.procs {
+		if p.got(syscall.SIGTERM) {
+			stopped++
+		}
+	}
+	if stopped != 1 || h.sp.procs[0].got(syscall.SIGTERM) {
+		t.Fatalf("TTOU stopped %d workers (recycling one stopped: %v)", stopped, h.sp.procs[0].got(syscall.SIGTERM))
+	}
+	h.sp.procs[3].ready()
+	h.advance(50 * time.Millisecond) // surge ready: the recycled worker goes
+	h.exit(h.sp.procs[0], exitCode(0))
+	if got := h.m.active(); got != 2 {
+		t.Errorf("active workers %d, want 2", got)
+	}
+}
