@@ -292,6 +292,17 @@ class Connection:
                     pass
 
     # ------------------------------------------------------------------ bodies
+    def take(self, n: int) -> bytes:
+        """Up to ``n`` body bytes: from the buffer when it holds any, else one recv."""
+        buf = self.buf
+        if not buf:
+            return self.recv_body(n if n < 65536 else 65536)
+        if len(buf) <= n:
+            self.buf = b""
+            return buf
+        self.buf = buf[n:]
+        return buf[:n]
+
     def recv_body(self, n: int) -> bytes:
         try:
             data = self.sock.recv(n)
@@ -502,17 +513,7 @@ class LengthBody(Body):
             return b""
         if n > left:
             n = left
-        conn = self._conn
-        buf = conn.buf
-        if buf:
-            if len(buf) <= n:
-                conn.buf = b""
-                data = buf
-            else:
-                data = buf[:n]
-                conn.buf = buf[n:]
-        else:
-            data = conn.recv_body(n if n < 65536 else 65536)
+        data = self._conn.take(n)
         self._left = left - len(data)
         return data
 
@@ -548,16 +549,7 @@ class ChunkedBody(Body):
                 left = self._left
                 if n > left:
                     n = left
-                buf = conn.buf
-                if buf:
-                    if len(buf) <= n:
-                        conn.buf = b""
-                        data = buf
-                    else:
-                        data = buf[:n]
-                        conn.buf = buf[n:]
-                else:
-                    data = conn.recv_body(n if n < 65536 else 65536)
+                data = conn.take(n)
                 self._left = left - len(data)
                 if self._left == 0:
                     self._state = self._CRLF
