@@ -240,3 +240,27 @@ func TestUnixSocketAndPidFile(t *testing.T) {
 		}
 	}
 }
+
+// TestReadOnlyRootFilesystem: gorn and its workers write nothing to disk, so they serve
+// with the root filesystem mounted read-only (Kubernetes readOnlyRootFilesystem).
+func TestReadOnlyRootFilesystem(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to remount / read-only in a private mount namespace")
+	}
+	wrap := []string{"unshare", "--mount", "--propagation", "private", "sh", "-c",
+		`mount -o remount,ro,bind / / && ! touch /gorn-rofs-probe 2>/dev/null && exec "$0" "$@"`}
+	if err := exec.Command(wrap[0], append(wrap[1:], "true")...).Run(); err != nil {
+		t.Skipf("cannot remount / read-only here: %v", err)
+	}
+	g := startGorn(t, gornOpts{wrap: wrap}, "-w", "2", "app:app")
+	for _, path := range []string{"/", "/json", "/stream", "/error"} {
+		code, _ := get(t, g.url(path))
+		if want := map[string]int{"/error": 500}[path]; code != max(want, 200) {
+			t.Errorf("GET %s on a read-only root: %d", path, code)
+		}
+	}
+	g.signal(syscall.SIGTERM)
+	if code := g.wait(20 * time.Second); code != 0 {
+		t.Errorf("exit %d", code)
+	}
+}
