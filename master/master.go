@@ -160,6 +160,7 @@ type Master struct {
 	crashes    int
 	nextSpawn  time.Duration
 	lastResize time.Duration
+	sized      int // the count the Resize hook last asked for
 	oomSeen    uint64
 
 	retired scoreboard.Slot // counters of exited workers
@@ -179,7 +180,7 @@ func New(cfg Config, sp Spawner, hooks Hooks, log *zap.Logger, now func() time.D
 	}
 	return &Master{
 		cfg: cfg, spawner: sp, hooks: hooks, log: log, now: now, rand: rand,
-		desired: cfg.Workers, gen: 1, exits: map[string]uint64{},
+		desired: cfg.Workers, sized: cfg.Workers, gen: 1, exits: map[string]uint64{},
 		queries: make(chan chan Snapshot), lastResize: now(),
 	}
 }
@@ -458,7 +459,14 @@ func (m *Master) resize() {
 			pids = append(pids, w.pid)
 		}
 	}
-	if n, reason, ok := m.hooks.Resize(pids); ok && n != m.desired && n > 0 {
+	// Only a change in what the limits call for moves the count, so a TTIN/TTOU by an
+	// operator stands until the limits themselves change.
+	n, reason, ok := m.hooks.Resize(pids)
+	if !ok || n <= 0 || n == m.sized {
+		return
+	}
+	m.sized = n
+	if n != m.desired {
 		m.log.Info("resizing to the limits", zap.Int("from", m.desired), zap.Int("to", n), zap.String("reason", reason))
 		m.desired = n
 	}

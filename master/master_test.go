@@ -418,6 +418,18 @@ func TestResizeFollowsLimits(t *testing.T) {
 	if len(h.m.workers) != 4 {
 		t.Fatalf("workers %d, want 4", len(h.m.workers))
 	}
+	// An operator's TTIN stands while the limits stay the same...
+	h.signal(syscall.SIGTTIN)
+	h.advance(30 * time.Second)
+	if h.m.desired != 5 {
+		t.Errorf("desired %d after TTIN and an unchanged resize, want 5", h.m.desired)
+	}
+	// ...and the limits win again when they change.
+	want = 3
+	h.advance(30 * time.Second)
+	if h.m.desired != 3 {
+		t.Errorf("desired %d after the limits changed, want 3", h.m.desired)
+	}
 }
 
 func TestSnapshotStates(t *testing.T) {
