@@ -187,6 +187,9 @@ func New(cfg Config, sp Spawner, hooks Hooks, log *zap.Logger, now func() time.D
 
 // Run serves inputs until the master exits, and returns the process exit code.
 func (m *Master) Run(in Inputs) int {
+	if m.hooks.OOMKills != nil {
+		m.oomSeen, _ = m.hooks.OOMKills() // OOM kills before we started are not ours
+	}
 	m.manage()
 	for {
 		if m.phase == stopping && len(m.workers) == 0 {

@@ -183,9 +183,10 @@ func serve(cfg *Config, logs *logFiles, getenv func(string) string) (int, error)
 		mcfg.ResizeInterval = cfg.ResizeInterval
 		hooks.Resize = sizing.resize
 	}
-	mon := time.Now()
-	m := master.New(mcfg, spawner, hooks, log.Named("master"), func() time.Duration { return time.Since(mon) + time.Second }, rand.IntN)
-	sizing.attach(m)
+	start := time.Now()
+	// The master's clock starts at 1s, not 0: zero times mean "not yet" in its table.
+	clock := func() time.Duration { return time.Since(start) + time.Second }
+	m := master.New(mcfg, spawner, hooks, log.Named("master"), clock, rand.IntN)
 	if in != nil {
 		m.Adopt(in.handover, spawner.Attach)
 	}

@@ -7,7 +7,6 @@ import (
 
 	"github.com/gornhq/gorn/internal/cgroup"
 	"github.com/gornhq/gorn/internal/sizing"
-	"github.com/gornhq/gorn/master"
 )
 
 // sizer answers "how many workers?" from flags or the container's limits, at start and
@@ -21,8 +20,6 @@ type sizer struct {
 }
 
 func newSizer(cfg *Config, log *zap.Logger) *sizer { return &sizer{cfg: cfg, log: log} }
-
-func (s *sizer) attach(*master.Master) {}
 
 func (s *sizer) decide(workerBytes int64) (sizing.Plan, error) {
 	s.limits = cgroup.Detect(s.opts)
