@@ -758,37 +758,28 @@ def parse_request(
         if len(line) > size_limit:
             raise HTTPError(431, "header field too large")
         kv = lines_get(line)
-        if kv is not None:  # a line seen before (checked then): same key and value
-            key, value = kv
-            old = get(key)
-            if old is None:
-                env[key] = value
-            elif key in _SINGLETON:
-                raise HTTPError(400, f"duplicate {key[5:] if key.startswith('HTTP_') else key} header")
-            else:
-                env[key] = old + "," + value
-            continue
-        i = line.find(b":")
-        if i <= 0:
-            if line[:1] in (b" ", b"\t"):
-                raise HTTPError(400, "obsolete line folding")
-            raise HTTPError(400, "invalid header field")
-        name = line[:i]
-        known = keys_get(name)
-        if known is None:
-            if name.translate(None, TCHAR):
-                if name[:1] in (b" ", b"\t"):
+        if kv is None:  # a line not seen before (a cached one was checked then)
+            i = line.find(b":")
+            if i <= 0:
+                if line[:1] in (b" ", b"\t"):
                     raise HTTPError(400, "obsolete line folding")
-                raise HTTPError(400, "invalid header field name")
-            known = header_key(name)
-        key = known
+                raise HTTPError(400, "invalid header field")
+            name = line[:i]
+            known = keys_get(name)
+            if known is None:
+                if name.translate(None, TCHAR):
+                    if name[:1] in (b" ", b"\t"):
+                        raise HTTPError(400, "obsolete line folding")
+                    raise HTTPError(400, "invalid header field name")
+                known = header_key(name)
+            kv = (known, line[i + 1 :].strip(b" \t").decode("latin-1"))
+            if known and len(line) <= 256:
+                if len(_LINES) >= _LINES_MAX:
+                    _LINES.clear()
+                _LINES[line] = kv
+        key, value = kv
         if not key:
             continue  # names with "_" are dropped
-        value = line[i + 1 :].strip(b" \t").decode("latin-1")
-        if len(line) <= 256:
-            if len(_LINES) >= _LINES_MAX:
-                _LINES.clear()
-            _LINES[line] = (key, value)
         old = get(key)
         if old is None:
             env[key] = value
