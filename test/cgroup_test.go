@@ -41,24 +41,33 @@ func waitWorkers(t *testing.T, g *gorn, n int, timeout time.Duration) {
 	}
 }
 
+// TestCgroupCPUQuotaSizesWorkers: without -w, the worker count follows the tightest CPU
+// quota on the way up the cgroup tree, and the log says why.
 func TestCgroupCPUQuotaSizesWorkers(t *testing.T) {
-	cpu := cgrouptest.NewV1(t, "cpu", fmt.Sprintf("gorn-test-quota-%d", os.Getpid()))
-	cpu.SetCPUQuota(150000, 100000)
-	g := startGorn(t, gornOpts{wrap: inGroups(cpu.Dir()), workers: 4}, "app:app")
-	waitWorkers(t, g, 4, 30*time.Second)
-	if !strings.Contains(g.logs.String(), "workers=4 (sync: 2*1.5+1; cpu quota 150000/100000 from cgroup v1") {
-		t.Errorf("the log does not say why 4:\n%s", g.logs.String())
-	}
-}
-
-func TestCgroupParentQuotaBindsChild(t *testing.T) {
-	parent := cgrouptest.NewV1(t, "cpu", fmt.Sprintf("gorn-test-parent-%d", os.Getpid()))
-	parent.SetCPUQuota(100000, 100000)
-	child := parent.Child("leaf")
-	g := startGorn(t, gornOpts{wrap: inGroups(child.Dir()), workers: 3}, "app:app")
-	waitWorkers(t, g, 3, 30*time.Second)
-	if !strings.Contains(g.logs.String(), "workers=3 (sync: 2*1+1") {
-		t.Errorf("the log does not say why 3:\n%s", g.logs.String())
+	for _, tc := range []struct {
+		name    string
+		group   func(t *testing.T) string // the cgroup gorn runs in
+		workers int
+		why     string
+	}{
+		{"quota 1.5", func(t *testing.T) string {
+			g := cgrouptest.NewV1(t, "cpu", fmt.Sprintf("gorn-test-quota-%d", os.Getpid()))
+			g.SetCPUQuota(150000, 100000)
+			return g.Dir()
+		}, 4, "workers=4 (sync: 2*1.5+1; cpu quota 150000/100000 from cgroup v1"},
+		{"parent quota binds a child without one", func(t *testing.T) string {
+			parent := cgrouptest.NewV1(t, "cpu", fmt.Sprintf("gorn-test-parent-%d", os.Getpid()))
+			parent.SetCPUQuota(100000, 100000)
+			return parent.Child("leaf").Dir()
+		}, 3, "workers=3 (sync: 2*1+1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := startGorn(t, gornOpts{wrap: inGroups(tc.group(t)), workers: tc.workers}, "app:app")
+			waitWorkers(t, g, tc.workers, 30*time.Second)
+			if !strings.Contains(g.logs.String(), tc.why) {
+				t.Errorf("the log does not say why %d:\n%s", tc.workers, g.logs.String())
+			}
+		})
 	}
 }
 
