@@ -66,6 +66,8 @@ type Hooks struct {
 	// given the pids of ready workers to measure. It is called when the first worker is
 	// ready and every ResizeInterval after.
 	Resize func(readyPids []int) (workers int, reason string, ok bool)
+	// MemoryCeiling is how many workers fit in memory (0: unknown); TTIN stops there.
+	MemoryCeiling func() int
 	// OOMKills returns the cgroup's OOM-kill counter, to tell OOM kills from other SIGKILLs.
 	OOMKills func() (uint64, bool)
 	// Ready is called once when the first worker becomes ready (sd_notify and friends).
@@ -228,6 +230,12 @@ func (m *Master) onSignal(sig syscall.Signal) {
 	case syscall.SIGHUP:
 		m.reload()
 	case syscall.SIGTTIN:
+		if m.hooks.MemoryCeiling != nil {
+			if c := m.hooks.MemoryCeiling(); c > 0 && m.desired >= c {
+				m.log.Warn("TTIN refused: no more workers fit in the memory limit", zap.Int("workers", m.desired), zap.Int("fit", c))
+				return
+			}
+		}
 		m.desired++
 		m.log.Info("scaling up", zap.Int("workers", m.desired))
 	case syscall.SIGTTOU:

@@ -487,3 +487,13 @@ func TestScaleDownDuringSurgeStopsOneWorker(t *testing.T) {
 		t.Errorf("active workers %d, want 2", got)
 	}
 }
+
+func TestTTINStopsAtTheMemoryCeiling(t *testing.T) {
+	h := newHarness(t, Config{Workers: 2}, Hooks{MemoryCeiling: func() int { return 3 }})
+	h.readyAll()
+	h.signal(syscall.SIGTTIN)
+	h.signal(syscall.SIGTTIN)
+	if h.m.desired != 3 || h.logs.FilterMessageSnippet("TTIN refused").Len() != 1 {
+		t.Errorf("desired %d after two TTINs with room for 3", h.m.desired)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -88,6 +89,9 @@ def application(environ, start_response):
 	if !strings.Contains(g.logs.String(), "memory cap: 2 workers fit") {
 		t.Errorf("the log does not explain the memory cap:\n%s", g.logs.String())
 	}
+	g.signal(syscall.SIGTTIN) // no room for a third
+	g.waitLog("TTIN refused", 1, 10*time.Second)
+	waitWorkers(t, g, 2, 10*time.Second)
 	if code, _ := get(t, g.url("/")); code != 200 {
 		t.Errorf("status %d", code)
 	}

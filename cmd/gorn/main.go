@@ -170,9 +170,10 @@ func serve(cfg *Config, logs *logFiles, getenv func(string) string) (int, error)
 	}
 	up := &upgrader{path: exe, args: os.Args, spawner: spawner, listeners: listeners, board: board}
 	hooks := master.Hooks{
-		ReopenLogs: logs.Reopen,
-		OOMKills:   sizing.oomKills,
-		Upgrade:    up.upgrade,
+		ReopenLogs:    logs.Reopen,
+		OOMKills:      sizing.oomKills,
+		MemoryCeiling: sizing.memoryCeiling,
+		Upgrade:       up.upgrade,
 		Ready: func() {
 			if err := sdNotify(getenv, "READY=1"); err != nil {
 				log.Warn("notifying systemd", zap.Error(err))

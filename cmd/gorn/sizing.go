@@ -82,3 +82,6 @@ func (s *sizer) oomKills() (uint64, bool) {
 	}
 	return uint64(c.Kills), true
 }
+
+// memoryCeiling is how many workers the last measurement fits in memory (0: unknown).
+func (s *sizer) memoryCeiling() int { return s.plan.MemoryWorkers }
