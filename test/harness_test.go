@@ -199,7 +199,7 @@ func cleanEnv() []string {
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
 		switch k {
-		case "WEB_CONCURRENCY", "PORT", "GORN_CPUS", "VIRTUAL_ENV", "SCRIPT_NAME":
+		case "WEB_CONCURRENCY", "PORT", "GORN_CPUS", "VIRTUAL_ENV", "SCRIPT_NAME", "GORN_CMD_ARGS", "GUNICORN_CMD_ARGS":
 			continue
 		}
 		env = append(env, kv)

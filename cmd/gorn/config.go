@@ -67,11 +67,70 @@ func (e *usageError) Error() string { return e.msg }
 
 func usagef(format string, args ...any) error { return &usageError{fmt.Sprintf(format, args...)} }
 
-// multi is a repeatable string flag.
-type multi []string
+// multi is a repeatable string flag. Values that came from $GORN_CMD_ARGS are replaced,
+// not extended, by the command line's first value, as gunicorn's command line overrides
+// $GUNICORN_CMD_ARGS setting by setting.
+type multi struct {
+	vals    []string
+	fromEnv bool
+}
 
-func (m *multi) String() string     { return strings.Join(*m, ",") }
-func (m *multi) Set(v string) error { *m = append(*m, v); return nil }
+func (m *multi) String() string { return strings.Join(m.vals, ",") }
+
+func (m *multi) Set(v string) error {
+	if m.fromEnv {
+		m.vals, m.fromEnv = nil, false
+	}
+	m.vals = append(m.vals, v)
+	return nil
+}
+
+// splitWords splits an argument string as a POSIX shell would, without expansions:
+// whitespace separates words; '...' is literal; "..." and a bare backslash escape.
+func splitWords(s string) ([]string, error) {
+	var words []string
+	var word strings.Builder
+	inWord := false
+	for i := 0; i < len(s); i++ {
+		switch ch := s[i]; {
+		case ch == ' ' || ch == '\t' || ch == '\n':
+			if inWord {
+				words, inWord = append(words, word.String()), false
+				word.Reset()
+			}
+		case ch == '\'':
+			end := strings.IndexByte(s[i+1:], '\'')
+			if end < 0 {
+				return nil, errors.New("unterminated ' quote")
+			}
+			word.WriteString(s[i+1 : i+1+end])
+			i, inWord = i+1+end, true
+		case ch == '"':
+			i++
+			for ; i < len(s) && s[i] != '"'; i++ {
+				if s[i] == '\\' && i+1 < len(s) && strings.IndexByte("\"\\$`", s[i+1]) >= 0 {
+					i++
+				}
+				word.WriteByte(s[i])
+			}
+			if i >= len(s) {
+				return nil, errors.New("unterminated \" quote")
+			}
+			inWord = true
+		case ch == '\\' && i+1 < len(s):
+			i++
+			word.WriteByte(s[i])
+			inWord = true
+		default:
+			word.WriteByte(ch)
+			inWord = true
+		}
+	}
+	if inWord {
+		words = append(words, word.String())
+	}
+	return words, nil
+}
 
 // seconds is a duration flag given in (fractional) seconds, as gunicorn's.
 type seconds struct{ d *time.Duration }
@@ -174,6 +233,26 @@ func parseConfig(args []string, getenv func(string) string) (*Config, error) {
 	if v := getenv("SCRIPT_NAME"); v != "" {
 		c.RootPath = v
 	}
+	// Options from the environment first ($GORN_CMD_ARGS, else $GUNICORN_CMD_ARGS, so a
+	// gunicorn deployment keeps working); the command line overrides them.
+	for _, name := range []string{"GORN_CMD_ARGS", "GUNICORN_CMD_ARGS"} {
+		v := getenv(name)
+		if v == "" {
+			continue
+		}
+		words, err := splitWords(v)
+		if err != nil {
+			return nil, usagef("$%s: %v", name, err)
+		}
+		if err := fs.Parse(words); err != nil {
+			return nil, usagef("$%s: %s", name, strings.TrimPrefix(err.Error(), "flag provided but not defined: "))
+		}
+		if fs.NArg() > 0 {
+			return nil, usagef("$%s: options only, found %q", name, fs.Arg(0))
+		}
+		binds.fromEnv, envs.fromEnv = true, true
+		break
+	}
 	var positional []string
 	for {
 		if err := fs.Parse(args); err != nil {
@@ -205,7 +284,7 @@ func parseConfig(args []string, getenv func(string) string) (*Config, error) {
 		return nil, err
 	}
 
-	c.Binds = binds
+	c.Binds = binds.vals
 	if len(c.Binds) == 0 {
 		c.Binds = []string{socket.DefaultBind(getenv)}
 	}
@@ -214,12 +293,12 @@ func parseConfig(args []string, getenv func(string) string) (*Config, error) {
 			return nil, usagef("%v", err)
 		}
 	}
-	for _, e := range envs {
+	for _, e := range envs.vals {
 		if k, _, ok := strings.Cut(e, "="); !ok || k == "" {
 			return nil, usagef("-e %q: want KEY=VALUE", e)
 		}
 	}
-	c.Env = envs
+	c.Env = envs.vals
 	for _, p := range strings.Split(pythonpath, ",") {
 		if p = strings.TrimSpace(p); p != "" {
 			c.PythonPath = append(c.PythonPath, p)
@@ -336,6 +415,7 @@ const usageText = `usage: gorn [OPTIONS] MODULE[:VARIABLE]
 
 Serve a WSGI application with supervised pre-forked Python workers.
 VARIABLE defaults to "application" and may be a factory call: app:create_app().
+Options may also come from $GORN_CMD_ARGS (else $GUNICORN_CMD_ARGS); the command line wins.
 
   -b, --bind ADDR              HOST:PORT, [::1]:PORT, unix:PATH or fd://N; repeatable
                                (default 127.0.0.1:8000, or 0.0.0.0:$PORT)

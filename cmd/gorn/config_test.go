@@ -89,3 +89,45 @@ func TestParseConfigErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestSplitWords(t *testing.T) {
+	for in, want := range map[string][]string{
+		`-w 3  --bind 0.0.0.0:80`:            {"-w", "3", "--bind", "0.0.0.0:80"},
+		`--access-logformat '%(h)s "%(r)s"'`: {"--access-logformat", `%(h)s "%(r)s"`},
+		`-e "GREETING=hello world" -e A\ B`:  {"-e", "GREETING=hello world", "-e", "A B"},
+		`-e "Q=\"x\" \$HOME"`:                {"-e", `Q="x" $HOME`},
+		`''`:                                 {""},
+		"  ":                                 nil,
+	} {
+		got, err := splitWords(in)
+		if err != nil || !slices.Equal(got, want) {
+			t.Errorf("splitWords(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{`'open`, `"open`} {
+		if _, err := splitWords(bad); err == nil {
+			t.Errorf("splitWords(%q): no error", bad)
+		}
+	}
+}
+
+func TestCmdArgsFromEnvironment(t *testing.T) {
+	c, err := parseConfig([]string{"-b", "127.0.0.1:9", "app"},
+		env("GUNICORN_CMD_ARGS", "-w 3 --bind 0.0.0.0:80 --bind [::]:80 -e A=1 --keep-alive 7"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Workers != 3 || c.Keepalive != 7*time.Second || !slices.Equal(c.Env, []string{"A=1"}) ||
+		!slices.Equal(c.Binds, []string{"127.0.0.1:9"}) {
+		t.Errorf("config %+v: want env options with the command line's bind winning", c)
+	}
+	c, err = parseConfig([]string{"-w", "5", "app"}, env("GORN_CMD_ARGS", "-w 2", "GUNICORN_CMD_ARGS", "-w 9"))
+	if err != nil || c.Workers != 5 {
+		t.Errorf("command line -w must win over GORN_CMD_ARGS: %+v %v", c, err)
+	}
+	for _, bad := range []string{"app:app", "--nope", "'unterminated"} {
+		if _, err := parseConfig([]string{"app"}, env("GORN_CMD_ARGS", bad)); err == nil || !strings.Contains(err.Error(), "GORN_CMD_ARGS") {
+			t.Errorf("GORN_CMD_ARGS=%q: error %v", bad, err)
+		}
+	}
+}
