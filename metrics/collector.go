@@ -29,7 +29,7 @@ func newDesc(name, help string, labels ...string) *prometheus.Desc {
 	return prometheus.NewDesc(prometheus.BuildFQName(namespace, "", name), help, labels, nil)
 }
 
-// The metrics; README-metrics.md lists them with their labels.
+// The metrics; README.md ("Metrics, health and logs") lists them.
 var (
 	descBuildInfo = newDesc("build_info", "gorn's version and the Go version it was built with; always 1.", "version", "goversion")
 
