@@ -314,19 +314,22 @@ class Connection:
             raise ClientDisconnected("client closed the connection before the body ended")
         return data
 
-    def read_line(self, maxlen: int) -> bytes:
-        """One CRLF-terminated line of a chunked body (without the CRLF)."""
+    def read_line(self, maxlen: int, too_long: int = 400) -> bytes:
+        """One CRLF-terminated line of a chunked body (without the CRLF).
+
+        A line longer than ``maxlen`` is an InvalidBody with status ``too_long``.
+        """
         buf = self.buf
         while True:
             i = buf.find(b"\r\n")
             if i >= 0:
                 if i > maxlen:
-                    raise InvalidBody("chunked body line too long")
+                    raise InvalidBody("chunked body line too long", too_long)
                 self.buf = buf[i + 2 :]
                 return buf[:i]
             self.buf = buf
             if len(buf) > maxlen + 1:
-                raise InvalidBody("chunked body line too long")
+                raise InvalidBody("chunked body line too long", too_long)
             if b"\n" in buf:
                 raise InvalidBody("bare LF in chunked body")
             buf += self.recv_body(65536)
@@ -580,7 +583,7 @@ class ChunkedBody(Body):
         limits = conn.limits
         count = 0
         while True:
-            line = conn.read_line(limits.field_size)
+            line = conn.read_line(limits.field_size, 431)  # too large, like a header field
             if not line:
                 return
             count += 1

@@ -35,8 +35,13 @@ def test_trickling_client_does_not_block_the_worker() -> None:
         waited = time.monotonic() - start
         assert status == 200
         assert waited < HEADER_TIMEOUT + 2, f"second client waited {waited:.1f}s"
+        # Closed by the server without a response: EOF (or a reset, if the trickler wrote
+        # after the close), not a read timeout.
         slow.settimeout(5)
-        assert read_until_close(slow, timeout=5) == b""  # closed without a response
+        try:
+            assert slow.recv(4096) == b""
+        except ConnectionResetError:
+            pass
         t.join(10)
         assert closed_after and closed_after[0] < HEADER_TIMEOUT + 3, closed_after
         slow.close()
