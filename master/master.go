@@ -56,8 +56,9 @@ type Exit struct {
 
 // Hooks are the master's calls out to its wiring; nil hooks are skipped.
 type Hooks struct {
-	// Reload re-reads the configuration on HUP; an error aborts the reload.
-	Reload func() error
+	// Reload re-reads the configuration on HUP and returns the policy's new knobs (given
+	// the current ones); an error aborts the reload. A changed Workers is applied.
+	Reload func(Config) (Config, error)
 	// ReopenLogs reopens the master's log files on USR1.
 	ReopenLogs func()
 	// Upgrade re-executes the master binary in place on USR2; it returns only on failure.
@@ -298,10 +299,17 @@ func (m *Master) reload() {
 		return
 	}
 	if m.hooks.Reload != nil {
-		if err := m.hooks.Reload(); err != nil {
+		next, err := m.hooks.Reload(m.cfg)
+		if err != nil {
 			m.log.Error("reload aborted: the old workers keep serving", zap.Error(err))
 			return
 		}
+		next.Slots, next.KillGrace = m.cfg.Slots, m.cfg.KillGrace
+		if next.Workers != m.cfg.Workers && next.Workers > 0 {
+			m.log.Info("the configuration changes the worker count", zap.Int("from", m.desired), zap.Int("to", next.Workers))
+			m.desired, m.sized = next.Workers, next.Workers
+		}
+		m.cfg = next
 	}
 	if m.desired == 0 {
 		m.desired = m.cfg.Workers

@@ -1,6 +1,7 @@
 package master
 
 import (
+	"errors"
 	"os"
 	"syscall"
 	"testing"
@@ -208,7 +209,7 @@ func TestQuickShutdown(t *testing.T) {
 
 func TestReloadIsRolling(t *testing.T) {
 	reloads := 0
-	h := newHarness(t, Config{Workers: 3}, Hooks{Reload: func() error { reloads++; return nil }})
+	h := newHarness(t, Config{Workers: 3}, Hooks{Reload: func(c Config) (Config, error) { reloads++; return c, nil }})
 	h.readyAll()
 	old := append([]*fakeProc(nil), h.sp.procs...)
 	h.signal(syscall.SIGHUP)
@@ -242,6 +243,33 @@ func TestReloadIsRolling(t *testing.T) {
 	h.advance(50 * time.Millisecond)
 	if len(h.sp.procs) != 6 || len(h.m.workers) != 3 {
 		t.Errorf("after reload: %d spawns, %d workers", len(h.sp.procs), len(h.m.workers))
+	}
+}
+
+func TestReloadAppliesTheNewConfiguration(t *testing.T) {
+	h := newHarness(t, Config{Workers: 2, Timeout: 30 * time.Second}, Hooks{Reload: func(c Config) (Config, error) {
+		c.Workers, c.Timeout, c.MaxRequests = 5, 5*time.Second, 100
+		return c, nil
+	}})
+	h.readyAll()
+	h.signal(syscall.SIGTTIN) // an operator's change stands only until the configuration changes the count
+	h.signal(syscall.SIGHUP)
+	if h.m.desired != 5 || h.m.cfg.Timeout != 5*time.Second || h.m.cfg.MaxRequests != 100 || h.m.cfg.Slots == 0 {
+		t.Fatalf("after HUP: desired %d, config %+v", h.m.desired, h.m.cfg)
+	}
+	h.signal(syscall.SIGTTIN)
+	h.signal(syscall.SIGHUP) // the count is unchanged in the configuration: TTIN is kept
+	if h.m.desired != 6 {
+		t.Errorf("desired %d after TTIN and a HUP that did not change the count, want 6", h.m.desired)
+	}
+}
+
+func TestReloadErrorKeepsEverything(t *testing.T) {
+	h := newHarness(t, Config{Workers: 2}, Hooks{Reload: func(c Config) (Config, error) { return c, errors.New("config file: SyntaxError") }})
+	h.readyAll()
+	h.signal(syscall.SIGHUP)
+	if h.m.gen != 1 || len(h.sp.procs) != 2 {
+		t.Errorf("a failed re-read started generation %d with %d spawns; want nothing replaced", h.m.gen, len(h.sp.procs))
 	}
 }
 

@@ -343,3 +343,10 @@ func rawRequest(t *testing.T, addr, req string, timeout time.Duration) string {
 	b, _ := io.ReadAll(c)
 	return string(b)
 }
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}

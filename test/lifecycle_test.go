@@ -282,3 +282,58 @@ def application(environ, start_response):
 		t.Errorf("exit code %d as PID 1", code)
 	}
 }
+
+// TestConfigFileAndReload serves with settings from ./gunicorn.conf.py (app, workers,
+// environment), then changes the file and sends HUP: the new settings roll out; a broken
+// file keeps everything as it was.
+func TestConfigFileAndReload(t *testing.T) {
+	dir := t.TempDir()
+	app := `import os
+def application(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [os.environ.get("GREETING", "unset").encode()]
+`
+	writeFile(t, filepath.Join(dir, "greet.py"), app)
+	conf := filepath.Join(dir, "gunicorn.conf.py")
+	writeFile(t, conf, "wsgi_app = 'greet:application'\nworkers = 2\nraw_env = ['GREETING=one']\n")
+	g := startGorn(t, gornOpts{dir: dir, workers: 2})
+	if _, body := get(t, g.url("/")); body != "one" {
+		t.Fatalf("got %q, want the config file's environment", body)
+	}
+	if n := len(g.workerPids()); n != 2 {
+		t.Fatalf("%d workers, want the config file's 2", n)
+	}
+
+	writeFile(t, conf, "wsgi_app = 'greet:application'\nworkers = 3\nraw_env = ['GREETING=two']\npreload_app = True\n")
+	g.signal(syscall.SIGHUP)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, a := get(t, g.url("/"))
+		_, b := get(t, g.url("/"))
+		if a == "two" && b == "two" && len(g.workerPids()) == 3 && g.logs.count(`"reason":"reload"`) >= 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after HUP: serving %q/%q with %d workers; want the new file's environment and 3 workers", a, b, len(g.workerPids()))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if g.logs.count("preload_app is a gunicorn setting gorn does not implement") != 1 {
+		t.Errorf("no warning about the unsupported setting")
+	}
+
+	writeFile(t, conf, "workers = (\n")
+	g.signal(syscall.SIGHUP)
+	g.waitLog("reload aborted", 1, 20*time.Second)
+	if !strings.Contains(g.logs.String(), "SyntaxError") {
+		t.Errorf("the config file's error is not logged")
+	}
+	for i := 0; i < 5; i++ {
+		if code, body := get(t, g.url("/")); code != 200 || body != "two" {
+			t.Fatalf("after a broken config file: %d %q", code, body)
+		}
+	}
+	if n := len(g.workerPids()); n != 3 {
+		t.Errorf("%d workers after a broken config file, want 3", n)
+	}
+}

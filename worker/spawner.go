@@ -54,17 +54,22 @@ type Settings struct {
 	Check bool `json:"check,omitempty"`
 }
 
+// Spec is what the current configuration says about new workers; it changes on HUP.
+type Spec struct {
+	Dir      string   // working directory
+	Env      []string // full environment (without GORN_WORKER)
+	Settings Settings
+}
+
 // Config is how to start workers.
 type Config struct {
 	Python    string
-	Dir       string   // working directory of workers
-	Env       []string // full environment (without GORN_WORKER)
 	Listeners []*os.File
 	Board     *scoreboard.Board
 	Stdout    *os.File
 	Stderr    *os.File
-	// Settings returns the worker settings of the current configuration (it changes on HUP).
-	Settings func() Settings
+	// Spec returns the current configuration's spec; it is called for every spawn.
+	Spec func() Spec
 	// Lifeline is an inherited pipe (read, write) after a binary upgrade; nil makes a new one.
 	Lifeline *[2]*os.File
 }
@@ -172,7 +177,8 @@ func (s *Spawner) spawn(req master.SpawnRequest) (master.Process, error) {
 	}
 	defer devnull.Close()
 	files := []*os.File{devnull, cfg.Stdout, cfg.Stderr}
-	set := cfg.Settings()
+	spec := cfg.Spec()
+	set := spec.Settings
 	set.Slot, set.Generation, set.Workers = req.Slot, req.Generation, req.Workers
 	set.ListenFDs = nil
 	for _, l := range cfg.Listeners {
@@ -192,8 +198,8 @@ func (s *Spawner) spawn(req master.SpawnRequest) (master.Process, error) {
 	name := set.ProcName
 	argv := []string{cfg.Python, fmt.Sprintf("/proc/self/fd/%d", zipFD), fmt.Sprintf("gorn: worker [%s] slot=%d", name, req.Slot)}
 	p, err := os.StartProcess(cfg.Python, argv, &os.ProcAttr{
-		Dir:   cfg.Dir,
-		Env:   append(cfg.Env[:len(cfg.Env):len(cfg.Env)], "GORN_WORKER="+string(js)),
+		Dir:   spec.Dir,
+		Env:   append(spec.Env[:len(spec.Env):len(spec.Env)], "GORN_WORKER="+string(js)),
 		Files: files,
 		Sys:   &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL},
 	})

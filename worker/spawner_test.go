@@ -64,12 +64,12 @@ func TestSpawnServesAndReaps(t *testing.T) {
 	exits := make(chan master.Exit, 4)
 	go Reap(exits)
 	sp, err := NewSpawner(Config{
-		Python: py, Dir: dir, Env: os.Environ(), Listeners: []*os.File{ls[0].File()}, Board: board,
+		Python: py, Listeners: []*os.File{ls[0].File()}, Board: board,
 		Stdout: os.Stdout, Stderr: os.Stderr,
-		Settings: func() Settings {
-			return Settings{App: "tiny", WorkerClass: "sync", Keepalive: 2, HeaderTimeout: 10, LimitRequestLine: 4094,
+		Spec: func() Spec {
+			return Spec{Dir: dir, Env: os.Environ(), Settings: Settings{App: "tiny", WorkerClass: "sync", Keepalive: 2, HeaderTimeout: 10, LimitRequestLine: 4094,
 				LimitRequestFields: 100, LimitRequestFieldSize: 8190, ForwardedAllowIPs: []string{}, PythonPath: []string{},
-				ErrorLog: "-", LogLevel: "info", LogFormat: "text", ServerSoftware: "gorn/test", AccessLogFormat: "json"}
+				ErrorLog: "-", LogLevel: "info", LogFormat: "text", ServerSoftware: "gorn/test", AccessLogFormat: "json"}}
 		},
 	})
 	if err != nil {

@@ -21,12 +21,11 @@ func checkConfig(cfg *Config, logs *logFiles) int {
 		return master.ExitError
 	}
 	defer board.Close()
-	settings := workerSettings(cfg)
-	settings.Check = true
+	spec := workerSpec(cfg)
+	spec.Settings.Check = true
 	sp, err := worker.NewSpawner(worker.Config{
-		Python: cfg.Python, Dir: cfg.Chdir, Env: workerEnv(cfg), Board: board,
-		Stdout: logs.stdout, Stderr: logs.workerStderr(),
-		Settings: func() worker.Settings { return settings },
+		Python: cfg.Python, Board: board, Stdout: logs.stdout, Stderr: logs.workerStderr(),
+		Spec: func() worker.Spec { return spec },
 	})
 	if err != nil {
 		log.Error(err.Error())

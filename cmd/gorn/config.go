@@ -19,6 +19,8 @@ import (
 // Config is everything the command line and environment say, validated.
 type Config struct {
 	App               string
+	ConfigFile        string   // the Python config file read, if any
+	Warnings          []string // settings read but ignored, for the log
 	Binds             []string
 	Workers           int // 0 = size from the CPU and memory limits
 	WorkersSource     string
@@ -183,6 +185,7 @@ func newFlagSet(c *Config, binds, envs *multi, pythonpath *string, workers *stri
 	fs.Var(envs, "env", "")
 	str(workers, "", "w", "workers")
 	str(cpus, "", "cpus")
+	str(&c.ConfigFile, "", "c", "config")
 	str(&c.WorkerClass, "sync", "k", "worker-class")
 	integer(&c.MaxWorkers, 0, "max-workers")
 	integer(&c.Backlog, 2048, "backlog")
@@ -219,8 +222,32 @@ func newFlagSet(c *Config, binds, envs *multi, pythonpath *string, workers *stri
 	return fs
 }
 
-// parseConfig turns arguments and environment into a validated Config.
-func parseConfig(args []string, getenv func(string) string) (*Config, error) {
+// cmdArgs returns the words of $GORN_CMD_ARGS, else $GUNICORN_CMD_ARGS, and the name of
+// the variable they came from ("" if neither is set).
+func cmdArgs(getenv func(string) string) ([]string, string, error) {
+	for _, name := range []string{"GORN_CMD_ARGS", "GUNICORN_CMD_ARGS"} {
+		if v := getenv(name); v != "" {
+			words, err := splitWords(v)
+			return words, name, err
+		}
+	}
+	return nil, "", nil
+}
+
+func defaultPython(python string, getenv func(string) string) string {
+	if python != "" {
+		return python
+	}
+	if venv := getenv("VIRTUAL_ENV"); venv != "" {
+		return filepath.Join(venv, "bin", "python")
+	}
+	return "python3"
+}
+
+// parseConfig turns arguments, environment and the config file (evaluated by load; nil
+// reads none) into a validated Config. Precedence, low to high, as gunicorn's: defaults
+// from the environment, the config file, $GORN_CMD_ARGS, the command line.
+func parseConfig(args []string, getenv func(string) string, load configLoader) (*Config, error) {
 	c := &Config{}
 	var binds, envs multi
 	var pythonpath, workers, cpus, fwd string
@@ -233,17 +260,30 @@ func parseConfig(args []string, getenv func(string) string) (*Config, error) {
 	if v := getenv("SCRIPT_NAME"); v != "" {
 		c.RootPath = v
 	}
-	// Options from the environment first ($GORN_CMD_ARGS, else $GUNICORN_CMD_ARGS, so a
-	// gunicorn deployment keeps working); the command line overrides them.
-	for _, name := range []string{"GORN_CMD_ARGS", "GUNICORN_CMD_ARGS"} {
-		v := getenv(name)
-		if v == "" {
-			continue
-		}
-		words, err := splitWords(v)
+	var file *fileLayer
+	fileWorkers := ""
+	if source, python := configSource(args, getenv); source != "" && load != nil {
+		f, err := load(python, source)
 		if err != nil {
-			return nil, usagef("$%s: %v", name, err)
+			return nil, err
 		}
+		if file, err = newFileLayer(fs, source, f); err != nil {
+			return nil, err
+		}
+		if err := fs.Parse(file.args); err != nil {
+			return nil, usagef("config file %s: %s", source, err)
+		}
+		binds.fromEnv, envs.fromEnv = true, true
+		fileWorkers = workers
+		c.ConfigFile, c.Warnings = source, file.warnings
+	}
+	// Options from the environment next ($GORN_CMD_ARGS, else $GUNICORN_CMD_ARGS, so a
+	// gunicorn deployment keeps working); the command line overrides them.
+	words, name, err := cmdArgs(getenv)
+	if err != nil {
+		return nil, usagef("$%s: %v", name, err)
+	}
+	if name != "" {
 		if err := fs.Parse(words); err != nil {
 			return nil, usagef("$%s: %s", name, strings.TrimPrefix(err.Error(), "flag provided but not defined: "))
 		}
@@ -251,7 +291,6 @@ func parseConfig(args []string, getenv func(string) string) (*Config, error) {
 			return nil, usagef("$%s: options only, found %q", name, fs.Arg(0))
 		}
 		binds.fromEnv, envs.fromEnv = true, true
-		break
 	}
 	var positional []string
 	for {
@@ -271,6 +310,9 @@ func parseConfig(args []string, getenv func(string) string) (*Config, error) {
 	}
 	if c.Help || c.Version {
 		return c, nil
+	}
+	if len(positional) == 0 && file != nil && file.app != "" {
+		positional = []string{file.app}
 	}
 	switch len(positional) {
 	case 0:
@@ -317,6 +359,9 @@ func parseConfig(args []string, getenv func(string) string) (*Config, error) {
 			return nil, usagef("-w/--workers %q: want a whole number >= 1", workers)
 		}
 		c.Workers, c.WorkersSource = n, "--workers"
+		if workers == fileWorkers {
+			c.WorkersSource = "workers in " + c.ConfigFile
+		}
 	case getenv("WEB_CONCURRENCY") != "":
 		n, err := strconv.Atoi(getenv("WEB_CONCURRENCY"))
 		if err != nil || n < 1 {
@@ -371,12 +416,7 @@ func parseConfig(args []string, getenv func(string) string) (*Config, error) {
 		return nil, usagef("--log-format %q: want json or text", c.LogFormat)
 	}
 
-	if c.Python == "" {
-		c.Python = "python3"
-		if venv := getenv("VIRTUAL_ENV"); venv != "" {
-			c.Python = filepath.Join(venv, "bin", "python")
-		}
-	}
+	c.Python = defaultPython(c.Python, getenv)
 	if c.Name == "" {
 		c.Name = c.App
 	}
@@ -415,7 +455,12 @@ const usageText = `usage: gorn [OPTIONS] MODULE[:VARIABLE]
 
 Serve a WSGI application with supervised pre-forked Python workers.
 VARIABLE defaults to "application" and may be a factory call: app:create_app().
-Options may also come from $GORN_CMD_ARGS (else $GUNICORN_CMD_ARGS); the command line wins.
+Options may also come from a Python config file and $GORN_CMD_ARGS (else
+$GUNICORN_CMD_ARGS); the command line wins, then the environment, then the file.
+
+  -c, --config FILE            Python config file with gunicorn's setting names
+                               (PATH, file:PATH or python:MODULE; default ./gorn.conf.py
+                               or ./gunicorn.conf.py if present); re-read on HUP
 
   -b, --bind ADDR              HOST:PORT, [::1]:PORT, unix:PATH or fd://N; repeatable
                                (default 127.0.0.1:8000, or 0.0.0.0:$PORT)

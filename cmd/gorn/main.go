@@ -8,7 +8,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
@@ -36,7 +35,14 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	if len(args) > 0 && args[0] == "limits" {
 		return runLimits(args[1:], getenv, stdout, stderr)
 	}
-	cfg, err := parseConfig(args, getenv)
+	reparse := func() (*Config, error) {
+		cfg, err := parseConfig(args, getenv, loadConfigFile)
+		if err == nil && !cfg.Help && !cfg.Version {
+			err = resolvePython(cfg)
+		}
+		return cfg, err
+	}
+	cfg, err := reparse()
 	if err != nil {
 		var ue *usageError
 		if errors.As(err, &ue) {
@@ -61,16 +67,16 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	}
 	defer logs.Close()
 	log := logs.logger
-	py, err := exec.LookPath(cfg.Python)
-	if err != nil {
-		log.Error("no Python interpreter: set --python or VIRTUAL_ENV", zap.String("python", cfg.Python), zap.Error(err))
-		return master.ExitError
+	if cfg.ConfigFile != "" {
+		log.Info("read the config file", zap.String("config_file", cfg.ConfigFile))
 	}
-	cfg.Python = py
+	for _, w := range cfg.Warnings {
+		log.Warn(w)
+	}
 	if cfg.CheckConfig {
 		return checkConfig(cfg, logs)
 	}
-	code, err := serve(cfg, logs, getenv)
+	code, err := serve(cfg, reparse, logs, getenv)
 	if err != nil {
 		log.Error(err.Error())
 	}
@@ -78,7 +84,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 }
 
 // serve binds, starts the master loop and returns its exit code.
-func serve(cfg *Config, logs *logFiles, getenv func(string) string) (int, error) {
+func serve(cfg *Config, reparse func() (*Config, error), logs *logFiles, getenv func(string) string) (int, error) {
 	log := logs.logger
 	if os.Getpid() != 1 {
 		// Orphaned grandchildren of workers are re-parented to us and reaped by Reap.
@@ -131,16 +137,14 @@ func serve(cfg *Config, logs *logFiles, getenv func(string) string) (int, error)
 	for i, l := range listeners {
 		files[i] = l.File()
 	}
-	settings := workerSettings(cfg)
+	reload := newReloader(cfg, reparse, sizing, log.Named("reload"))
 	wcfg := worker.Config{
 		Python:    cfg.Python,
-		Dir:       cfg.Chdir,
-		Env:       workerEnv(cfg),
 		Listeners: files,
 		Board:     board,
 		Stdout:    logs.stdout,
 		Stderr:    logs.workerStderr(),
-		Settings:  func() worker.Settings { return settings },
+		Spec:      reload.current,
 	}
 	if in != nil {
 		wcfg.Lifeline = &in.lifeline
@@ -170,6 +174,8 @@ func serve(cfg *Config, logs *logFiles, getenv func(string) string) (int, error)
 	}
 	up := &upgrader{path: exe, args: os.Args, spawner: spawner, listeners: listeners, board: board}
 	hooks := master.Hooks{
+		Reload:        reload.reload,
+		Resize:        sizing.resize,
 		ReopenLogs:    logs.Reopen,
 		OOMKills:      sizing.oomKills,
 		MemoryCeiling: sizing.memoryCeiling,
@@ -182,7 +188,6 @@ func serve(cfg *Config, logs *logFiles, getenv func(string) string) (int, error)
 	}
 	if cfg.Workers == 0 {
 		mcfg.ResizeInterval = cfg.ResizeInterval
-		hooks.Resize = sizing.resize
 	}
 	start := time.Now()
 	// The master's clock starts at 1s, not 0: zero times mean "not yet" in its table.
@@ -222,6 +227,11 @@ func bindAll(cfg *Config, getenv func(string) string) ([]*socket.Listener, error
 		}
 	}
 	return socket.Bind(addrs, socket.Options{Backlog: cfg.Backlog})
+}
+
+// workerSpec is how the configuration starts workers.
+func workerSpec(cfg *Config) worker.Spec {
+	return worker.Spec{Dir: cfg.Chdir, Env: workerEnv(cfg), Settings: workerSettings(cfg)}
 }
 
 func workerSettings(cfg *Config) worker.Settings {

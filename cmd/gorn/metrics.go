@@ -11,7 +11,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
-	"github.com/gornhq/gorn/internal/cgroup"
 	"github.com/gornhq/gorn/internal/sizing"
 	"github.com/gornhq/gorn/master"
 	"github.com/gornhq/gorn/metrics"
@@ -72,24 +71,25 @@ func serveMetrics(cfg *Config, m *master.Master, ls []*socket.Listener, s *sizer
 	}, nil
 }
 
-// info is what the worker count is sized from, for the sizing metrics. It detects the
-// limits afresh from the read-only configuration instead of reading s.limits and s.plan,
-// which decide writes on the master loop's goroutine while scrapes run on others.
+// info is what the worker count is sized from, for the sizing metrics: the latest
+// decision, published by decide on the master loop's goroutine for scrapes on others.
 func (s *sizer) info() metrics.Limits {
-	l := cgroup.Detect(s.opts)
-	in := sizing.Input{
-		Class: s.cfg.WorkerClass, Workers: s.cfg.Workers, WorkersFrom: s.cfg.WorkersSource,
-		CPUs: s.cfg.CPUs, CPUsFrom: s.cfg.CPUsSource, Limits: l,
+	if l := s.latest.Load(); l != nil {
+		return *l
 	}
+	return metrics.Limits{WorkersSource: "auto"}
+}
+
+func (s *sizer) publish(p sizing.Plan, err error) {
 	out := metrics.Limits{WorkersSource: "auto"}
 	if s.cfg.Workers > 0 {
 		out.WorkersSource = s.cfg.WorkersSource
 	}
-	if p, err := sizing.Decide(in); err == nil {
+	if err == nil {
 		out.CPUs, out.CPUsSource = p.CPUs, p.CPUSource
 	}
-	if l.MemoryLimit != nil {
-		out.MemoryLimitBytes = l.MemoryLimit.Bytes
+	if s.limits.MemoryLimit != nil {
+		out.MemoryLimitBytes = s.limits.MemoryLimit.Bytes
 	}
-	return out
+	s.latest.Store(&out)
 }

@@ -2,11 +2,13 @@ package main
 
 import (
 	"fmt"
+	"sync/atomic"
 
 	"go.uber.org/zap"
 
 	"github.com/gornhq/gorn/internal/cgroup"
 	"github.com/gornhq/gorn/internal/sizing"
+	"github.com/gornhq/gorn/metrics"
 )
 
 // sizer answers "how many workers?" from flags or the container's limits, at start and
@@ -17,6 +19,7 @@ type sizer struct {
 	opts   cgroup.Options
 	limits cgroup.Limits // latest detection, for metrics
 	plan   sizing.Plan   // latest decision
+	latest atomic.Pointer[metrics.Limits]
 }
 
 func newSizer(cfg *Config, log *zap.Logger) *sizer { return &sizer{cfg: cfg, log: log} }
@@ -33,6 +36,7 @@ func (s *sizer) decide(workerBytes int64) (sizing.Plan, error) {
 	if err == nil {
 		s.plan = p
 	}
+	s.publish(p, err)
 	return p, err
 }
 

@@ -1,0 +1,228 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+)
+
+// confloadSource evaluates a Python config file in the app's interpreter and prints its
+// settings as JSON (see the file's docstring).
+//
+//go:embed confload.py
+var confloadSource string
+
+// defaultConfigFiles are read, the first that exists, when no -c is given: gunicorn reads
+// ./gunicorn.conf.py, so a gunicorn deployment keeps its settings.
+var defaultConfigFiles = [...]string{"gorn.conf.py", "gunicorn.conf.py"}
+
+// fileSettings is what a config file set: plain values by name, and the names bound to
+// functions (gunicorn's server hooks) or to values of other types.
+type fileSettings struct {
+	Settings  map[string]json.RawMessage `json:"settings"`
+	Callables []string                   `json:"callables"`
+	Other     []string                   `json:"other"`
+	Error     string                     `json:"error"`
+}
+
+// configLoader evaluates the config file source (PATH, file:PATH or python:MODULE).
+type configLoader func(python, source string) (*fileSettings, error)
+
+// loadConfigFile runs the config file in the given interpreter, as gunicorn executes it in
+// its own; whatever the file prints goes to stderr.
+func loadConfigFile(python, source string) (*fileSettings, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, python, "-c", confloadSource, source)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, os.Stderr
+	if err := cmd.Run(); err != nil {
+		if ctx.Err() != nil {
+			err = errors.New("still running after 60s")
+		}
+		return nil, fmt.Errorf("evaluating config file %s with %s: %w", source, python, err)
+	}
+	var fs fileSettings
+	if err := json.Unmarshal(out.Bytes(), &fs); err != nil {
+		return nil, fmt.Errorf("evaluating config file %s: unexpected output %q", source, out.String())
+	}
+	if fs.Error != "" {
+		return nil, fmt.Errorf("config file %s: %s", source, fs.Error)
+	}
+	return &fs, nil
+}
+
+// gunicornNames maps gunicorn setting names to gorn flags where the two differ; every
+// other flag is also accepted under its own name with "_" for "-" (max_requests).
+var gunicornNames = map[string]string{
+	"accesslog":                "access-logfile",
+	"access_log_format":        "access-logformat",
+	"errorlog":                 "error-logfile",
+	"loglevel":                 "log-level",
+	"keepalive":                "keep-alive",
+	"pidfile":                  "pid",
+	"proc_name":                "name",
+	"raw_env":                  "env",
+	"limit_request_field_size": "limit-request-field_size",
+}
+
+// notFromFile are flags a config file cannot set: they choose the file and how to run it,
+// or are actions rather than settings.
+var notFromFile = []string{"config", "python", "check-config", "version", "help"}
+
+// gunicornOnly are gunicorn settings gorn does not implement; a config file that sets one
+// gets a warning rather than silence.
+var gunicornOnly = []string{
+	"threads", "worker_connections", "preload_app", "reload", "reload_engine", "reload_extra_files",
+	"spew", "daemon", "user", "group", "umask", "initgroups", "worker_tmp_dir", "tmp_upload_dir",
+	"sendfile", "reuse_port", "capture_output", "logger_class", "logconfig", "logconfig_dict",
+	"logconfig_json", "syslog", "syslog_addr", "syslog_prefix", "syslog_facility",
+	"disable_redirect_access_to_syslog", "enable_stdio_inheritance", "statsd_host",
+	"statsd_prefix", "dogstatsd_tags", "enable_backlog_metric", "keyfile", "certfile",
+	"ca_certs", "cert_reqs", "ciphers", "ssl_version", "do_handshake_on_connect",
+	"suppress_ragged_eofs", "secure_scheme_headers", "forwarder_headers", "header_map",
+	"proxy_protocol", "proxy_allow_ips", "protocol", "uwsgi_allow_ips", "paste",
+	"raw_paste_global_conf", "permit_obsolete_folding", "strip_header_spaces",
+	"permit_unconventional_http_method", "permit_unconventional_http_version",
+	"casefold_http_method", "http_parser", "print_config", "strip_header_spaces",
+}
+
+// gunicornHooks are gunicorn's server hooks: Python functions the Go master cannot call.
+var gunicornHooks = []string{
+	"on_starting", "on_reload", "when_ready", "pre_fork", "post_fork", "post_worker_init",
+	"worker_int", "worker_abort", "pre_exec", "pre_request", "post_request", "child_exit",
+	"worker_exit", "nworkers_changed", "on_exit", "ssl_context",
+}
+
+// fileLayer is a config file turned into command-line arguments for fs, which parses them
+// beneath $GORN_CMD_ARGS and the command line.
+type fileLayer struct {
+	args     []string
+	app      string // wsgi_app: the application when the command line names none
+	warnings []string
+}
+
+func newFileLayer(fs *flag.FlagSet, source string, f *fileSettings) (*fileLayer, error) {
+	l := &fileLayer{}
+	names := make([]string, 0, len(f.Settings))
+	for name := range f.Settings {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		raw := f.Settings[name]
+		if name == "wsgi_app" {
+			if err := json.Unmarshal(raw, &l.app); err != nil {
+				return nil, fmt.Errorf("config file %s: wsgi_app: want a string like \"app:app\"", source)
+			}
+			continue
+		}
+		flagName, ok := gunicornNames[name]
+		if !ok {
+			flagName = strings.ReplaceAll(name, "_", "-")
+		}
+		fl := fs.Lookup(flagName)
+		switch {
+		case slices.Contains(gunicornOnly, name):
+			l.warnings = append(l.warnings, fmt.Sprintf("config file %s: %s is a gunicorn setting gorn does not implement; ignored", source, name))
+			continue
+		case fl == nil || len(name) == 1 || slices.Contains(notFromFile, flagName):
+			continue // not a setting: gunicorn ignores such names too
+		}
+		values, err := settingValues(raw)
+		if err != nil {
+			return nil, fmt.Errorf("config file %s: %s: %w", source, name, err)
+		}
+		if _, repeatable := fl.Value.(*multi); !repeatable && len(values) > 1 {
+			values = []string{strings.Join(values, ",")}
+		}
+		for _, v := range values {
+			l.args = append(l.args, "--"+flagName+"="+v)
+		}
+	}
+	for _, name := range f.Callables {
+		if slices.Contains(gunicornHooks, name) {
+			l.warnings = append(l.warnings, fmt.Sprintf("config file %s: server hook %s is not supported (gorn's master is not Python); ignored", source, name))
+		}
+	}
+	for _, name := range f.Other {
+		if slices.Contains(gunicornOnly, name) {
+			l.warnings = append(l.warnings, fmt.Sprintf("config file %s: %s is a gunicorn setting gorn does not implement; ignored", source, name))
+		} else if _, ok := gunicornNames[name]; ok || fs.Lookup(strings.ReplaceAll(name, "_", "-")) != nil {
+			return nil, fmt.Errorf("config file %s: %s: want a string, a number, a boolean or a list of them", source, name)
+		}
+	}
+	return l, nil
+}
+
+// settingValues renders a JSON scalar or list as flag values, numbers exactly as written.
+func settingValues(raw json.RawMessage) ([]string, error) {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, err
+	}
+	items, isList := v.([]any)
+	if !isList {
+		items = []any{v}
+	}
+	out := make([]string, 0, len(items))
+	for _, item := range items {
+		switch x := item.(type) {
+		case string:
+			out = append(out, x)
+		case json.Number:
+			out = append(out, x.String())
+		case bool:
+			out = append(out, fmt.Sprint(x))
+		default:
+			return nil, errors.New("want a string, a number, a boolean or a list of them")
+		}
+	}
+	return out, nil
+}
+
+// configSource is the config file to read: -c from the command line or $GORN_CMD_ARGS,
+// else the first default file that exists. The flags are parsed on a throwaway Config only
+// to find it; errors are left for the real parse to report.
+func configSource(args []string, getenv func(string) string) (source, python string) {
+	c := &Config{}
+	var binds, envs multi
+	var pythonpath, workers, cpus, fwd string
+	fs := newFlagSet(c, &binds, &envs, &pythonpath, &workers, &cpus, &fwd)
+	if words, name, err := cmdArgs(getenv); err == nil && name != "" {
+		_ = fs.Parse(words)
+	}
+	for len(args) > 0 {
+		if fs.Parse(args) != nil {
+			break
+		}
+		if args = fs.Args(); len(args) > 0 {
+			args = args[1:]
+		}
+	}
+	python = defaultPython(c.Python, getenv)
+	if c.Help || c.Version {
+		return "", python
+	}
+	if c.ConfigFile != "" {
+		return c.ConfigFile, python
+	}
+	for _, f := range defaultConfigFiles {
+		if st, err := os.Stat(f); err == nil && !st.IsDir() {
+			return f, python
+		}
+	}
+	return "", python
+}

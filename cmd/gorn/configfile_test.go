@@ -1,0 +1,146 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// fakeFile is a loader that returns settings as if a config file had set them.
+func fakeFile(t *testing.T, settings map[string]any, callables ...string) configLoader {
+	return func(python, source string) (*fileSettings, error) {
+		f := &fileSettings{Settings: map[string]json.RawMessage{}, Callables: callables}
+		for k, v := range settings {
+			raw, err := json.Marshal(v)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.Settings[k] = raw
+		}
+		return f, nil
+	}
+}
+
+func TestConfigFileLayering(t *testing.T) {
+	file := fakeFile(t, map[string]any{
+		"bind": []string{"127.0.0.1:7001", "127.0.0.1:7002"}, "workers": 5, "timeout": 12.5,
+		"keepalive": 4, "accesslog": "-", "raw_env": []string{"A=1", "B=2"}, "max_requests": 1000,
+		"pythonpath": "src,lib", "forwarded_allow_ips": []string{"10.0.0.1", "10.0.0.2"},
+		"wsgi_app": "pkg.web:create_app()", "header_timeout": 3, "preload_app": true,
+		"w": 9, "python": "/nope", "helper_variable": "ignored",
+	}, "post_fork", "cpu_count")
+	for _, tc := range []struct {
+		name  string
+		args  []string
+		env   func(string) string
+		check func(*Config) bool
+	}{
+		{"file only", []string{"-c", "x.py"}, env(), func(c *Config) bool {
+			return c.App == "pkg.web:create_app()" && c.ConfigFile == "x.py" &&
+				slices.Equal(c.Binds, []string{"127.0.0.1:7001", "127.0.0.1:7002"}) &&
+				c.Workers == 5 && c.WorkersSource == "workers in x.py" && c.Timeout == 12500*time.Millisecond &&
+				c.Keepalive == 4*time.Second && c.AccessLog == "-" && slices.Equal(c.Env, []string{"A=1", "B=2"}) &&
+				c.MaxRequests == 1000 && slices.Equal(c.PythonPath, []string{"src", "lib"}) &&
+				slices.Equal(c.ForwardedAllowIPs, []string{"10.0.0.1", "10.0.0.2"}) &&
+				c.HeaderTimeout == 3*time.Second && c.Python == "python3"
+		}},
+		{"environment over file", []string{"--config=x.py"}, env("GUNICORN_CMD_ARGS", "-w 2 -b 127.0.0.1:7003"), func(c *Config) bool {
+			return c.Workers == 2 && c.WorkersSource == "--workers" && slices.Equal(c.Binds, []string{"127.0.0.1:7003"}) && c.MaxRequests == 1000
+		}},
+		{"command line over file", []string{"other:app", "-c", "x.py", "-e", "C=3", "--timeout", "1"}, env(), func(c *Config) bool {
+			return c.App == "other:app" && slices.Equal(c.Env, []string{"C=3"}) && c.Timeout == time.Second && c.Workers == 5
+		}},
+		{"-c from the environment", []string{}, env("GORN_CMD_ARGS", "-c x.py"), func(c *Config) bool {
+			return c.ConfigFile == "x.py" && c.App == "pkg.web:create_app()"
+		}},
+		{"file settings beat WEB_CONCURRENCY", []string{"-c", "x.py"}, env("WEB_CONCURRENCY", "8"), func(c *Config) bool { return c.Workers == 5 }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := parseConfig(tc.args, tc.env, file)
+			if err != nil {
+				t.Fatalf("parseConfig(%q): %v", tc.args, err)
+			}
+			if !tc.check(c) {
+				t.Errorf("parseConfig(%q) = %+v", tc.args, c)
+			}
+			if len(c.Warnings) != 2 || !strings.Contains(c.Warnings[0], "preload_app") || !strings.Contains(c.Warnings[1], "post_fork") {
+				t.Errorf("warnings %q: want preload_app and post_fork, nothing else", c.Warnings)
+			}
+		})
+	}
+}
+
+func TestConfigFileErrors(t *testing.T) {
+	for _, tc := range []struct {
+		settings map[string]any
+		want     string
+	}{
+		{map[string]any{"timeout": "soon"}, "config file x.py: invalid value \"soon\" for flag -timeout"},
+		{map[string]any{"timeout": []any{true, map[string]int{}}}, "config file x.py: timeout: want a string"},
+		{map[string]any{"wsgi_app": 3}, "wsgi_app: want a string"},
+		{map[string]any{"workers": 0}, "-w/--workers"},
+	} {
+		_, err := parseConfig([]string{"-c", "x.py", "app"}, env(), fakeFile(t, tc.settings))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("settings %v: error %v, want %q", tc.settings, err, tc.want)
+		}
+	}
+}
+
+// TestLoadConfigFile evaluates real config files with the test interpreter.
+func TestLoadConfigFile(t *testing.T) {
+	python := os.Getenv("GORN_TEST_PYTHON")
+	if python == "" {
+		python = "python3"
+	}
+	if _, err := exec.LookPath(python); err != nil {
+		t.Skipf("no Python interpreter %q: %v", python, err)
+	}
+	dir := t.TempDir()
+	write := func(name, src string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(src), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	good := write("gunicorn.conf.py", `
+import multiprocessing
+bind = ("127.0.0.1:7001",)
+workers = multiprocessing.cpu_count() * 0 + 3
+timeout = 2.5
+secure_scheme_headers = {"X-PROTO": "https"}
+print("the file's own output goes to stderr")
+def post_fork(server, worker):
+    pass
+`)
+	c, err := parseConfig([]string{"-c", good, "--python", python, "app"}, env(), loadConfigFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(c.Binds, []string{"127.0.0.1:7001"}) || c.Workers != 3 || c.Timeout != 2500*time.Millisecond {
+		t.Errorf("config %+v: want the file's bind, workers and timeout", c)
+	}
+	if len(c.Warnings) != 2 {
+		t.Errorf("warnings %q: want secure_scheme_headers and post_fork", c.Warnings)
+	}
+	for name, tc := range map[string]struct{ src, want string }{
+		"raises":   {"x = 1\ny = 1 / 0\n", "ZeroDivisionError: division by zero (line 2)"},
+		"syntax":   {"bind = (\n", "SyntaxError"},
+		"bad type": {"workers = {1: 2}\n", "workers: want a string, a number"},
+	} {
+		_, err := parseConfig([]string{"-c", write(name+".py", tc.src), "--python", python, "app"}, env(), loadConfigFile)
+		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%s: error %v, want one line with %q", name, err, tc.want)
+		}
+	}
+	_, err = parseConfig([]string{"-c", filepath.Join(dir, "missing.py"), "--python", python, "app"}, env(), loadConfigFile)
+	if err == nil || !strings.Contains(err.Error(), "does not exist") {
+		t.Errorf("missing file: error %v", err)
+	}
+}

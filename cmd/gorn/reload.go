@@ -1,0 +1,92 @@
+package main
+
+import (
+	"fmt"
+	"os/exec"
+
+	"go.uber.org/zap"
+
+	"github.com/gornhq/gorn/master"
+	"github.com/gornhq/gorn/worker"
+)
+
+// reloader re-reads the configuration on HUP (command line, environment and config file,
+// as gunicorn does) and applies it: the next generation of workers starts with the new
+// worker settings, and the master's policy takes the new timeouts, recycling and worker
+// count. Its methods run on the master loop's goroutine (spawns included), so spec needs
+// no lock.
+type reloader struct {
+	applied *Config
+	reparse func() (*Config, error)
+	spec    worker.Spec
+	sizer   *sizer
+	log     *zap.Logger
+}
+
+// fixedSettings are chosen once at start: the sockets, the interpreter, the master's own
+// logs and metrics endpoint. A change gets a warning; a restart or USR2 applies it.
+var fixedSettings = []struct {
+	name string
+	get  func(*Config) any
+}{
+	{"bind", func(c *Config) any { return c.Binds }},
+	{"backlog", func(c *Config) any { return c.Backlog }},
+	{"python", func(c *Config) any { return c.Python }},
+	{"pid", func(c *Config) any { return c.PidFile }},
+	{"error-logfile", func(c *Config) any { return c.ErrorLog }},
+	{"log-format", func(c *Config) any { return c.LogFormat }},
+	{"metrics-bind", func(c *Config) any { return c.MetricsBind }},
+	{"min-ready", func(c *Config) any { return c.MinReady }},
+}
+
+func newReloader(cfg *Config, reparse func() (*Config, error), s *sizer, log *zap.Logger) *reloader {
+	return &reloader{applied: cfg, reparse: reparse, spec: workerSpec(cfg), sizer: s, log: log}
+}
+
+// current is the spawner's view of the configuration.
+func (r *reloader) current() worker.Spec { return r.spec }
+
+// reload is the master's Reload hook.
+func (r *reloader) reload(mc master.Config) (master.Config, error) {
+	next, err := r.reparse()
+	if err != nil {
+		return mc, fmt.Errorf("re-reading the configuration: %w", err)
+	}
+	for _, w := range next.Warnings {
+		r.log.Warn(w)
+	}
+	for _, f := range fixedSettings {
+		if was, now := fmt.Sprint(f.get(r.applied)), fmt.Sprint(f.get(next)); was != now {
+			r.log.Warn("a setting changed that applies only at start; restart or send USR2 to apply it",
+				zap.String("setting", f.name), zap.String("running", was), zap.String("configured", now))
+		}
+	}
+	mc.Timeout, mc.BootTimeout, mc.GracefulTimeout = next.Timeout, next.BootTimeout, next.GracefulTimeout
+	mc.ShutdownDelay, mc.MaxRequests, mc.MaxRequestsJitter = next.ShutdownDelay, next.MaxRequests, next.MaxRequestsJitter
+	mc.ResizeInterval = 0
+	switch {
+	case next.Workers > 0:
+		mc.Workers = next.Workers
+	case r.applied.Workers > 0:
+		r.log.Info("the worker count is now sized from the limits", zap.Duration("resize_interval", next.ResizeInterval))
+		fallthrough
+	default:
+		mc.ResizeInterval = next.ResizeInterval
+	}
+	// Sizing inputs (--cpus, --max-workers, -w) take effect at the next resize.
+	next.Python = r.applied.Python // resolved at start; a changed one was warned about above
+	r.sizer.cfg = next
+	r.applied, r.spec = next, workerSpec(next)
+	r.log.Info("configuration re-read", zap.String("config_file", next.ConfigFile), zap.String("app", next.App))
+	return mc, nil
+}
+
+// resolvePython finds the interpreter on $PATH, as exec would.
+func resolvePython(cfg *Config) error {
+	py, err := exec.LookPath(cfg.Python)
+	if err != nil {
+		return fmt.Errorf("no Python interpreter %q: set --python or VIRTUAL_ENV: %w", cfg.Python, err)
+	}
+	cfg.Python = py
+	return nil
+}
