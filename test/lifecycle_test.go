@@ -284,7 +284,7 @@ def application(environ, start_response):
 }
 
 // TestConfigFileAndReload serves with settings from ./gunicorn.conf.py (app, workers,
-// environment), then changes the file and sends HUP: the new settings roll out; a broken
+// environment, a worker hook), then changes the file and sends HUP: the new settings roll out; a broken
 // file keeps everything as it was.
 func TestConfigFileAndReload(t *testing.T) {
 	dir := t.TempDir()
@@ -295,8 +295,14 @@ def application(environ, start_response):
 `
 	writeFile(t, filepath.Join(dir, "greet.py"), app)
 	conf := filepath.Join(dir, "gunicorn.conf.py")
-	writeFile(t, conf, "wsgi_app = 'greet:application'\nworkers = 2\nraw_env = ['GREETING=one']\n")
+	writeFile(t, conf, "wsgi_app = 'greet:application'\nworkers = 2\nraw_env = ['GREETING=one']\n"+
+		"def post_fork(server, worker):\n    worker.log.info('post_fork hook in %d', worker.pid)\n")
 	g := startGorn(t, gornOpts{dir: dir, workers: 2})
+	for _, pid := range g.workerPids() {
+		if g.logs.count(fmt.Sprintf("post_fork hook in %d", pid)) != 1 {
+			t.Errorf("worker %d did not run the config file's post_fork hook", pid)
+		}
+	}
 	if _, body := get(t, g.url("/")); body != "one" {
 		t.Fatalf("got %q, want the config file's environment", body)
 	}

@@ -50,6 +50,8 @@ type Settings struct {
 	ProcName              string   `json:"proc_name"`
 	ServerSoftware        string   `json:"server_software"`
 	PythonPath            []string `json:"pythonpath"`
+	// ConfigFile is the Python config file whose worker-side hooks the worker runs.
+	ConfigFile string `json:"config_file,omitempty"`
 	// Check makes the worker import the app and exit: 0 if it loads, 4 if not.
 	Check bool `json:"check,omitempty"`
 }
@@ -59,6 +61,16 @@ type Spec struct {
 	Dir      string   // working directory
 	Env      []string // full environment (without GORN_WORKER)
 	Settings Settings
+}
+
+// ConfigFileScript is the runtime's config file evaluator (gorn_worker/conffile.py): run
+// as "python -c SCRIPT SOURCE", it prints the file's settings as JSON.
+func ConfigFileScript() string {
+	b, err := runtimeFS.ReadFile("pyworker/gorn_worker/conffile.py")
+	if err != nil {
+		panic(err) // embedded at build time
+	}
+	return string(b)
 }
 
 // Config is how to start workers.

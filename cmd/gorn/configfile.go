@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	_ "embed"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -14,13 +13,9 @@ import (
 	"sort"
 	"strings"
 	"time"
-)
 
-// confloadSource evaluates a Python config file in the app's interpreter and prints its
-// settings as JSON (see the file's docstring).
-//
-//go:embed confload.py
-var confloadSource string
+	"github.com/gornhq/gorn/worker"
+)
 
 // defaultConfigFiles are read, the first that exists, when no -c is given: gunicorn reads
 // ./gunicorn.conf.py, so a gunicorn deployment keeps its settings.
@@ -43,7 +38,7 @@ type configLoader func(python, source string) (*fileSettings, error)
 func loadConfigFile(python, source string) (*fileSettings, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, python, "-c", confloadSource, source)
+	cmd := exec.CommandContext(ctx, python, "-c", worker.ConfigFileScript(), source)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, os.Stderr
 	if err := cmd.Run(); err != nil {
@@ -97,11 +92,12 @@ var gunicornOnly = []string{
 	"casefold_http_method", "http_parser", "print_config", "strip_header_spaces",
 }
 
-// gunicornHooks are gunicorn's server hooks: Python functions the Go master cannot call.
-var gunicornHooks = []string{
-	"on_starting", "on_reload", "when_ready", "pre_fork", "post_fork", "post_worker_init",
-	"worker_int", "worker_abort", "pre_exec", "pre_request", "post_request", "child_exit",
-	"worker_exit", "nworkers_changed", "on_exit", "ssl_context",
+// masterHooks are gunicorn's server hooks that run in its Python master (or per request):
+// the Go master cannot call them. The worker-side ones (post_fork, post_worker_init,
+// worker_int, worker_exit) run in the workers.
+var masterHooks = []string{
+	"on_starting", "on_reload", "when_ready", "pre_fork", "worker_abort", "pre_exec",
+	"pre_request", "post_request", "child_exit", "nworkers_changed", "on_exit", "ssl_context",
 }
 
 // fileLayer is a config file turned into command-line arguments for fs, which parses them
@@ -151,8 +147,8 @@ func newFileLayer(fs *flag.FlagSet, source string, f *fileSettings) (*fileLayer,
 		}
 	}
 	for _, name := range f.Callables {
-		if slices.Contains(gunicornHooks, name) {
-			l.warnings = append(l.warnings, fmt.Sprintf("config file %s: server hook %s is not supported (gorn's master is not Python); ignored", source, name))
+		if slices.Contains(masterHooks, name) {
+			l.warnings = append(l.warnings, fmt.Sprintf("config file %s: server hook %s is not supported by gorn; ignored", source, name))
 		}
 	}
 	for _, name := range f.Other {

@@ -33,7 +33,7 @@ func TestConfigFileLayering(t *testing.T) {
 		"pythonpath": "src,lib", "forwarded_allow_ips": []string{"10.0.0.1", "10.0.0.2"},
 		"wsgi_app": "pkg.web:create_app()", "header_timeout": 3, "preload_app": true,
 		"w": 9, "python": "/nope", "helper_variable": "ignored",
-	}, "post_fork", "cpu_count")
+	}, "on_starting", "cpu_count", "post_fork")
 	for _, tc := range []struct {
 		name  string
 		args  []string
@@ -68,8 +68,8 @@ func TestConfigFileLayering(t *testing.T) {
 			if !tc.check(c) {
 				t.Errorf("parseConfig(%q) = %+v", tc.args, c)
 			}
-			if len(c.Warnings) != 2 || !strings.Contains(c.Warnings[0], "preload_app") || !strings.Contains(c.Warnings[1], "post_fork") {
-				t.Errorf("warnings %q: want preload_app and post_fork, nothing else", c.Warnings)
+			if len(c.Warnings) != 2 || !strings.Contains(c.Warnings[0], "preload_app") || !strings.Contains(c.Warnings[1], "on_starting") {
+				t.Errorf("warnings %q: want preload_app and on_starting, nothing else", c.Warnings)
 			}
 		})
 	}
@@ -118,6 +118,8 @@ secure_scheme_headers = {"X-PROTO": "https"}
 print("the file's own output goes to stderr")
 def post_fork(server, worker):
     pass
+def on_starting(server):
+    pass
 `)
 	c, err := parseConfig([]string{"-c", good, "--python", python, "app"}, env(), loadConfigFile)
 	if err != nil {
@@ -127,7 +129,7 @@ def post_fork(server, worker):
 		t.Errorf("config %+v: want the file's bind, workers and timeout", c)
 	}
 	if len(c.Warnings) != 2 {
-		t.Errorf("warnings %q: want secure_scheme_headers and post_fork", c.Warnings)
+		t.Errorf("warnings %q: want secure_scheme_headers and on_starting", c.Warnings)
 	}
 	for name, tc := range map[string]struct{ src, want string }{
 		"raises":   {"x = 1\ny = 1 / 0\n", "ZeroDivisionError: division by zero (line 2)"},

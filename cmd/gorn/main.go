@@ -254,11 +254,28 @@ func workerSettings(cfg *Config) worker.Settings {
 		ProcName:              cfg.Name,
 		ServerSoftware:        "gorn/" + version,
 		PythonPath:            append([]string{}, cfg.PythonPath...),
+		ConfigFile:            workerConfigFile(cfg.ConfigFile),
 	}
 	if cfg.AccessLog != "" {
 		s.AccessLog = &cfg.AccessLog
 	}
 	return s
+}
+
+// workerConfigFile is the config file as the workers name it: a path made absolute, since
+// a worker's working directory is --chdir.
+func workerConfigFile(source string) string {
+	if source == "" {
+		return ""
+	}
+	path, isPath := strings.CutPrefix(source, "file:")
+	if !isPath && strings.HasPrefix(source, "python:") {
+		return source
+	}
+	if abs, err := filepath.Abs(path); err == nil {
+		return abs
+	}
+	return path
 }
 
 // workerEnv is the master's environment plus -e pairs, minus gorn's own plumbing.

@@ -91,6 +91,7 @@ class Settings:
     proc_name: str = _f("gorn", _STR, "process name")
     server_software: str = _f("gorn", _STR, "SERVER_SOFTWARE and the Server header")
     pythonpath: tuple[str, ...] = _f((), _STR_LIST, "extra sys.path entries (after the cwd)")
+    config_file: Optional[str] = _f(None, _OPT_STR, "config file whose worker-side hooks run here")
     check: bool = _f(False, _BOOL, "import the app, then exit 0 (4 if it fails); serve nothing")
 
     # ----------------------------------------------------------------- loading

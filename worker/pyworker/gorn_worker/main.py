@@ -5,9 +5,9 @@
 3. inherited fds: scoreboard, listeners, access log (unusable: exit 3)
 4. signal handlers; the lifeline thread (EOF on the pipe: ``os._exit(0)``)
 5. sys.path: cwd, then the pythonpath entries, in front
-6. scoreboard: pid, generation, state=booting
-7. import the app (failure: one log line with the Python error, exit 4)
-8. state=ready, serve; TERM drains and returns 0
+6. scoreboard: pid, generation, state=booting; the config file's post_fork hook
+7. import the app (failure: one log line with the Python error, exit 4); post_worker_init
+8. state=ready, serve; TERM drains and returns 0; worker_exit
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import Optional
 from . import accesslog as _accesslog
 from . import app as _app
 from . import config as _config
+from . import conffile as _conffile
 from . import http as _http  # noqa: F401  (imported up front: nothing loads lazily later)
 from . import logs as _logs
 from . import scoreboard as _scoreboard
@@ -137,6 +138,7 @@ class _Signals:
         sb: _scoreboard.Scoreboard,
     ) -> None:
         self.log = log
+        self.hooks: Optional[_conffile.Hooks] = None
         self.access = access
         self.sb = sb
         self.worker: Optional[_sync.SyncWorker] = None
@@ -164,6 +166,8 @@ class _Signals:
         self.worker.on_term()
 
     def on_fast(self, signum: int, frame: Optional[FrameType]) -> None:
+        if self.hooks is not None:
+            self.hooks.notify("worker_int", self.hooks.worker)
         if self.worker is None:
             self.stop_requested = True
             raise _sync.FastExit()
@@ -231,6 +235,14 @@ def main(argv: Optional[list[str]] = None) -> int:
         _app.setup_path(os.getcwd(), settings.pythonpath)
         sb.boot(settings.generation, os.getpid())
         log.debug(f"booting worker (pid {os.getpid()}, app {settings.app})")
+        try:
+            hooks = _conffile.Hooks(settings.config_file, log, settings, settings.slot, settings.generation)
+            if not settings.check:
+                signals.hooks = hooks
+                hooks.boot("post_fork", hooks.server, hooks.worker)
+        except _conffile.HookError as e:
+            log.error(f"cannot start the worker: {e}")
+            return EXIT_BOOT
 
         # 7. the app
         try:
@@ -243,6 +255,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         if settings.check:
             log.debug(f"app {settings.app} loads")
             return EXIT_OK
+        hooks.worker.app = hooks.worker.wsgi = application
+        try:
+            hooks.boot("post_worker_init", hooks.worker)
+        except _conffile.HookError as e:
+            log.error(f"cannot start the worker: {e}")
+            return EXIT_BOOT
 
         # 8. serve
         worker = _sync.SyncWorker(application, settings, log, sb, listeners, access)
@@ -255,6 +273,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         worker.run()
     except _sync.FastExit:
         pass
+    if signals.hooks is not None:
+        signals.hooks.worker.alive = False
+        signals.hooks.notify("worker_exit", signals.hooks.server, signals.hooks.worker)
     log.debug("worker exiting")
     arm_exit_watchdog(EXIT_OK)
     return EXIT_OK

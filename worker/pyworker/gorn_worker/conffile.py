@@ -1,0 +1,194 @@
+"""Python config files, as gunicorn's ``-c``: PATH, ``file:PATH`` or ``python:MODULE``.
+
+The master evaluates the file once (``python -c <this file> SOURCE``) and reads its settings
+from the JSON this prints on stdout::
+
+    {"settings": {name: value}, "callables": [name], "other": [name]}
+    {"error": "one line"}
+
+Values are JSON scalars or lists of them; callables are server hooks; "other" are values of
+any other type (dicts, objects). Anything the file prints goes to stderr.
+
+Each worker evaluates the file again (``Hooks``) to run the worker-side server hooks, with
+gunicorn's names and arguments: ``post_fork(server, worker)`` before the app is imported,
+``post_worker_init(worker)`` after, ``worker_int(worker)`` on INT/QUIT and
+``worker_exit(server, worker)`` when the worker ends.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.machinery
+import importlib.util
+import json
+import os
+import sys
+import traceback
+import types
+from typing import Any, Callable, Optional
+
+WORKER_HOOKS = ("post_fork", "post_worker_init", "worker_int", "worker_exit")
+
+
+def load(source: str) -> types.ModuleType:
+    """Execute the config file as gunicorn does: a module named ``__config__``."""
+    if source.startswith("python:"):
+        return importlib.import_module(source[len("python:"):])
+    path = source[len("file:"):] if source.startswith("file:") else source
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path!r} does not exist")
+    loader = importlib.machinery.SourceFileLoader("__config__", path)
+    spec = importlib.util.spec_from_file_location("__config__", path, loader=loader)
+    assert spec is not None
+    mod = importlib.util.module_from_spec(spec)
+    loader.exec_module(mod)
+    return mod
+
+
+def describe_error(exc: BaseException, source: str) -> str:
+    """One line: the exception and the config file's line that raised it."""
+    if isinstance(exc, SyntaxError):
+        return f"SyntaxError: {exc}"  # its message names the file and line already
+    path = source[len("file:"):] if source.startswith("file:") else source
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == path]
+    where = f" (line {frames[-1].lineno})" if frames else ""
+    return f"{type(exc).__name__}: {exc}{where}"
+
+
+def _plain(value: object) -> bool:
+    if isinstance(value, (str, int, float, bool)):
+        return True
+    return isinstance(value, (list, tuple)) and all(isinstance(v, (str, int, float)) for v in value)
+
+
+def describe(mod: types.ModuleType) -> dict[str, Any]:
+    """The module's public names, sorted into settings, callables and other values."""
+    result: dict[str, Any] = {"settings": {}, "callables": [], "other": []}
+    for name, value in vars(mod).items():
+        if name.startswith("_") or isinstance(value, (types.ModuleType, type)) or value is None:
+            continue
+        if _plain(value):
+            result["settings"][name] = list(value) if isinstance(value, tuple) else value
+        elif callable(value):
+            result["callables"].append(name)
+        else:
+            result["other"].append(name)
+    return result
+
+
+def report(source: str) -> None:
+    """The master's entry point: print the file's settings (or its error) as JSON."""
+    out, sys.stdout = sys.stdout, sys.stderr
+    try:
+        result = describe(load(source))
+    except BaseException as exc:  # the file is arbitrary code: report anything it raises
+        result = {"error": describe_error(exc, source)}
+    out.write(json.dumps(result))
+    out.flush()
+
+
+class HookLog:
+    """gunicorn's ``worker.log`` interface (``%``-style arguments) over the worker's log."""
+
+    def __init__(self, log: Any) -> None:
+        self._log = log
+
+    def _fmt(self, msg: object, args: tuple[object, ...]) -> str:
+        return str(msg) % args if args else str(msg)
+
+    def debug(self, msg: object, *args: object) -> None:
+        self._log.debug(self._fmt(msg, args))
+
+    def info(self, msg: object, *args: object) -> None:
+        self._log.info(self._fmt(msg, args))
+
+    def warning(self, msg: object, *args: object) -> None:
+        self._log.warning(self._fmt(msg, args))
+
+    warn = warning
+
+    def error(self, msg: object, *args: object) -> None:
+        self._log.error(self._fmt(msg, args))
+
+    def exception(self, msg: object, *args: object) -> None:
+        self._log.error(self._fmt(msg, args), exc_info=True)
+
+    def critical(self, msg: object, *args: object) -> None:
+        self._log.critical(self._fmt(msg, args))
+
+
+class Server:
+    """What a hook's ``server`` argument offers here: the master's pid and a log."""
+
+    def __init__(self, log: HookLog, cfg: Any) -> None:
+        self.pid = os.getppid()
+        self.log = log
+        self.cfg = cfg
+
+
+class Worker:
+    """What a hook's ``worker`` argument offers here (a subset of gunicorn's Worker)."""
+
+    def __init__(self, log: HookLog, cfg: Any, slot: int, generation: int) -> None:
+        self.pid = os.getpid()
+        self.ppid = os.getppid()
+        self.age = generation
+        self.slot = slot
+        self.log = log
+        self.cfg = cfg
+        self.alive = True
+        self.app: Any = None
+        self.wsgi: Any = None
+
+
+class HookError(Exception):
+    """A config file that cannot be evaluated, or a boot hook that raised."""
+
+
+class Hooks:
+    """The worker-side server hooks of a config file (none without one)."""
+
+    def __init__(self, source: Optional[str], log: Any, cfg: Any, slot: int, generation: int) -> None:
+        self._log = log
+        self._fns: dict[str, Callable[..., Any]] = {}
+        hook_log = HookLog(log)
+        self.server = Server(hook_log, cfg)
+        self.worker = Worker(hook_log, cfg, slot, generation)
+        if not source:
+            return
+        out, sys.stdout = sys.stdout, sys.stderr  # as in the master: the file's prints go to stderr
+        try:
+            mod = load(source)
+        except BaseException as exc:
+            raise HookError(f"config file {source}: {describe_error(exc, source)}") from None
+        finally:
+            sys.stdout = out
+        for name in WORKER_HOOKS:
+            fn = getattr(mod, name, None)
+            if callable(fn):
+                self._fns[name] = fn
+
+    def boot(self, name: str, *args: Any) -> None:
+        """Run a boot hook (post_fork, post_worker_init): if it raises, the worker cannot boot."""
+        fn = self._fns.get(name)
+        if fn is None:
+            return
+        try:
+            fn(*args)
+        except Exception as exc:
+            self._log.error(f"{name} hook failed", exc_info=True)
+            raise HookError(f"{name} hook raised {type(exc).__name__}: {exc}") from None
+
+    def notify(self, name: str, *args: Any) -> None:
+        """Run a notification hook (worker_int, worker_exit): errors are logged, not raised."""
+        fn = self._fns.get(name)
+        if fn is None:
+            return
+        try:
+            fn(*args)
+        except Exception:
+            self._log.error(f"{name} hook failed", exc_info=True)
+
+
+if __name__ == "__main__":
+    report(sys.argv[1])
