@@ -42,7 +42,7 @@ var (
 
 	descRequests = newDesc("requests_total", "Requests answered, by method and status class.", "method", "status_class")
 	descDuration = newDesc("request_duration_seconds", "Request duration measured by the worker, from the request head parsed to the response finished.")
-	descInFlight = newDesc("requests_in_flight", "Requests being served now: the number of busy workers.")
+	descInFlight = newDesc("requests_in_flight", "Requests being served now: one per busy sync worker, the in-progress count of a threaded one.")
 	descBytes    = newDesc("response_body_bytes_total", "Response body bytes written.")
 
 	descQueue   = newDesc("listen_queue_length", "Connections waiting in the listen queue for a worker to accept them (TCP listeners).", "listener")
@@ -148,7 +148,10 @@ func collectSnapshot(ch chan<- prometheus.Metric, s master.Snapshot, minReady in
 	total := s.Retired
 	for _, w := range s.Workers {
 		states[w.State]++
-		if w.Status.BusySince != 0 {
+		switch {
+		case w.Status.InFlight > 0:
+			inFlight += int(w.Status.InFlight)
+		case w.Status.BusySince != 0:
 			inFlight++
 		}
 		total.Add(w.Status)

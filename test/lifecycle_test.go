@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -23,8 +24,14 @@ func TestChaos(t *testing.T) {
 	if testing.Short() {
 		t.Skip("chaos test is long")
 	}
-	g := startGorn(t, gornOpts{}, "-w", "3", "--max-requests", "300", "--max-requests-jitter", "100",
-		"--graceful-timeout", "15", "app:app")
+	for class, args := range workerClasses {
+		t.Run(class, func(t *testing.T) { chaos(t, args) })
+	}
+}
+
+func chaos(t *testing.T, classArgs []string) {
+	g := startGorn(t, gornOpts{}, append(classArgs, "-w", "3", "--max-requests", "300", "--max-requests-jitter", "100",
+		"--graceful-timeout", "15", "app:app")...)
 	l := loadgen.Start(g.addr, 6, chaosPaths...)
 	step := func(name string, d time.Duration) {
 		time.Sleep(d)
@@ -63,16 +70,23 @@ func TestChaos(t *testing.T) {
 	if g.logs.count(`"reason":"recycled"`) == 0 {
 		t.Error("no worker was recycled by --max-requests")
 	}
-	termWithQueuedConnections(t, g, 3)
+	busy := 3 // every thread of every worker
+	for i, a := range classArgs {
+		if a == "--threads" {
+			n, _ := strconv.Atoi(classArgs[i+1])
+			busy *= n
+		}
+	}
+	termWithQueuedConnections(t, g, busy)
 }
 
-// termWithQueuedConnections makes every worker busy, queues more connections on the
-// listener, sends TERM, and checks that every one of them is answered.
-func termWithQueuedConnections(t *testing.T, g *gorn, workers int) {
+// termWithQueuedConnections makes every worker busy (busy requests), queues more
+// connections on the listener, sends TERM, and checks that every one of them is answered.
+func termWithQueuedConnections(t *testing.T, g *gorn, busy int) {
 	t.Helper()
-	ok, fails := loadgen.QueuedAtStop(g.addr, workers, 12, "/slow?ms=1000", "/pid", func() { g.signal(syscall.SIGTERM) })
-	if len(fails) > 0 || ok != workers+12 {
-		t.Errorf("TERM with %d busy and 12 queued connections: %d answered, failures:\n%s", workers, ok, strings.Join(fails, "\n"))
+	ok, fails := loadgen.QueuedAtStop(g.addr, busy, 12, "/slow?ms=1000", "/pid", func() { g.signal(syscall.SIGTERM) })
+	if len(fails) > 0 || ok != busy+12 {
+		t.Errorf("TERM with %d busy and 12 queued connections: %d answered, failures:\n%s", busy, ok, strings.Join(fails, "\n"))
 	}
 	if code := g.wait(30 * time.Second); code != 0 {
 		t.Errorf("exit code %d after TERM", code)
@@ -80,7 +94,13 @@ func termWithQueuedConnections(t *testing.T, g *gorn, workers int) {
 }
 
 func TestHungWorkerIsDumpedAndReplaced(t *testing.T) {
-	g := startGorn(t, gornOpts{}, "-w", "2", "--timeout", "2", "app:app")
+	for class, args := range workerClasses {
+		t.Run(class, func(t *testing.T) { hungWorkerIsDumpedAndReplaced(t, args) })
+	}
+}
+
+func hungWorkerIsDumpedAndReplaced(t *testing.T, classArgs []string) {
+	g := startGorn(t, gornOpts{}, append(classArgs, "-w", "2", "--timeout", "2", "app:app")...)
 	go func() {
 		resp, err := client().Get(g.url("/slow?ms=60000"))
 		if err == nil {

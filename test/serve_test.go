@@ -18,8 +18,17 @@ import (
 	"time"
 )
 
+// workerClasses are the worker classes end-to-end tests run with, as extra arguments.
+var workerClasses = map[string][]string{"sync": {}, "gthread": {"-k", "gthread", "--threads", "3"}}
+
 func TestServesEveryRoute(t *testing.T) {
-	g := startGorn(t, gornOpts{}, "-w", "2", "app:app")
+	for class, args := range workerClasses {
+		t.Run(class, func(t *testing.T) { servesEveryRoute(t, args) })
+	}
+}
+
+func servesEveryRoute(t *testing.T, classArgs []string) {
+	g := startGorn(t, gornOpts{}, append(classArgs, "-w", "2", "app:app")...)
 	cases := []struct {
 		method, path, body string
 		status             int

@@ -32,6 +32,8 @@ type Settings struct {
 	ScoreboardFD          int      `json:"scoreboard_fd"`
 	LifelineFD            int      `json:"lifeline_fd"`
 	WorkerClass           string   `json:"worker_class"`
+	Threads               int      `json:"threads"`
+	WorkerConnections     int      `json:"worker_connections"`
 	Workers               int      `json:"workers"`
 	Keepalive             float64  `json:"keepalive"`
 	HeaderTimeout         float64  `json:"header_timeout"`

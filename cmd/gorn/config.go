@@ -25,6 +25,8 @@ type Config struct {
 	Workers           int // 0 = size from the CPU and memory limits
 	WorkersSource     string
 	WorkerClass       string
+	Threads           int
+	WorkerConnections int
 	CPUs              float64 // 0 = detect
 	CPUsSource        string
 	ResizeInterval    time.Duration
@@ -187,6 +189,8 @@ func newFlagSet(c *Config, binds, envs *multi, pythonpath *string, workers *stri
 	str(cpus, "", "cpus")
 	str(&c.ConfigFile, "", "c", "config")
 	str(&c.WorkerClass, "sync", "k", "worker-class")
+	integer(&c.Threads, 1, "threads")
+	integer(&c.WorkerConnections, 1000, "worker-connections")
 	integer(&c.MaxWorkers, 0, "max-workers")
 	integer(&c.Backlog, 2048, "backlog")
 	str(&c.Chdir, "", "chdir")
@@ -381,13 +385,23 @@ func parseConfig(args []string, getenv func(string) string, load configLoader) (
 		c.CPUs = f
 	}
 
-	if c.WorkerClass != "sync" {
-		return nil, usagef("-k/--worker-class %q: only \"sync\" is supported so far", c.WorkerClass)
+	switch c.WorkerClass {
+	case "sync":
+		if c.Threads > 1 {
+			// gunicorn does the same, silently.
+			c.WorkerClass = "gthread"
+			c.Warnings = append(c.Warnings, fmt.Sprintf("--threads %d with the sync worker class: running gthread workers, as gunicorn does", c.Threads))
+		}
+	case "gthread":
+	case "gevent", "eventlet", "tornado", "asgi", "uvicorn.workers.UvicornWorker":
+		return nil, usagef("-k/--worker-class %q is not supported yet: use sync, or gthread with --threads for concurrency in one worker", c.WorkerClass)
+	default:
+		return nil, usagef("-k/--worker-class %q: want sync or gthread", c.WorkerClass)
 	}
 	for _, v := range []struct {
 		name string
 		val  int
-	}{{"--backlog", c.Backlog}, {"--limit-request-fields", c.LimitFields}, {"--limit-request-field_size", c.LimitFieldSize}, {"--min-ready", c.MinReady}} {
+	}{{"--backlog", c.Backlog}, {"--limit-request-fields", c.LimitFields}, {"--limit-request-field_size", c.LimitFieldSize}, {"--min-ready", c.MinReady}, {"--threads", c.Threads}, {"--worker-connections", c.WorkerConnections}} {
 		if v.val < 1 {
 			return nil, usagef("%s %d: want a whole number >= 1", v.name, v.val)
 		}
@@ -469,7 +483,9 @@ $GUNICORN_CMD_ARGS); the command line wins, then the environment, then the file.
       --cpus N                 CPUs to size for (default $GORN_CPUS, else detected)
       --max-workers N          ceiling for the automatic worker count
       --resize-interval S      re-read the limits this often when sized automatically (30)
-  -k, --worker-class CLASS     sync
+  -k, --worker-class CLASS     sync (one request at a time) or gthread (--threads at once)
+      --threads N              threads per gthread worker; > 1 turns sync into gthread (1)
+      --worker-connections N   open connections per gthread worker, idle ones included (1000)
       --backlog N              listen queue length (2048)
       --chdir DIR              working directory of the workers
       --pythonpath DIRS        comma-separated directories to add to sys.path

@@ -78,7 +78,7 @@ var notFromFile = []string{"config", "python", "check-config", "version", "help"
 // gunicornOnly are gunicorn settings gorn does not implement; a config file that sets one
 // gets a warning rather than silence.
 var gunicornOnly = []string{
-	"threads", "worker_connections", "preload_app", "reload", "reload_engine", "reload_extra_files",
+	"preload_app", "reload", "reload_engine", "reload_extra_files",
 	"spew", "daemon", "user", "group", "umask", "initgroups", "worker_tmp_dir", "tmp_upload_dir",
 	"sendfile", "reuse_port", "capture_output", "logger_class", "logconfig", "logconfig_dict",
 	"logconfig_json", "syslog", "syslog_addr", "syslog_prefix", "syslog_facility",

@@ -238,6 +238,8 @@ func workerSettings(cfg *Config) worker.Settings {
 	s := worker.Settings{
 		App:                   cfg.App,
 		WorkerClass:           cfg.WorkerClass,
+		Threads:               cfg.Threads,
+		WorkerConnections:     cfg.WorkerConnections,
 		Keepalive:             cfg.Keepalive.Seconds(),
 		HeaderTimeout:         cfg.HeaderTimeout.Seconds(),
 		GracefulTimeout:       cfg.GracefulTimeout.Seconds(),

@@ -33,6 +33,7 @@ const (
 	WordBytesSent   = 63
 	WordDesc        = 64
 	DescBytes       = 128
+	WordInFlight    = 80 // requests in progress in a threaded worker; 0 in a sync one
 
 	Methods  = 8 // GET HEAD POST PUT DELETE PATCH OPTIONS other
 	Classes  = 5 // 1xx..5xx
@@ -68,6 +69,7 @@ type Slot struct {
 	Histogram   [Buckets]uint64
 	DurationSum uint64 // microseconds
 	BytesSent   uint64
+	InFlight    uint64 // threaded workers: requests in progress (BusySince is the oldest's start)
 }
 
 // Board is a mapped scoreboard.
@@ -145,6 +147,7 @@ func (b *Board) Read(slot int) Slot {
 		Accepting:   b.Load(slot, WordAccepting) != 0,
 		DurationSum: b.Load(slot, WordDurationSum),
 		BytesSent:   b.Load(slot, WordBytesSent),
+		InFlight:    b.Load(slot, WordInFlight),
 	}
 	for m := 0; m < Methods; m++ {
 		for c := 0; c < Classes; c++ {

@@ -20,7 +20,7 @@ ENV_VAR = "GORN_WORKER"
 DEFAULT_ACCESS_LOG_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("text", "json")
-WORKER_CLASSES = ("sync",)
+WORKER_CLASSES = ("sync", "gthread")
 
 IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
@@ -70,7 +70,9 @@ class Settings:
     generation: int = _f(0, _INT, "reload generation")
     scoreboard_fd: int = _f(-1, _INT, "memfd of the scoreboard; -1 = private (tests)")
     lifeline_fd: int = _f(-1, _INT, "read end of the lifeline pipe; -1 = none (tests)")
-    worker_class: str = _f("sync", _STR, "worker class (only `sync`)")
+    worker_class: str = _f("sync", _STR, "worker class: `sync` or `gthread`")
+    threads: int = _f(1, _INT, "gthread: requests served at once")
+    worker_connections: int = _f(1000, _INT, "gthread: open connections, idle ones included")
     workers: int = _f(1, _INT, "desired worker count (wsgi.multiprocess)")
     keepalive: float = _f(2.0, _FLOAT, "idle keep-alive seconds; 0 = no keep-alive")
     header_timeout: float = _f(10.0, _FLOAT, "seconds for a head; max gap in a body; 0 = none")
@@ -163,8 +165,10 @@ class Settings:
             "limit_request_body",
         ):
             _at_least(name, getattr(self, name), 0)
+        _at_least("threads", self.threads, 1)
+        _at_least("worker_connections", self.worker_connections, 1)
         if self.worker_class not in WORKER_CLASSES:
-            raise ConfigError(f"worker_class {self.worker_class!r} is not supported (only: sync)")
+            raise ConfigError(f"worker_class {self.worker_class!r} is not supported (want sync or gthread)")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"log_level {self.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
         if self.log_format not in LOG_FORMATS:

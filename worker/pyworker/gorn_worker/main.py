@@ -25,6 +25,7 @@ from . import accesslog as _accesslog
 from . import app as _app
 from . import config as _config
 from . import conffile as _conffile
+from . import gthread as _gthread
 from . import http as _http  # noqa: F401  (imported up front: nothing loads lazily later)
 from . import logs as _logs
 from . import scoreboard as _scoreboard
@@ -263,7 +264,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             return EXIT_BOOT
 
         # 8. serve
-        worker = _sync.SyncWorker(application, settings, log, sb, listeners, access)
+        worker_class = _gthread.ThreadWorker if settings.worker_class == "gthread" else _sync.SyncWorker
+        worker = worker_class(application, settings, log, sb, listeners, access)
         if signals.stop_requested:  # a stop during boot whose FastExit Python dropped
             raise _sync.FastExit()
         sb.set_state(_scoreboard.STATE_READY)

@@ -30,6 +30,7 @@ W_DURATION_SUM = 62
 W_BYTES_SENT = 63
 W_DESC = 64
 DESC_BYTES = 128
+W_IN_FLIGHT = 80  # threaded workers: requests in progress (busy_since is the oldest's start)
 
 STATE_FREE = 0
 STATE_BOOTING = 1

@@ -426,36 +426,40 @@ class SyncWorker:
         lpoll = self.lpoll
         return lpoll is not None and bool(lpoll.poll(0))
 
+    def open_connection(self, sock: socket.socket, addr: Any, l: Optional[Listener]) -> tuple[Connection, dict[str, Any], bool]:
+        """A new connection's reader, the environ its requests share, and whether its
+        X-Forwarded-* headers are trusted."""
+        conn = Connection(sock, self.limits)
+        if l is not None and l.tcp:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn.set_timeouts()
+        if l is None or l.unix:
+            base = connection_environ(
+                self.base,
+                server_name=l.server_name if l else "localhost",
+                server_port=l.server_port if l else "80",
+                remote_addr="",
+                remote_port=None,
+                sock=sock,
+            )
+            return conn, base, True
+        base = connection_environ(
+            self.base,
+            server_name=l.server_name,
+            server_port=l.server_port,
+            remote_addr=str(addr[0]),
+            remote_port=str(addr[1]),
+            sock=sock,
+        )
+        return conn, base, self._trusted(addr, l)
+
     def handle(self, sock: socket.socket, addr: Any, l: Optional[Listener]) -> None:
         """Serve one connection until it closes, times out or stops being kept."""
         self.sb.beat()
-        conn = Connection(sock, self.limits)
         fd = sock.fileno()
         registered = False
         try:
-            if l is not None and l.tcp:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn.set_timeouts()
-            if l is None or l.unix:
-                base = connection_environ(
-                    self.base,
-                    server_name=l.server_name if l else "localhost",
-                    server_port=l.server_port if l else "80",
-                    remote_addr="",
-                    remote_port=None,
-                    sock=sock,
-                )
-                trusted = True
-            else:
-                base = connection_environ(
-                    self.base,
-                    server_name=l.server_name,
-                    server_port=l.server_port,
-                    remote_addr=str(addr[0]),
-                    remote_port=str(addr[1]),
-                    sock=sock,
-                )
-                trusted = self._trusted(addr, l)
+            conn, base, trusted = self.open_connection(sock, addr, l)
             root = self.root_path
             while True:
                 try:

@@ -1,0 +1,370 @@
+"""The gthread worker: ``threads`` requests at once in one process, as gunicorn's gthread.
+
+Threads
+    The main thread owns an epoll set: the listeners, every connection that is waiting
+    for its next request (new or kept alive), and a wake-up pipe. A connection with bytes
+    to read is handed to a pool of ``threads`` daemon threads, which read the head, run
+    the app and write the response; a kept-alive connection then goes back to the main
+    thread, so an idle client holds no thread. Pipelined requests stay in the thread.
+
+Accepting
+    The listeners are in the epoll set (``EPOLLEXCLUSIVE``) only while a thread is free and
+    fewer than ``worker_connections`` connections are open: a saturated worker leaves new
+    connections in the kernel's queue for its siblings, as a busy sync worker does. The
+    accept after a readiness report is bounded as in the sync worker (the listeners are
+    shared and never made non-blocking).
+
+Scoreboard
+    Counters are updated under a lock. ``busy_since`` and the description are those of
+    the oldest request in progress and ``in_flight`` counts them, so ``--timeout`` still
+    names the request that hangs (the master then dumps every thread's stack).
+
+Stopping
+    TERM: stop accepting, serve what is queued on the listeners and what idle connections
+    already sent, let the threads finish (within ``graceful_timeout``), close the rest.
+    INT/QUIT: leave at once (the threads are daemons).
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import queue
+import select
+import signal
+import socket
+import threading
+from time import monotonic, monotonic_ns
+from typing import Any, Callable, Optional
+
+from .accesslog import AccessLog
+from .config import Settings
+from .http import Connection, HeadTimeout, HTTPError, IncompleteHead, Request, parse_request
+from .logs import ErrorsStream, Logger
+from .scoreboard import (
+    DESC_BYTES,
+    W_BUSY_SINCE,
+    W_DESC,
+    W_DESC_LEN,
+    W_HEARTBEAT,
+    W_IN_FLIGHT,
+    Scoreboard,
+)
+from .sync import Listener, SyncWorker, Wakeup, _readable_now
+
+_LISTEN = select.EPOLLIN | select.EPOLLEXCLUSIVE
+_SIGNALS = set(signal.valid_signals()) - {signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL}
+
+
+class ThreadedScoreboard:
+    """A worker's scoreboard slot shared by its threads (the same words as a sync worker's)."""
+
+    def __init__(self, sb: Scoreboard) -> None:
+        self._sb = sb
+        self._lock = threading.Lock()
+        self._started: dict[int, tuple[int, bytes]] = {}  # thread -> (start ns, desc), oldest first
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sb, name)  # lifecycle calls: boot, set_state, beat, ...
+
+    def _show_oldest(self) -> None:
+        w = self._sb.words
+        if self._started:
+            start, desc = next(iter(self._started.values()))
+            off = W_DESC * 8
+            self._sb._bytes[off : off + len(desc)] = desc
+            w[W_DESC_LEN] = len(desc)
+            w[W_BUSY_SINCE] = start
+        else:
+            w[W_BUSY_SINCE] = 0
+        w[W_IN_FLIGHT] = len(self._started)
+
+    def request_start(self, method: bytes | str, path: bytes | str) -> int:
+        m = method.encode("latin-1", "replace") if isinstance(method, str) else method
+        p = path.encode("utf-8", "replace") if isinstance(path, str) else path
+        now = monotonic_ns()
+        with self._lock:
+            self._started[threading.get_ident()] = (now, (m + b" " + p)[:DESC_BYTES])
+            self._sb.words[W_HEARTBEAT] = now
+            self._show_oldest()
+        return now
+
+    def _done(self) -> None:
+        self._started.pop(threading.get_ident(), None)
+        self._show_oldest()
+
+    def request_end(self, method: str, status: int, duration_ns: int, body_bytes: int) -> None:
+        with self._lock:
+            self._sb.request_end(method, status, duration_ns, body_bytes)
+            self._done()
+
+    def request_abort(self) -> None:
+        with self._lock:
+            self._sb.request_abort()
+            self._done()
+
+
+class _Client:
+    """A connection between requests, and what its requests' environ shares."""
+
+    __slots__ = ("conn", "base", "trusted", "deadline")
+
+    def __init__(self, conn: Connection, base: dict[str, Any], trusted: bool) -> None:
+        self.conn = conn
+        self.base = base
+        self.trusted = trusted
+        self.deadline = 0.0
+
+
+class ThreadWorker(SyncWorker):
+    """Serves up to ``threads`` requests at once; idle connections wait in the main thread."""
+
+    def __init__(
+        self,
+        app: Callable[..., Any],
+        settings: Settings,
+        log: Logger,
+        scoreboard: Scoreboard,
+        listeners: list[Listener],
+        access: Optional[AccessLog] = None,
+    ) -> None:
+        super().__init__(app, settings, log, ThreadedScoreboard(scoreboard), listeners, access)  # type: ignore[arg-type]
+        self.base["wsgi.multithread"] = True
+        self.threads = max(1, settings.threads)
+        self.max_conns = max(self.threads, settings.worker_connections)
+        self.poll = select.epoll()
+        self.clients: dict[int, _Client] = {}  # fd -> connection waiting in the epoll set
+        self.open = 0  # connections accepted and not closed: waiting or in a thread
+        self.busy = 0  # connections handed to the threads
+        self.listening = False
+        self.tasks: queue.SimpleQueue[Optional[_Client]] = queue.SimpleQueue()
+        self.returned: collections.deque[Optional[_Client]] = collections.deque()  # from the threads
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.poll.register(self.wake_r, select.EPOLLIN)
+        self.local = threading.local()
+        self.pool = [threading.Thread(target=self._thread, name=f"gorn-thread-{i}", daemon=True) for i in range(self.threads)]
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)  # signals are the main thread's
+        try:
+            for t in self.pool:
+                t.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+    # ------------------------------------------------------------ main thread
+    def _refuse_keepalive(self) -> bool:
+        return not self.alive  # idle connections hold no thread: keep them while running
+
+    def _listen(self, on: bool) -> None:
+        if on == self.listening:
+            return
+        for l in self.listeners:
+            if on:
+                self.poll.register(l.fd, _LISTEN)
+            else:
+                self.poll.unregister(l.fd)
+        self.listening = on
+
+    def run(self) -> None:
+        """Serve until TERM, then drain and return."""
+        while self.alive:
+            self._take_back()
+            self._listen(self.busy < self.threads and self.open < self.max_conns)
+            timeout = self._expire()
+            self.sb.beat()
+            try:
+                self.in_wait = True
+                try:
+                    events = self.poll.poll(timeout)
+                finally:
+                    self.in_wait = False
+            except Wakeup:
+                break
+            for fd, _ in events:
+                if fd == self.wake_r:
+                    self._drain_pipe()
+                elif fd in self.by_fd:
+                    if self.busy < self.threads and self.open < self.max_conns:
+                        got = self._accept_timed(self.by_fd[fd])
+                        c = self._open_client(*got) if got is not None else None
+                        if c is not None:
+                            self._wait_for_request(c)
+                else:
+                    self._dispatch(fd)
+        self.drain()
+
+    def _open_client(self, sock: socket.socket, addr: Any, l: Optional[Listener]) -> Optional[_Client]:
+        try:
+            conn, base, trusted = self.open_connection(sock, addr, l)
+        except OSError as e:  # reset before we got to it
+            self.log.debug(f"connection error: {e}")
+            sock.close()
+            return None
+        self.open += 1
+        return _Client(conn, base, trusted)
+
+    def _wait_for_request(self, c: _Client) -> None:
+        """Put a connection in the epoll set until its next request arrives."""
+        fd = c.conn.sock.fileno()
+        first = not c.conn.response_started
+        c.deadline = monotonic() + (self.limits.timeout if first and self.limits.timeout > 0 else self.keepalive)
+        self.clients[fd] = c
+        self.poll.register(fd, select.EPOLLIN | select.EPOLLRDHUP)
+
+    def _dispatch(self, fd: int) -> None:
+        c = self.clients.pop(fd, None)
+        if c is None:
+            return
+        self.poll.unregister(fd)
+        self.busy += 1
+        self.tasks.put(c)
+
+    def _take_back(self) -> None:
+        """Connections the threads finished with: kept ones wait again, others are closed."""
+        while self.returned:
+            c = self.returned.popleft()
+            self.busy -= 1
+            if c is None:
+                self.open -= 1  # closed by the thread
+            elif not self.alive:
+                self._close(c)
+            else:
+                self._wait_for_request(c)
+
+    def _drain_pipe(self) -> None:
+        try:
+            while os.read(self.wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _expire(self) -> float:
+        """Close connections idle past their deadline; returns the poll timeout (s)."""
+        now = monotonic()
+        nearest = 1.0
+        for fd, c in list(self.clients.items()):
+            left = c.deadline - now
+            if left <= 0:
+                del self.clients[fd]
+                self.poll.unregister(fd)
+                self._close(c)
+            elif left < nearest:
+                nearest = left
+        return nearest
+
+    def _close(self, c: _Client) -> None:
+        self.open -= 1
+        try:
+            c.conn.sock.close()
+        except OSError:
+            pass
+
+    def drain(self) -> None:
+        """TERM: stop accepting; serve the queued connections and the requests already sent."""
+        self._listen(False)
+        queued = self._queued_connections()
+        for fd, c in list(self.clients.items()):
+            if _readable_now(fd):
+                self._dispatch(fd)
+            else:
+                del self.clients[fd]
+                self.poll.unregister(fd)
+                self._close(c)
+        for c in queued:
+            self.busy += 1
+            self.tasks.put(c)
+        gt = self.settings.graceful_timeout
+        deadline = (self.term_at or monotonic()) + (gt * 0.9 if gt > 0 else float("inf"))
+        while self.busy and monotonic() < deadline:
+            self.sb.beat()
+            try:
+                self.in_wait = True
+                try:
+                    self.poll.poll(min(1.0, max(deadline - monotonic(), 0.001)))
+                finally:
+                    self.in_wait = False
+            except Wakeup:
+                pass
+            self._drain_pipe()
+            self._take_back()
+        for _ in self.pool:
+            self.tasks.put(None)
+
+    def _queued_connections(self) -> list[_Client]:
+        """Accept what is queued on the listeners now (bounded by the TCP_INFO count)."""
+        if self.fast_exit or not self.listeners:
+            return []
+        budget = self._queued()
+        got: list[_Client] = []
+        while budget is None or len(got) < budget:
+            ready = [l for l in self.listeners if _readable_now(l.fd)]
+            if not ready:
+                break
+            accepted = self._accept_timed(ready[0])
+            if accepted is None:
+                break
+            c = self._open_client(*accepted)
+            if c is not None:
+                got.append(c)
+        if got:
+            self.log.debug(f"draining {len(got)} queued connection(s)")
+        return got
+
+    # ------------------------------------------------------------ pool threads
+    def _thread(self) -> None:
+        self.local.errors = ErrorsStream(self.log)
+        while True:
+            c = self.tasks.get()
+            if c is None:
+                return
+            kept = None
+            try:
+                kept = self._serve_client(c)
+            except Exception:
+                self.log.exception("unexpected error while handling a connection")
+            if kept is None:
+                try:
+                    c.conn.sock.close()
+                except OSError:
+                    pass
+            self.returned.append(kept)
+            try:
+                os.write(self.wake_w, b"\0")
+            except BlockingIOError:
+                pass  # the pipe is full: the main thread will wake anyway
+
+    def _serve_client(self, c: _Client) -> Optional[_Client]:
+        """Serve the requests that are here; the client back if it is to be kept, else None."""
+        conn = c.conn
+        while True:
+            try:
+                head = conn.read_head()
+                if head is None:
+                    return None
+                req = parse_request(head, conn, c.base, self.root_path, c.trusted)
+            except HTTPError as e:
+                self._reject(conn, e)
+                return None
+            except (HeadTimeout, IncompleteHead) as e:
+                self.log.debug(f"closing connection: {e}")
+                return None
+            except OSError as e:
+                self.log.debug(f"connection error: {e}")
+                return None
+            try:
+                keep = self.serve(conn, req)
+            except OSError as e:
+                self.log.debug(f"connection error: {e}")
+                return None
+            if not keep or not self.alive:
+                return None
+            if not conn.buf:
+                return c
+            # pipelined: the next request is already buffered; answer it here, in order
+
+    def serve(self, conn: Connection, req: Request) -> bool:
+        errors = self.local.errors
+        req.environ["wsgi.errors"] = errors
+        try:
+            return super().serve(conn, req)
+        finally:
+            errors.flush()
