@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
-# Side-by-side throughput of gorn and gunicorn: same interpreter, same app, one sync worker
+# Side-by-side throughput of gorn and gunicorn: same interpreter, same app, one worker
 # pinned to CPU 0, wrk pinned to CPU 1. Prints req/s, p50/p99 and the gorn/gunicorn ratio for
 # keep-alive and Connection: close.
 #
 #   bash bench/bench.sh [APP] [DURATION]      e.g. bash bench/bench.sh wsgi_hello:application 10s
+#   CONNS=1 ...                               wrk connections (default 4)
+#   CLASS=gthread THREADS=4 ...               worker class for both servers (default sync)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 APP=${1:-wsgi_hello:application}
 DURATION=${2:-10s}
 CONNS=${CONNS:-4}
+CLASS=${CLASS:-sync}
+THREADS=${THREADS:-4}
+WORKER=(-k "$CLASS")
+[ "$CLASS" = gthread ] && WORKER+=(--threads "$THREADS")
 VENV=${VENV:-.bench-venv}
 
 command -v wrk >/dev/null || { echo "installing wrk"; apt-get install -y -q wrk >/dev/null; }
@@ -40,9 +46,9 @@ declare -A RESULT
 for server in gorn gunicorn; do
   p=$(port)
   if [ $server = gorn ]; then
-    taskset -c 0 "$GORN" --python "$PY" -w 1 -b 127.0.0.1:$p --log-level warning "$APP" & pid=$!
+    taskset -c 0 "$GORN" --python "$PY" -w 1 "${WORKER[@]}" -b 127.0.0.1:$p --log-level warning "$APP" & pid=$!
   else
-    taskset -c 0 "$PY" -m gunicorn -w 1 -b 127.0.0.1:$p --log-level warning "$APP" & pid=$!
+    taskset -c 0 "$PY" -m gunicorn -w 1 "${WORKER[@]}" -b 127.0.0.1:$p --log-level warning "$APP" & pid=$!
   fi
   wait_up $p
   taskset -c 1 wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$p/" >/dev/null # warm-up
@@ -52,6 +58,7 @@ for server in gorn gunicorn; do
   kill -TERM $pid; wait $pid 2>/dev/null || true
 done
 
+echo "worker class $CLASS${WORKER[3]:+ (${WORKER[3]} threads)}, $CONNS connections, $DURATION, $APP"
 printf '%-10s %-10s %10s %9s %9s\n' mode server req/s p50 p99
 for mode in keepalive close; do
   for server in gorn gunicorn; do
