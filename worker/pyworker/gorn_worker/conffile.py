@@ -168,27 +168,27 @@ class Hooks:
             if callable(fn):
                 self._fns[name] = fn
 
-    def boot(self, name: str, *args: Any) -> None:
-        """Run a boot hook (post_fork, post_worker_init): if it raises, the worker cannot boot."""
+    def _run(self, name: str, args: tuple[Any, ...]) -> Optional[Exception]:
+        """Call the hook if the file defines it; log and return what it raised."""
         fn = self._fns.get(name)
         if fn is None:
-            return
+            return None
         try:
             fn(*args)
         except Exception as exc:
             self._log.error(f"{name} hook failed", exc_info=True)
-            raise HookError(f"{name} hook raised {type(exc).__name__}: {exc}") from None
+            return exc
+        return None
+
+    def boot(self, name: str, *args: Any) -> None:
+        """Run a boot hook (post_fork, post_worker_init): if it raises, the worker cannot boot."""
+        exc = self._run(name, args)
+        if exc is not None:
+            raise HookError(f"{name} hook raised {type(exc).__name__}: {exc}")
 
     def notify(self, name: str, *args: Any) -> None:
         """Run a notification hook (worker_int, worker_exit): errors are logged, not raised."""
-        fn = self._fns.get(name)
-        if fn is None:
-            return
-        try:
-            fn(*args)
-        except Exception:
-            self._log.error(f"{name} hook failed", exc_info=True)
-
+        self._run(name, args)
 
 if __name__ == "__main__":
     report(sys.argv[1])
