@@ -151,20 +151,21 @@ type Master struct {
 	now     func() time.Duration
 	rand    func(n int) int
 
-	workers    []*worker // in spawn order: oldest first
-	desired    int
-	gen        int
-	failedGen  int // generation whose workers could not boot; not rolled out again
-	everReady  bool
-	phase      phase
-	exitCode   int
-	delayUntil time.Duration
-	killAt     time.Duration
-	crashes    int
-	nextSpawn  time.Duration
-	lastResize time.Duration
-	sized      int // the count the Resize hook last asked for
-	oomSeen    uint64
+	workers      []*worker // in spawn order: oldest first
+	desired      int
+	gen          int
+	failedGen    int // generation whose workers could not boot; not rolled out again
+	everReady    bool
+	phase        phase
+	exitCode     int
+	delayUntil   time.Duration
+	killAt       time.Duration
+	crashes      int
+	nextSpawn    time.Duration
+	lastResize   time.Duration
+	sized        int // the count the Resize hook last asked for
+	oomSeen      uint64
+	sourceChange uint64 // --reload: the newest source change acted on (mtime, Unix ns)
 
 	retired scoreboard.Slot // counters of exited workers
 	spawns  uint64
@@ -533,6 +534,13 @@ func (m *Master) check(w *worker, now time.Duration) {
 			m.kill(w)
 		}
 		return
+	}
+	if w.last.SourceChange > m.sourceChange {
+		// --reload: a worker saw a source file saved after the last change acted on.
+		// Every worker sees the same save (the same mtime): it reloads once.
+		m.sourceChange = w.last.SourceChange
+		m.log.Info("source files changed (--reload): reloading", zap.Int("pid", w.pid), zap.Int("slot", w.slot))
+		m.reload()
 	}
 	if w.maxRequests > 0 && s.Requests >= w.maxRequests && !w.recycle {
 		w.recycle = true

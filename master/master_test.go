@@ -264,6 +264,31 @@ func TestReloadAppliesTheNewConfiguration(t *testing.T) {
 	}
 }
 
+func TestSourceChangeReloadsOncePerChange(t *testing.T) {
+	h := newHarness(t, Config{Workers: 2}, Hooks{})
+	h.readyAll()
+	for _, p := range h.sp.procs { // every worker sees the same save
+		p.status.SourceChange = 1000
+	}
+	h.advance(50 * time.Millisecond)
+	if h.m.gen != 2 {
+		t.Fatalf("generation %d after two workers saw one change, want 2", h.m.gen)
+	}
+	surge := h.sp.procs[2]
+	h.exit(surge, exitCode(ExitAppLoad)) // the change does not import
+	h.advance(50 * time.Millisecond)
+	h.sp.procs[1].status.SourceChange = 1000 // an old worker late to see the broken save
+	h.advance(50 * time.Millisecond)
+	if h.m.gen != 2 {
+		t.Fatalf("generation %d: the same save was acted on twice", h.m.gen)
+	}
+	h.sp.procs[0].status.SourceChange = 2000 // the fix
+	h.advance(50 * time.Millisecond)
+	if h.m.gen != 3 {
+		t.Errorf("generation %d after the fix was saved, want 3", h.m.gen)
+	}
+}
+
 func TestReloadErrorKeepsEverything(t *testing.T) {
 	h := newHarness(t, Config{Workers: 2}, Hooks{Reload: func(c Config) (Config, error) { return c, errors.New("config file: SyntaxError") }})
 	h.readyAll()

@@ -363,3 +363,47 @@ def application(environ, start_response):
 		t.Errorf("%d workers after a broken config file, want 3", n)
 	}
 }
+
+// TestReloadOnSourceChange: with --reload, saving the app's file rolls out the new code;
+// a save that does not import keeps the old code serving; the fix rolls out again.
+func TestReloadOnSourceChange(t *testing.T) {
+	dir := t.TempDir()
+	appFile := filepath.Join(dir, "reloadable.py")
+	save := func(src string) {
+		writeFile(t, appFile, src)
+		later := time.Now().Add(time.Duration(len(src)) * time.Millisecond) // a distinct mtime per save
+		if err := os.Chtimes(appFile, later, later); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var g *gorn
+	serving := func(want string) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			_, a := get(t, g.url("/"))
+			_, b := get(t, g.url("/"))
+			if a == want && b == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("serving %q/%q, want %q", a, b, want)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	save(fmt.Sprintf(reloadApp, "v1"))
+	g = startGorn(t, gornOpts{dir: dir}, "-w", "2", "--reload", "reloadable")
+	time.Sleep(1500 * time.Millisecond) // the watchers' first look
+	save(fmt.Sprintf(reloadApp, "v2-longer"))
+	serving("v2-longer")
+	save("def application(:\n")
+	g.waitLog("reload failed", 1, 30*time.Second)
+	serving("v2-longer")
+	time.Sleep(1500 * time.Millisecond)
+	save(fmt.Sprintf(reloadApp, "v3-even-longer"))
+	serving("v3-even-longer")
+	if n := g.logs.count("source files changed (--reload): reloading"); n != 3 {
+		t.Errorf("%d reloads for three saves", n)
+	}
+}

@@ -54,6 +54,9 @@ type Settings struct {
 	PythonPath            []string `json:"pythonpath"`
 	// ConfigFile is the Python config file whose worker-side hooks the worker runs.
 	ConfigFile string `json:"config_file,omitempty"`
+	// Reload makes the worker watch its source files and ask the master for a reload.
+	Reload           bool     `json:"reload,omitempty"`
+	ReloadExtraFiles []string `json:"reload_extra_files,omitempty"`
 	// Check makes the worker import the app and exit: 0 if it loads, 4 if not.
 	Check bool `json:"check,omitempty"`
 }

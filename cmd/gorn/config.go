@@ -59,6 +59,9 @@ type Config struct {
 	Name              string
 	MetricsBind       string
 	MinReady          int
+	Reload            bool // restart workers when the app's source files change
+	ReloadEngine      string
+	ReloadExtraFiles  []string
 	CheckConfig       bool
 	Version           bool
 	Help              bool
@@ -157,7 +160,20 @@ func (s seconds) Set(v string) error {
 
 const defaultAccessLogFormat = `%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"`
 
-func newFlagSet(c *Config, binds, envs *multi, pythonpath *string, workers *string, cpus *string, fwd *string) *flag.FlagSet {
+// rawFlags are the flags parsed into strings and lists first, validated into Config after
+// every layer (config file, environment, command line) was parsed.
+type rawFlags struct {
+	binds, envs, reloadFiles       multi
+	pythonpath, workers, cpus, fwd string
+}
+
+// fromEnvNext marks the lists as set by a lower layer: the next layer's first value
+// replaces them.
+func (r *rawFlags) fromEnvNext() {
+	r.binds.fromEnv, r.envs.fromEnv, r.reloadFiles.fromEnv = true, true, true
+}
+
+func newFlagSet(c *Config, r *rawFlags) *flag.FlagSet {
 	fs := flag.NewFlagSet("gorn", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	str := func(p *string, def string, names ...string) {
@@ -181,12 +197,13 @@ func newFlagSet(c *Config, binds, envs *multi, pythonpath *string, workers *stri
 			fs.BoolVar(p, n, false, "")
 		}
 	}
-	fs.Var(binds, "b", "")
-	fs.Var(binds, "bind", "")
-	fs.Var(envs, "e", "")
-	fs.Var(envs, "env", "")
-	str(workers, "", "w", "workers")
-	str(cpus, "", "cpus")
+	fs.Var(&r.binds, "b", "")
+	fs.Var(&r.binds, "bind", "")
+	fs.Var(&r.envs, "e", "")
+	fs.Var(&r.envs, "env", "")
+	fs.Var(&r.reloadFiles, "reload-extra-file", "")
+	str(&r.workers, "", "w", "workers")
+	str(&r.cpus, "", "cpus")
 	str(&c.ConfigFile, "", "c", "config")
 	str(&c.WorkerClass, "sync", "k", "worker-class")
 	integer(&c.Threads, 1, "threads")
@@ -194,7 +211,7 @@ func newFlagSet(c *Config, binds, envs *multi, pythonpath *string, workers *stri
 	integer(&c.MaxWorkers, 0, "max-workers")
 	integer(&c.Backlog, 2048, "backlog")
 	str(&c.Chdir, "", "chdir")
-	str(pythonpath, "", "pythonpath")
+	str(&r.pythonpath, "", "pythonpath")
 	str(&c.Python, "", "python")
 	dur(&c.Timeout, 30*time.Second, "t", "timeout")
 	dur(&c.GracefulTimeout, 30*time.Second, "graceful-timeout")
@@ -210,7 +227,7 @@ func newFlagSet(c *Config, binds, envs *multi, pythonpath *string, workers *stri
 	integer(&c.LimitFieldSize, 8190, "limit-request-field_size", "limit-request-field-size")
 	fs.Int64Var(&c.LimitBody, "limit-request-body", 0, "")
 	str(&c.RootPath, os.Getenv("SCRIPT_NAME"), "root-path")
-	str(fwd, "127.0.0.1,::1", "forwarded-allow-ips")
+	str(&r.fwd, "127.0.0.1,::1", "forwarded-allow-ips")
 	str(&c.AccessLog, "", "access-logfile")
 	str(&c.AccessLogFormat, defaultAccessLogFormat, "access-logformat")
 	str(&c.ErrorLog, "-", "error-logfile", "log-file")
@@ -220,6 +237,8 @@ func newFlagSet(c *Config, binds, envs *multi, pythonpath *string, workers *stri
 	str(&c.Name, "", "n", "name")
 	str(&c.MetricsBind, "", "metrics-bind")
 	integer(&c.MinReady, 1, "min-ready")
+	boolean(&c.Reload, "reload")
+	str(&c.ReloadEngine, "auto", "reload-engine")
 	boolean(&c.CheckConfig, "check-config")
 	boolean(&c.Version, "v", "version")
 	boolean(&c.Help, "h", "help")
@@ -253,11 +272,10 @@ func defaultPython(python string, getenv func(string) string) string {
 // from the environment, the config file, $GORN_CMD_ARGS, the command line.
 func parseConfig(args []string, getenv func(string) string, load configLoader) (*Config, error) {
 	c := &Config{}
-	var binds, envs multi
-	var pythonpath, workers, cpus, fwd string
-	fs := newFlagSet(c, &binds, &envs, &pythonpath, &workers, &cpus, &fwd)
+	r := &rawFlags{}
+	fs := newFlagSet(c, r)
 	if v := getenv("FORWARDED_ALLOW_IPS"); v != "" {
-		fwd = v
+		r.fwd = v
 		_ = fs.Lookup("forwarded-allow-ips").Value.Set(v)
 		fs.Lookup("forwarded-allow-ips").DefValue = v
 	}
@@ -277,8 +295,8 @@ func parseConfig(args []string, getenv func(string) string, load configLoader) (
 		if err := fs.Parse(file.args); err != nil {
 			return nil, usagef("config file %s: %s", source, err)
 		}
-		binds.fromEnv, envs.fromEnv = true, true
-		fileWorkers = workers
+		r.fromEnvNext()
+		fileWorkers = r.workers
 		c.ConfigFile, c.Warnings = source, file.warnings
 	}
 	// Options from the environment next ($GORN_CMD_ARGS, else $GUNICORN_CMD_ARGS, so a
@@ -294,7 +312,7 @@ func parseConfig(args []string, getenv func(string) string, load configLoader) (
 		if fs.NArg() > 0 {
 			return nil, usagef("$%s: options only, found %q", name, fs.Arg(0))
 		}
-		binds.fromEnv, envs.fromEnv = true, true
+		r.fromEnvNext()
 	}
 	var positional []string
 	for {
@@ -330,7 +348,7 @@ func parseConfig(args []string, getenv func(string) string, load configLoader) (
 		return nil, err
 	}
 
-	c.Binds = binds.vals
+	c.Binds = r.binds.vals
 	if len(c.Binds) == 0 {
 		c.Binds = []string{socket.DefaultBind(getenv)}
 	}
@@ -339,31 +357,39 @@ func parseConfig(args []string, getenv func(string) string, load configLoader) (
 			return nil, usagef("%v", err)
 		}
 	}
-	for _, e := range envs.vals {
+	for _, e := range r.envs.vals {
 		if k, _, ok := strings.Cut(e, "="); !ok || k == "" {
 			return nil, usagef("-e %q: want KEY=VALUE", e)
 		}
 	}
-	c.Env = envs.vals
-	for _, p := range strings.Split(pythonpath, ",") {
+	c.Env = r.envs.vals
+	c.ReloadExtraFiles = r.reloadFiles.vals
+	switch c.ReloadEngine {
+	case "auto", "poll":
+	case "inotify":
+		c.Warnings = append(c.Warnings, "--reload-engine inotify: gorn polls the files every second instead")
+	default:
+		return nil, usagef("--reload-engine %q: want auto, poll or inotify", c.ReloadEngine)
+	}
+	for _, p := range strings.Split(r.pythonpath, ",") {
 		if p = strings.TrimSpace(p); p != "" {
 			c.PythonPath = append(c.PythonPath, p)
 		}
 	}
-	for _, ip := range strings.Split(fwd, ",") {
+	for _, ip := range strings.Split(r.fwd, ",") {
 		if ip = strings.TrimSpace(ip); ip != "" {
 			c.ForwardedAllowIPs = append(c.ForwardedAllowIPs, ip)
 		}
 	}
 
 	switch {
-	case workers != "":
-		n, err := strconv.Atoi(workers)
+	case r.workers != "":
+		n, err := strconv.Atoi(r.workers)
 		if err != nil || n < 1 {
-			return nil, usagef("-w/--workers %q: want a whole number >= 1", workers)
+			return nil, usagef("-w/--workers %q: want a whole number >= 1", r.workers)
 		}
 		c.Workers, c.WorkersSource = n, "--workers"
-		if workers == fileWorkers {
+		if r.workers == fileWorkers {
 			c.WorkersSource = "workers in " + c.ConfigFile
 		}
 	case getenv("WEB_CONCURRENCY") != "":
@@ -374,6 +400,7 @@ func parseConfig(args []string, getenv func(string) string, load configLoader) (
 		c.Workers, c.WorkersSource = n, "WEB_CONCURRENCY"
 	}
 	c.CPUsSource = "--cpus"
+	cpus := r.cpus
 	if cpus == "" {
 		cpus, c.CPUsSource = getenv("GORN_CPUS"), "GORN_CPUS"
 	}
@@ -514,6 +541,9 @@ $GUNICORN_CMD_ARGS); the command line wins, then the environment, then the file.
   -n, --name NAME              process title suffix (default: the app)
       --metrics-bind ADDR      serve /metrics, /healthz and /readyz here (off)
       --min-ready N            workers ready for /readyz to pass (1)
+      --reload                 reload the workers (as HUP does) when a source file changes
+      --reload-extra-file F    another file to watch with --reload; repeatable
+      --reload-engine E        auto, poll or inotify (gorn polls every second)
       --check-config           load the app once and exit 0, or 4 if it fails
   -v, --version                print the version
   -h, --help                   this help

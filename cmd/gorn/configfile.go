@@ -68,6 +68,7 @@ var gunicornNames = map[string]string{
 	"pidfile":                  "pid",
 	"proc_name":                "name",
 	"raw_env":                  "env",
+	"reload_extra_files":       "reload-extra-file",
 	"limit_request_field_size": "limit-request-field_size",
 }
 
@@ -78,7 +79,7 @@ var notFromFile = []string{"config", "python", "check-config", "version", "help"
 // gunicornOnly are gunicorn settings gorn does not implement; a config file that sets one
 // gets a warning rather than silence.
 var gunicornOnly = []string{
-	"preload_app", "reload", "reload_engine", "reload_extra_files",
+	"preload_app",
 	"spew", "daemon", "user", "group", "umask", "initgroups", "worker_tmp_dir", "tmp_upload_dir",
 	"sendfile", "reuse_port", "capture_output", "logger_class", "logconfig", "logconfig_dict",
 	"logconfig_json", "syslog", "syslog_addr", "syslog_prefix", "syslog_facility",
@@ -194,9 +195,7 @@ func settingValues(raw json.RawMessage) ([]string, error) {
 // to find it; errors are left for the real parse to report.
 func configSource(args []string, getenv func(string) string) (source, python string) {
 	c := &Config{}
-	var binds, envs multi
-	var pythonpath, workers, cpus, fwd string
-	fs := newFlagSet(c, &binds, &envs, &pythonpath, &workers, &cpus, &fwd)
+	fs := newFlagSet(c, &rawFlags{})
 	if words, name, err := cmdArgs(getenv); err == nil && name != "" {
 		_ = fs.Parse(words)
 	}

@@ -257,6 +257,8 @@ func workerSettings(cfg *Config) worker.Settings {
 		ServerSoftware:        "gorn/" + version,
 		PythonPath:            append([]string{}, cfg.PythonPath...),
 		ConfigFile:            workerConfigFile(cfg.ConfigFile),
+		Reload:                cfg.Reload,
+		ReloadExtraFiles:      append([]string{}, cfg.ReloadExtraFiles...),
 	}
 	if cfg.AccessLog != "" {
 		s.AccessLog = &cfg.AccessLog

@@ -34,6 +34,7 @@ const (
 	WordDesc        = 64
 	DescBytes       = 128
 	WordInFlight    = 80 // requests in progress in a threaded worker; 0 in a sync one
+	WordReload      = 81 // --reload: when the newest source change the worker saw was made
 
 	Methods  = 8 // GET HEAD POST PUT DELETE PATCH OPTIONS other
 	Classes  = 5 // 1xx..5xx
@@ -57,19 +58,20 @@ var BucketBounds = [Buckets - 1]float64{.001, .0025, .005, .01, .025, .05, .1, .
 
 // Slot is a copy of one worker's slot.
 type Slot struct {
-	Generation  uint64
-	PID         uint64
-	State       uint64
-	Heartbeat   uint64 // CLOCK_MONOTONIC ns
-	BusySince   uint64 // CLOCK_MONOTONIC ns; 0 when idle
-	Requests    uint64
-	Accepting   bool // blocked in accept(): idle in the kernel, exempt from heartbeat checks
-	Desc        string
-	Counters    [Methods][Classes]uint64
-	Histogram   [Buckets]uint64
-	DurationSum uint64 // microseconds
-	BytesSent   uint64
-	InFlight    uint64 // threaded workers: requests in progress (BusySince is the oldest's start)
+	Generation   uint64
+	PID          uint64
+	State        uint64
+	Heartbeat    uint64 // CLOCK_MONOTONIC ns
+	BusySince    uint64 // CLOCK_MONOTONIC ns; 0 when idle
+	Requests     uint64
+	Accepting    bool // blocked in accept(): idle in the kernel, exempt from heartbeat checks
+	Desc         string
+	Counters     [Methods][Classes]uint64
+	Histogram    [Buckets]uint64
+	DurationSum  uint64 // microseconds
+	BytesSent    uint64
+	InFlight     uint64 // threaded workers: requests in progress (BusySince is the oldest's start)
+	SourceChange uint64 // --reload: mtime (Unix ns) of the newest source change seen; 0 = none
 }
 
 // Board is a mapped scoreboard.
@@ -138,16 +140,17 @@ func (b *Board) Reset(slot int) {
 // Read copies a slot with atomic loads.
 func (b *Board) Read(slot int) Slot {
 	s := Slot{
-		Generation:  b.Load(slot, WordGeneration),
-		PID:         b.Load(slot, WordPID),
-		State:       b.Load(slot, WordState),
-		Heartbeat:   b.Load(slot, WordHeartbeat),
-		BusySince:   b.Load(slot, WordBusySince),
-		Requests:    b.Load(slot, WordRequests),
-		Accepting:   b.Load(slot, WordAccepting) != 0,
-		DurationSum: b.Load(slot, WordDurationSum),
-		BytesSent:   b.Load(slot, WordBytesSent),
-		InFlight:    b.Load(slot, WordInFlight),
+		Generation:   b.Load(slot, WordGeneration),
+		PID:          b.Load(slot, WordPID),
+		State:        b.Load(slot, WordState),
+		Heartbeat:    b.Load(slot, WordHeartbeat),
+		BusySince:    b.Load(slot, WordBusySince),
+		Requests:     b.Load(slot, WordRequests),
+		Accepting:    b.Load(slot, WordAccepting) != 0,
+		DurationSum:  b.Load(slot, WordDurationSum),
+		BytesSent:    b.Load(slot, WordBytesSent),
+		InFlight:     b.Load(slot, WordInFlight),
+		SourceChange: b.Load(slot, WordReload),
 	}
 	for m := 0; m < Methods; m++ {
 		for c := 0; c < Classes; c++ {

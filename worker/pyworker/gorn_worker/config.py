@@ -94,6 +94,8 @@ class Settings:
     server_software: str = _f("gorn", _STR, "SERVER_SOFTWARE and the Server header")
     pythonpath: tuple[str, ...] = _f((), _STR_LIST, "extra sys.path entries (after the cwd)")
     config_file: Optional[str] = _f(None, _OPT_STR, "config file whose worker-side hooks run here")
+    reload: bool = _f(False, _BOOL, "watch the source files; a change asks the master to reload")
+    reload_extra_files: tuple[str, ...] = _f((), _STR_LIST, "more files to watch with `reload`")
     check: bool = _f(False, _BOOL, "import the app, then exit 0 (4 if it fails); serve nothing")
 
     # ----------------------------------------------------------------- loading

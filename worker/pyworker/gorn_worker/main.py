@@ -26,6 +26,7 @@ from . import app as _app
 from . import config as _config
 from . import conffile as _conffile
 from . import gthread as _gthread
+from . import watch as _watch
 from . import http as _http  # noqa: F401  (imported up front: nothing loads lazily later)
 from . import logs as _logs
 from . import scoreboard as _scoreboard
@@ -268,6 +269,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         worker = worker_class(application, settings, log, sb, listeners, access)
         if signals.stop_requested:  # a stop during boot whose FastExit Python dropped
             raise _sync.FastExit()
+        if settings.reload:
+            _watch.start(sb, log, settings.reload_extra_files)
         sb.set_state(_scoreboard.STATE_READY)
         signals.worker = worker  # from here TERM drains instead of ending the process
         if signals.stop_requested:

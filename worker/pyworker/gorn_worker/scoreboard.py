@@ -31,6 +31,7 @@ W_BYTES_SENT = 63
 W_DESC = 64
 DESC_BYTES = 128
 W_IN_FLIGHT = 80  # threaded workers: requests in progress (busy_since is the oldest's start)
+W_RELOAD = 81  # --reload: mtime (Unix ns) of the newest source change seen
 
 STATE_FREE = 0
 STATE_BOOTING = 1
