@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -266,6 +267,66 @@ func TestReadOnlyRootFilesystem(t *testing.T) {
 		code, _ := get(t, g.url(path))
 		if want := map[string]int{"/error": 500}[path]; code != max(want, 200) {
 			t.Errorf("GET %s on a read-only root: %d", path, code)
+		}
+	}
+	g.signal(syscall.SIGTERM)
+	if code := g.wait(20 * time.Second); code != 0 {
+		t.Errorf("exit %d", code)
+	}
+}
+
+// TestWorkersRunAsUserAndGroup: -u/-g/-m apply to the workers (as gunicorn's), the master
+// stays root, and the workers still serve on the sockets the master bound.
+func TestWorkersRunAsUserAndGroup(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to start workers as another user")
+	}
+	if _, err := user.Lookup("nobody"); err != nil {
+		t.Skipf("no user nobody: %v", err)
+	}
+	nobody, _ := user.Lookup("nobody")
+	uid, _ := strconv.Atoi(nobody.Uid)
+	// The workers need an interpreter and an app directory that nobody can reach.
+	py := ""
+	for _, candidate := range []string{python(t), "/usr/bin/python3"} {
+		check := exec.Command(candidate, "-c", "pass")
+		check.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: 65534}}
+		if check.Run() == nil {
+			py = candidate
+			break
+		}
+	}
+	if py == "" {
+		t.Skip("no Python interpreter that user nobody may run")
+	}
+	dir := t.TempDir()
+	for _, d := range []string{filepath.Dir(dir), dir} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeFile(t, filepath.Join(dir, "hello.py"), "def application(environ, start_response):\n"+
+		"    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [b'hello']\n")
+	g := startGorn(t, gornOpts{dir: dir}, "--python", py, "-w", "2", "-u", "nobody", "-g", "65534", "-m", "027", "hello")
+	if code, body := get(t, g.url("/")); code != 200 || body != "hello" {
+		t.Fatalf("GET / = %d %q", code, body)
+	}
+	for _, pid := range g.workerPids() {
+		status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		fields := map[string]string{}
+		for _, line := range strings.Split(string(status), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok {
+				fields[k] = strings.Join(strings.Fields(v), " ")
+			}
+		}
+		if !strings.HasPrefix(fields["Uid"], nobody.Uid+" ") || !strings.HasPrefix(fields["Gid"], "65534 ") {
+			t.Errorf("worker %d: Uid %q Gid %q, want nobody and 65534", pid, fields["Uid"], fields["Gid"])
+		}
+		if u, ok := fields["Umask"]; ok && u != "0027" {
+			t.Errorf("worker %d: umask %s, want 0027", pid, u)
 		}
 	}
 	g.signal(syscall.SIGTERM)

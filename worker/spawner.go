@@ -57,15 +57,18 @@ type Settings struct {
 	// Reload makes the worker watch its source files and ask the master for a reload.
 	Reload           bool     `json:"reload,omitempty"`
 	ReloadExtraFiles []string `json:"reload_extra_files,omitempty"`
+	// Umask is set by the worker at start; -1 keeps the inherited one.
+	Umask int `json:"umask"`
 	// Check makes the worker import the app and exit: 0 if it loads, 4 if not.
 	Check bool `json:"check,omitempty"`
 }
 
 // Spec is what the current configuration says about new workers; it changes on HUP.
 type Spec struct {
-	Dir      string   // working directory
-	Env      []string // full environment (without GORN_WORKER)
-	Settings Settings
+	Dir        string              // working directory
+	Env        []string            // full environment (without GORN_WORKER)
+	Credential *syscall.Credential // user and groups to run as; nil = the master's
+	Settings   Settings
 }
 
 // ConfigFileScript is the runtime's config file evaluator (gorn_worker/conffile.py): run
@@ -218,7 +221,8 @@ func (s *Spawner) spawn(req master.SpawnRequest) (master.Process, error) {
 		Dir:   spec.Dir,
 		Env:   append(spec.Env[:len(spec.Env):len(spec.Env)], "GORN_WORKER="+string(js)),
 		Files: files,
-		Sys:   &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL},
+		// Go sets Pdeathsig after the credentials change, which would otherwise clear it.
+		Sys: &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, Credential: spec.Credential},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("starting worker %s: %w", cfg.Python, err)

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/gornhq/gorn/internal/sizing"
@@ -59,6 +60,10 @@ type Config struct {
 	Name              string
 	MetricsBind       string
 	MinReady          int
+	Credential        *syscall.Credential // --user/--group: whom the workers run as; nil = as gorn
+	InitGroups        bool
+	Umask             int // -1 = inherit
+	PrintConfig       bool
 	Reload            bool // restart workers when the app's source files change
 	ReloadEngine      string
 	ReloadExtraFiles  []string
@@ -165,6 +170,8 @@ const defaultAccessLogFormat = `%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f
 type rawFlags struct {
 	binds, envs, reloadFiles       multi
 	pythonpath, workers, cpus, fwd string
+	user, group, umask             string
+	given                          []*unimplemented // gunicorn-only flags given
 }
 
 // fromEnvNext marks the lists as set by a lower layer: the next layer's first value
@@ -202,6 +209,12 @@ func newFlagSet(c *Config, r *rawFlags) *flag.FlagSet {
 	fs.Var(&r.envs, "e", "")
 	fs.Var(&r.envs, "env", "")
 	fs.Var(&r.reloadFiles, "reload-extra-file", "")
+	registerUnimplemented(fs, &r.given)
+	str(&r.user, "", "u", "user")
+	str(&r.group, "", "g", "group")
+	str(&r.umask, "", "m", "umask")
+	boolean(&c.InitGroups, "initgroups")
+	boolean(&c.PrintConfig, "print-config")
 	str(&r.workers, "", "w", "workers")
 	str(&r.cpus, "", "cpus")
 	str(&c.ConfigFile, "", "c", "config")
@@ -333,6 +346,9 @@ func parseConfig(args []string, getenv func(string) string, load configLoader) (
 	if c.Help || c.Version {
 		return c, nil
 	}
+	if err := applyUnimplemented(r.given, "", &c.Warnings); err != nil {
+		return nil, err
+	}
 	if len(positional) == 0 && file != nil && file.app != "" {
 		positional = []string{file.app}
 	}
@@ -363,6 +379,19 @@ func parseConfig(args []string, getenv func(string) string, load configLoader) (
 		}
 	}
 	c.Env = r.envs.vals
+	cred, err := credential(r.user, r.group, c.InitGroups)
+	if err != nil {
+		return nil, err
+	}
+	c.Credential = cred
+	c.Umask = -1
+	if r.umask != "" {
+		m, err := strconv.ParseUint(r.umask, 0, 32)
+		if err != nil || m > 0o777 {
+			return nil, usagef("-m/--umask %q: want an octal mode such as 022 or 0o022", r.umask)
+		}
+		c.Umask = int(m)
+	}
 	c.ReloadExtraFiles = r.reloadFiles.vals
 	switch c.ReloadEngine {
 	case "auto", "poll":
@@ -404,7 +433,9 @@ func parseConfig(args []string, getenv func(string) string, load configLoader) (
 	if cpus == "" {
 		cpus, c.CPUsSource = getenv("GORN_CPUS"), "GORN_CPUS"
 	}
-	if cpus != "" {
+	if cpus == "" {
+		c.CPUsSource = ""
+	} else {
 		f, err := sizing.ParseCPUs(cpus)
 		if err != nil || f <= 0 {
 			return nil, usagef("%s %q: want a number of CPUs > 0, e.g. 1.5 or 1500m", c.CPUsSource, cpus)
@@ -537,6 +568,10 @@ $GUNICORN_CMD_ARGS); the command line wins, then the environment, then the file.
       --error-logfile FILE     error log ("-" = stderr, default)
       --log-level LEVEL        debug, info, warning, error, critical (info)
       --log-format FMT         json or text (json when stdout is not a terminal)
+  -u, --user USER              run the workers as this user (name or uid; needs root)
+  -g, --group GROUP            run the workers in this group (name or gid)
+      --initgroups             give the workers the user's supplementary groups too
+  -m, --umask MODE             the workers' umask, e.g. 022
   -p, --pid FILE               write the master's pid here
   -n, --name NAME              process title suffix (default: the app)
       --metrics-bind ADDR      serve /metrics, /healthz and /readyz here (off)
@@ -545,6 +580,7 @@ $GUNICORN_CMD_ARGS); the command line wins, then the environment, then the file.
       --reload-extra-file F    another file to watch with --reload; repeatable
       --reload-engine E        auto, poll or inotify (gorn polls every second)
       --check-config           load the app once and exit 0, or 4 if it fails
+      --print-config           print the resolved settings and exit
   -v, --version                print the version
   -h, --help                   this help
 `

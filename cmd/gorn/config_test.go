@@ -47,6 +47,18 @@ func TestParseConfig(t *testing.T) {
 			return slices.Equal(c.ForwardedAllowIPs, []string{"10.0.0.0/8"})
 		}},
 		{"version needs no app", []string{"-v"}, env(), func(c *Config) bool { return c.Version }},
+		{"gunicorn-only flags warn", []string{"--preload", "--worker-tmp-dir", "/dev/shm", "--statsd-host=localhost:8125", "-R", "app"}, env(), func(c *Config) bool {
+			all := strings.Join(c.Warnings, "\n")
+			return len(c.Warnings) == 4 && strings.Contains(all, "--preload is a gunicorn setting gorn does not implement") &&
+				strings.Contains(all, "--statsd-host") && strings.Contains(all, "--worker-tmp-dir") && strings.Contains(all, "--enable-stdio-inheritance")
+		}},
+		{"user and group", []string{"-u", "65534", "-g", "65533", "-m", "027", "app"}, env(), func(c *Config) bool {
+			return c.Credential != nil && c.Credential.Uid == 65534 && c.Credential.Gid == 65533 && c.Umask == 0o27
+		}},
+		{"no user: the master's", []string{"app"}, env(), func(c *Config) bool { return c.Credential == nil && c.Umask == -1 }},
+		{"--threads makes gthread", []string{"--threads", "4", "app"}, env(), func(c *Config) bool {
+			return c.WorkerClass == "gthread" && c.Threads == 4 && len(c.Warnings) == 1
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := parseConfig(tc.args, tc.env, nil)
@@ -78,6 +90,15 @@ func TestParseConfigErrors(t *testing.T) {
 		{[]string{"--log-level", "loud", "app"}, env(), "--log-level"},
 		{[]string{"app:"}, env(), "empty variable"},
 		{[]string{"path/to/app.py"}, env(), "MODULE[:VARIABLE]"},
+		{[]string{"--certfile", "c.pem", "--keyfile", "k.pem", "app"}, env(), "TLS is not supported"},
+		{[]string{"-D", "app"}, env(), "--daemon: gorn stays in the foreground"},
+		{[]string{"--paste", "dev.ini"}, env(), "PasteDeploy"},
+		{[]string{"--proxy-protocol=v2", "app"}, env(), "PROXY protocol"},
+		{[]string{"--initgroups", "app"}, env(), "--initgroups needs -u/--user"},
+		{[]string{"-u", "no-such-user-here", "app"}, env(), "-u/--user \"no-such-user-here\""},
+		{[]string{"-m", "999", "app"}, env(), "-m/--umask"},
+		{[]string{"-k", "eventlet", "app"}, env(), "not supported yet: use sync, or gthread"},
+		{[]string{"--reload-engine", "magic", "app"}, env(), "--reload-engine"},
 		{[]string{"-k", "tornado", "app"}, env(), "worker-class"},
 		{[]string{"--cpus", "-1", "app"}, env(), "--cpus"},
 		{[]string{"--backlog", "0", "app"}, env(), "--backlog"},

@@ -74,24 +74,7 @@ var gunicornNames = map[string]string{
 
 // notFromFile are flags a config file cannot set: they choose the file and how to run it,
 // or are actions rather than settings.
-var notFromFile = []string{"config", "python", "check-config", "version", "help"}
-
-// gunicornOnly are gunicorn settings gorn does not implement; a config file that sets one
-// gets a warning rather than silence.
-var gunicornOnly = []string{
-	"preload_app",
-	"spew", "daemon", "user", "group", "umask", "initgroups", "worker_tmp_dir", "tmp_upload_dir",
-	"sendfile", "reuse_port", "capture_output", "logger_class", "logconfig", "logconfig_dict",
-	"logconfig_json", "syslog", "syslog_addr", "syslog_prefix", "syslog_facility",
-	"disable_redirect_access_to_syslog", "enable_stdio_inheritance", "statsd_host",
-	"statsd_prefix", "dogstatsd_tags", "enable_backlog_metric", "keyfile", "certfile",
-	"ca_certs", "cert_reqs", "ciphers", "ssl_version", "do_handshake_on_connect",
-	"suppress_ragged_eofs", "secure_scheme_headers", "forwarder_headers", "header_map",
-	"proxy_protocol", "proxy_allow_ips", "protocol", "uwsgi_allow_ips", "paste",
-	"raw_paste_global_conf", "permit_obsolete_folding", "strip_header_spaces",
-	"permit_unconventional_http_method", "permit_unconventional_http_version",
-	"casefold_http_method", "http_parser", "print_config", "strip_header_spaces",
-}
+var notFromFile = []string{"config", "python", "check-config", "print-config", "version", "help"}
 
 // masterHooks are gunicorn's server hooks that run in its Python master (or per request):
 // the Go master cannot call them. The worker-side ones (post_fork, post_worker_init,
@@ -111,6 +94,7 @@ type fileLayer struct {
 
 func newFileLayer(fs *flag.FlagSet, source string, f *fileSettings) (*fileLayer, error) {
 	l := &fileLayer{}
+	var given []*unimplemented
 	names := make([]string, 0, len(f.Settings))
 	for name := range f.Settings {
 		names = append(names, name)
@@ -129,9 +113,11 @@ func newFileLayer(fs *flag.FlagSet, source string, f *fileSettings) (*fileLayer,
 			flagName = strings.ReplaceAll(name, "_", "-")
 		}
 		fl := fs.Lookup(flagName)
-		switch {
-		case slices.Contains(gunicornOnly, name):
-			l.warnings = append(l.warnings, fmt.Sprintf("config file %s: %s is a gunicorn setting gorn does not implement; ignored", source, name))
+		switch u := unimplementedSetting(name); {
+		case u != nil:
+			if setsUnimplemented(u, string(raw)) {
+				given = append(given, u)
+			}
 			continue
 		case fl == nil || len(name) == 1 || slices.Contains(notFromFile, flagName):
 			continue // not a setting: gunicorn ignores such names too
@@ -153,11 +139,14 @@ func newFileLayer(fs *flag.FlagSet, source string, f *fileSettings) (*fileLayer,
 		}
 	}
 	for _, name := range f.Other {
-		if slices.Contains(gunicornOnly, name) {
-			l.warnings = append(l.warnings, fmt.Sprintf("config file %s: %s is a gunicorn setting gorn does not implement; ignored", source, name))
+		if u := unimplementedSetting(name); u != nil {
+			given = append(given, u)
 		} else if _, ok := gunicornNames[name]; ok || fs.Lookup(strings.ReplaceAll(name, "_", "-")) != nil {
 			return nil, fmt.Errorf("config file %s: %s: want a string, a number, a boolean or a list of them", source, name)
 		}
+	}
+	if err := applyUnimplemented(given, "config file "+source+": ", &l.warnings); err != nil {
+		return nil, err
 	}
 	return l, nil
 }

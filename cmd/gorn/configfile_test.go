@@ -68,10 +68,38 @@ func TestConfigFileLayering(t *testing.T) {
 			if !tc.check(c) {
 				t.Errorf("parseConfig(%q) = %+v", tc.args, c)
 			}
-			if len(c.Warnings) != 2 || !strings.Contains(c.Warnings[0], "preload_app") || !strings.Contains(c.Warnings[1], "on_starting") {
+			if all := strings.Join(c.Warnings, "\n"); len(c.Warnings) != 2 || !strings.Contains(all, "preload_app") || !strings.Contains(all, "on_starting") {
 				t.Errorf("warnings %q: want preload_app and on_starting, nothing else", c.Warnings)
 			}
 		})
+	}
+}
+
+func TestConfigFileUnimplementedSettings(t *testing.T) {
+	for _, tc := range []struct {
+		settings map[string]any
+		warn     string // "" = nothing to say
+		refuse   string
+	}{
+		{settings: map[string]any{"daemon": false, "preload_app": false, "sendfile": true, "certfile": "", "reuse_port": false}},
+		{settings: map[string]any{"sendfile": false}, warn: "sendfile is a gunicorn setting gorn does not implement; ignored: file responses always use sendfile(2)"},
+		{settings: map[string]any{"statsd_host": "localhost:8125"}, warn: "statsd_host is a gunicorn setting gorn does not implement; ignored: gorn exports Prometheus metrics instead"},
+		{settings: map[string]any{"daemon": true}, refuse: "config file x.py: daemon: gorn stays in the foreground"},
+		{settings: map[string]any{"certfile": "/etc/tls/cert.pem"}, refuse: "config file x.py: certfile: TLS is not supported"},
+	} {
+		c, err := parseConfig([]string{"-c", "x.py", "app"}, env(), fakeFile(t, tc.settings))
+		switch {
+		case tc.refuse != "":
+			if err == nil || !strings.Contains(err.Error(), tc.refuse) {
+				t.Errorf("%v: error %v, want %q", tc.settings, err, tc.refuse)
+			}
+		case err != nil:
+			t.Errorf("%v: %v", tc.settings, err)
+		case tc.warn == "" && len(c.Warnings) > 0:
+			t.Errorf("%v: warnings %q, want none", tc.settings, c.Warnings)
+		case tc.warn != "" && (len(c.Warnings) != 1 || !strings.Contains(c.Warnings[0], tc.warn)):
+			t.Errorf("%v: warnings %q, want %q", tc.settings, c.Warnings, tc.warn)
+		}
 	}
 }
 

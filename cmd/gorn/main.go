@@ -60,6 +60,10 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		fmt.Fprintf(stdout, "gorn %s\n", version)
 		return master.ExitOK
 	}
+	if cfg.PrintConfig {
+		printConfig(stdout, cfg)
+		return master.ExitOK
+	}
 	logs, err := openLogs(cfg, stdout, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "gorn: error: %v\n", err)
@@ -231,7 +235,7 @@ func bindAll(cfg *Config, getenv func(string) string) ([]*socket.Listener, error
 
 // workerSpec is how the configuration starts workers.
 func workerSpec(cfg *Config) worker.Spec {
-	return worker.Spec{Dir: cfg.Chdir, Env: workerEnv(cfg), Settings: workerSettings(cfg)}
+	return worker.Spec{Dir: cfg.Chdir, Env: workerEnv(cfg), Credential: cfg.Credential, Settings: workerSettings(cfg)}
 }
 
 func workerSettings(cfg *Config) worker.Settings {
@@ -258,6 +262,7 @@ func workerSettings(cfg *Config) worker.Settings {
 		PythonPath:            append([]string{}, cfg.PythonPath...),
 		ConfigFile:            workerConfigFile(cfg.ConfigFile),
 		Reload:                cfg.Reload,
+		Umask:                 cfg.Umask,
 		ReloadExtraFiles:      append([]string{}, cfg.ReloadExtraFiles...),
 	}
 	if cfg.AccessLog != "" {

@@ -94,6 +94,7 @@ class Settings:
     server_software: str = _f("gorn", _STR, "SERVER_SOFTWARE and the Server header")
     pythonpath: tuple[str, ...] = _f((), _STR_LIST, "extra sys.path entries (after the cwd)")
     config_file: Optional[str] = _f(None, _OPT_STR, "config file whose worker-side hooks run here")
+    umask: int = _f(-1, _INT, "the worker's umask, set at start; -1 = inherited")
     reload: bool = _f(False, _BOOL, "watch the source files; a change asks the master to reload")
     reload_extra_files: tuple[str, ...] = _f((), _STR_LIST, "more files to watch with `reload`")
     check: bool = _f(False, _BOOL, "import the app, then exit 0 (4 if it fails); serve nothing")
@@ -168,6 +169,8 @@ class Settings:
         ):
             _at_least(name, getattr(self, name), 0)
         _at_least("threads", self.threads, 1)
+        if not -1 <= self.umask <= 0o777:
+            raise ConfigError(f"umask must be -1 or a mode up to 0o777, got {self.umask!r}")
         _at_least("worker_connections", self.worker_connections, 1)
         if self.worker_class not in WORKER_CLASSES:
             raise ConfigError(f"worker_class {self.worker_class!r} is not supported (want sync or gthread)")

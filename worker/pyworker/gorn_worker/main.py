@@ -192,6 +192,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         _logs.emergency(f"invalid worker settings: {e}")
         return EXIT_BOOT
     os.environ.pop(_config.ENV_VAR, None)
+    if settings.umask >= 0:
+        os.umask(settings.umask)
 
     # 2. logging, faulthandler
     log = _logs.Logger(
