@@ -53,6 +53,7 @@ from .scoreboard import (
 from .sync import Listener, SyncWorker, Wakeup, _readable_now
 
 _LISTEN = select.EPOLLIN | select.EPOLLEXCLUSIVE
+_EXPIRY_STEP = 0.25  # idle deadlines are checked at most this often (a scan is O(idle))
 _SIGNALS = set(signal.valid_signals()) - {signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL}
 
 
@@ -137,6 +138,7 @@ class ThreadWorker(SyncWorker):
         self.open = 0  # connections accepted and not closed: waiting or in a thread
         self.busy = 0  # connections handed to the threads
         self.listening = False
+        self.next_scan = 0.0
         self.tasks: queue.SimpleQueue[Optional[_Client]] = queue.SimpleQueue()
         self.returned: collections.deque[Optional[_Client]] = collections.deque()  # from the threads
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -239,17 +241,18 @@ class ThreadWorker(SyncWorker):
 
     def _expire(self) -> float:
         """Close connections idle past their deadline; returns the poll timeout (s)."""
+        if not self.clients:
+            return 1.0
         now = monotonic()
-        nearest = 1.0
+        if now < self.next_scan:
+            return self.next_scan - now
+        self.next_scan = now + _EXPIRY_STEP
         for fd, c in list(self.clients.items()):
-            left = c.deadline - now
-            if left <= 0:
+            if c.deadline <= now:
                 del self.clients[fd]
                 self.poll.unregister(fd)
                 self._close(c)
-            elif left < nearest:
-                nearest = left
-        return nearest
+        return _EXPIRY_STEP
 
     def _close(self, c: _Client) -> None:
         self.open -= 1

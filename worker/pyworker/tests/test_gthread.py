@@ -146,3 +146,14 @@ def test_quit_exits_at_once_with_requests_in_hand() -> None:
         w.wait_slot(sbm.W_IN_FLIGHT, lambda v: v == 1)
         assert w.stop(signal.SIGQUIT, timeout=5) == 0
         t.join(10)
+
+
+def test_idle_connections_are_closed_after_keepalive() -> None:
+    with start_worker(THREADED, worker_class="gthread", threads=1, keepalive=0.3, header_timeout=0.5) as w:
+        kept = w.connect(timeout=10)
+        assert keepalive_request(kept, "/env")[0] == 200
+        silent = w.connect(timeout=10)  # never sends a request: the header timeout applies
+        assert kept.recv(1) == b"" and silent.recv(1) == b""
+        kept.close()
+        silent.close()
+        assert w.get("/env")[0] == 200
