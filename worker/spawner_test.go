@@ -69,7 +69,8 @@ func TestSpawnServesAndReaps(t *testing.T) {
 		Spec: func() Spec {
 			return Spec{Dir: dir, Env: os.Environ(), Settings: Settings{App: "tiny", WorkerClass: "sync", Keepalive: 2, HeaderTimeout: 10, LimitRequestLine: 4094,
 				LimitRequestFields: 100, LimitRequestFieldSize: 8190, ForwardedAllowIPs: []string{}, PythonPath: []string{},
-				ErrorLog: "-", LogLevel: "info", LogFormat: "text", ServerSoftware: "gorn/test", AccessLogFormat: "json"}}
+				ErrorLog: "-", LogLevel: "info", LogFormat: "text", ServerSoftware: "gorn/test", AccessLogFormat: "json",
+				Threads: 1, WorkerConnections: 1000, Umask: -1}}
 		},
 	})
 	if err != nil {

@@ -20,8 +20,10 @@ Scoreboard
     names the request that hangs (the master then dumps every thread's stack).
 
 Stopping
-    TERM: stop accepting, serve what is queued on the listeners and what idle connections
-    already sent, let the threads finish (within ``graceful_timeout``), close the rest.
+    TERM: stop accepting; serve what is queued on the listeners, what idle connections
+    already sent and the first request of connections accepted but still silent (within
+    their header timeout); let the threads finish (within ``graceful_timeout``); close
+    idle kept-alive connections.
     INT/QUIT: leave at once (the threads are daemons).
 """
 
@@ -50,7 +52,7 @@ from .scoreboard import (
     W_IN_FLIGHT,
     Scoreboard,
 )
-from .sync import Listener, SyncWorker, Wakeup, _readable_now
+from .sync import Listener, SyncWorker, Wakeup, _readable_now, find_lost_connections
 
 _LISTEN = select.EPOLLIN | select.EPOLLEXCLUSIVE
 _EXPIRY_STEP = 0.25  # idle deadlines are checked at most this often (a scan is O(idle))
@@ -136,6 +138,7 @@ class ThreadWorker(SyncWorker):
         self.poll = select.epoll()
         self.clients: dict[int, _Client] = {}  # fd -> connection waiting in the epoll set
         self.open = 0  # connections accepted and not closed: waiting or in a thread
+        self.open_fds: set[int] = set()  # their fds (threads discard theirs before closing)
         self.busy = 0  # connections handed to the threads
         self.listening = False
         self.next_scan = 0.0
@@ -202,6 +205,7 @@ class ThreadWorker(SyncWorker):
             sock.close()
             return None
         self.open += 1
+        self.open_fds.add(sock.fileno())
         return _Client(conn, base, trusted)
 
     def _wait_for_request(self, c: _Client) -> None:
@@ -256,38 +260,58 @@ class ThreadWorker(SyncWorker):
 
     def _close(self, c: _Client) -> None:
         self.open -= 1
+        self.open_fds.discard(c.conn.sock.fileno())
         try:
             c.conn.sock.close()
         except OSError:
             pass
 
+    def _rescue(self) -> None:
+        """A signal hit between accept() and storing its fd: adopt the lost connection.
+
+        Every other connection of this worker is open too: only fds nobody holds count.
+        """
+        for sock, addr, l in find_lost_connections(self.listeners):
+            if sock.fileno() in self.open_fds:
+                sock.detach()
+                continue
+            c = self._open_client(sock, addr, l)
+            if c is not None:
+                self._wait_for_request(c)
+
     def drain(self) -> None:
-        """TERM: stop accepting; serve the queued connections and the requests already sent."""
+        """TERM: stop accepting; serve the queued connections and the requests on their way."""
         self._listen(False)
         queued = self._queued_connections()
         for fd, c in list(self.clients.items()):
             if _readable_now(fd):
                 self._dispatch(fd)
-            else:
+            elif c.conn.response_started:
+                # Idle between requests: close it (RFC 9112 9.3.1 lets the client retry).
                 del self.clients[fd]
                 self.poll.unregister(fd)
                 self._close(c)
+            # else a new connection whose first request is on its way: wait for it below
         for c in queued:
             self.busy += 1
             self.tasks.put(c)
         gt = self.settings.graceful_timeout
         deadline = (self.term_at or monotonic()) + (gt * 0.9 if gt > 0 else float("inf"))
-        while self.busy and monotonic() < deadline:
+        while (self.busy or self.clients) and monotonic() < deadline:
             self.sb.beat()
             try:
                 self.in_wait = True
                 try:
-                    self.poll.poll(min(1.0, max(deadline - monotonic(), 0.001)))
+                    events = self.poll.poll(min(self._expire(), max(deadline - monotonic(), 0.001)))
                 finally:
                     self.in_wait = False
             except Wakeup:
-                pass
-            self._drain_pipe()
+                events = []
+            for fd, _ in events:
+                if fd == self.wake_r:
+                    self._drain_pipe()
+                else:
+                    self._dispatch(fd)
             self._take_back()
         for _ in self.pool:
             self.tasks.put(None)
@@ -325,6 +349,7 @@ class ThreadWorker(SyncWorker):
             except Exception:
                 self.log.exception("unexpected error while handling a connection")
             if kept is None:
+                self.open_fds.discard(c.conn.sock.fileno())
                 try:
                     c.conn.sock.close()
                 except OSError:
@@ -365,7 +390,8 @@ class ThreadWorker(SyncWorker):
             # pipelined: the next request is already buffered; answer it here, in order
 
     def serve(self, conn: Connection, req: Request) -> bool:
-        errors = self.local.errors
+        # A pool thread's own stream; the main thread serves only connections rescued at exit.
+        errors = getattr(self.local, "errors", self.errors)
         req.environ["wsgi.errors"] = errors
         try:
             return super().serve(conn, req)

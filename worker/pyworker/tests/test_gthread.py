@@ -157,3 +157,16 @@ def test_idle_connections_are_closed_after_keepalive() -> None:
         kept.close()
         silent.close()
         assert w.get("/env")[0] == 200
+
+
+def test_term_waits_for_the_first_request_of_an_accepted_connection() -> None:
+    with start_worker(THREADED, worker_class="gthread", threads=2, header_timeout=5) as w:
+        s = w.connect(timeout=10)
+        time.sleep(0.3)  # accepted, no request yet
+        w.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        s.sendall(b"GET /env HTTP/1.1\r\nHost: t\r\n\r\n")
+        status, headers, _ = read_response(s, timeout=10)
+        assert status == 200 and headers.get("connection") == "close"
+        s.close()
+        assert w.proc.wait(20) == 0
