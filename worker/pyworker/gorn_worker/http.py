@@ -9,9 +9,12 @@ it is an error, answered before the app runs with a short response and a close:
 - header names are tokens (whitespace before ``:`` is an error), obs-fold is an error,
   names containing ``_`` are dropped, repeats are joined with ``,`` except Host,
   Content-Length and Content-Type, whose repeats are errors;
+- Host (RFC 9112 3.2): required in HTTP/1.1 (also with an absolute-form target, whose
+  authority then replaces it), at most once, and a valid ``uri-host[:port]``;
 - body framing: Content-Length digits only; CL with TE, TE on HTTP/1.0, a TE list that
   does not end in a single ``chunked`` -> 400; any other coding -> 501; strict chunk sizes
-  (1-16 hex digits), extensions, CRLFs and trailers.
+  (1-16 hex digits), extensions, CRLFs and trailers; a body must keep flowing (each read
+  within header_timeout, and at least MIN_BODY_RATE on average: see :class:`Connection`).
 
 :func:`parse_request` turns a complete head into a :class:`Request` whose ``environ`` is
 the PEP 3333 environ; :class:`Connection` is the buffered reader over one accepted socket
@@ -83,7 +86,7 @@ class BodyTooLarge(BodyError):
 
 
 class BodyTimeout(BodyError):
-    """The body stopped flowing for header_timeout seconds."""
+    """The body stopped flowing for header_timeout seconds, or fell below MIN_BODY_RATE."""
 
 
 class ClientDisconnected(BodyError):
@@ -95,10 +98,14 @@ class ClientDisconnected(BodyError):
 TCHAR = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _CTL_SEARCH = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]").search  # CTLs except HTAB
 _VERSION_MATCH = re.compile(rb"HTTP/([0-9])\.([0-9])\Z").match
-_REG_NAME = r"[A-Za-z0-9\-._~%!$&'()*+,;=]"
-_HOST_MATCH = re.compile(r"(\[[0-9A-Fa-f:.]+\]|" + _REG_NAME + r"*)(?::([0-9]*))?\Z").match
-_AUTHORITY_MATCH = re.compile(rb"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]+)(?::[0-9]*)?\Z").match
-_CONNECT_MATCH = re.compile(rb"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]+):[0-9]+\Z").match
+# RFC 3986 uri-host [":" port]: IP-literal (hex, ":" and "." in brackets) or reg-name
+# (unreserved, sub-delims, pct-encoded); anything else (whitespace, "/", "@", "?", "#",
+# a stray "%", non-ASCII...) makes Host or an authority invalid.
+_IP_LITERAL = r"\[[0-9A-Fa-f:.]+\]"
+_REG_NAME = r"(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})"
+_HOST_MATCH = re.compile(r"(" + _IP_LITERAL + r"|" + _REG_NAME + r"*)(?::([0-9]*))?\Z").match
+_AUTHORITY_MATCH = re.compile((r"(" + _IP_LITERAL + r"|" + _REG_NAME + r"+)(?::[0-9]*)?\Z").encode()).match
+_CONNECT_MATCH = re.compile((r"(" + _IP_LITERAL + r"|" + _REG_NAME + r"+):[0-9]+\Z").encode()).match
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _QSTRING = rb'"(?:[\t !#-\[\]-~\x80-\xff]|\\[\t -~\x80-\xff])*"'
 _CHUNK_MATCH = re.compile(
@@ -109,12 +116,14 @@ MAX_HEAD = 4 << 20  # hard cap on a head even when the limits are 0 (= unlimited
 MAX_CHUNK_LINE = 4096  # chunk-size line incl. extensions
 MAX_EMPTY_LINES = 1024  # bytes of CRLFs tolerated before a request line
 DRAIN_LIMIT = 64 << 10  # unread body drained before the next keep-alive request
+MIN_BODY_RATE = 1024  # bytes/s a request body must keep up on average (see Connection)
+_SECONDS_PER_BYTE = 1.0 / MIN_BODY_RATE
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 _METHODS: dict[bytes, str] = {
     m: m.decode() for m in (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"PATCH", b"OPTIONS", b"CONNECT", b"TRACE")
 }
-_SINGLETON = frozenset(("HTTP_HOST", "CONTENT_LENGTH", "CONTENT_TYPE"))
+_SINGLETON = {"HTTP_HOST": "Host", "CONTENT_LENGTH": "Content-Length", "CONTENT_TYPE": "Content-Type"}
 _FORBIDDEN_TRAILERS = frozenset(
     b"""content-length transfer-encoding host trailer te authorization proxy-authorization
     content-type content-encoding content-range connection keep-alive upgrade expect cookie
@@ -191,15 +200,28 @@ class Connection:
     fails with EAGAIN): a socket with a Python-level timeout would add a poll() before
     every recv/send. The head deadline (header_timeout from its first byte) shortens
     SO_RCVTIMEO only on the slow path, when a head needs more than one recv.
+
+    A body is bounded twice. Each recv waits at most header_timeout (the per-read gap).
+    And the body must keep up MIN_BODY_RATE (1 KiB/s) on average, or a client sending
+    one byte just under header_timeout apart could hold the worker forever: each request
+    body starts with a time credit of header_timeout seconds (``body_credit``); the time
+    blocked in a body recv is taken off it, every byte received gives 1/MIN_BODY_RATE
+    seconds back, and the credit never exceeds header_timeout (so a fast start buys no
+    long stall later). When it drops below zero the body read fails with BodyTimeout and
+    the connection is closed (no response; logged at debug). Only time spent waiting for
+    the client counts, never the app's own time between reads. A client that stalls or
+    trickles is thus dropped after at most about twice header_timeout of waiting once it
+    slows down. header_timeout 0 turns both bounds off.
     """
 
-    __slots__ = ("sock", "buf", "limits", "response_started")
+    __slots__ = ("sock", "buf", "limits", "response_started", "body_credit")
 
     def __init__(self, sock: socket.socket, limits: Limits) -> None:
         self.sock = sock
         self.buf = b""
         self.limits = limits
         self.response_started = False
+        self.body_credit = limits.timeout  # reset by each Body
 
     def set_timeouts(self) -> None:
         t = self.limits.timeout
@@ -304,6 +326,8 @@ class Connection:
         return buf[:n]
 
     def recv_body(self, n: int) -> bytes:
+        """One recv of body bytes (the buffer is empty); enforces the two body bounds."""
+        t0 = monotonic()
         try:
             data = self.sock.recv(n)
         except BlockingIOError:
@@ -312,6 +336,12 @@ class Connection:
             raise ClientDisconnected(f"reading the request body: {e}") from None
         if not data:
             raise ClientDisconnected("client closed the connection before the body ended")
+        cap = self.limits.timeout
+        if cap > 0:
+            credit = self.body_credit - (monotonic() - t0) + len(data) * _SECONDS_PER_BYTE
+            if credit < 0:
+                raise BodyTimeout(f"request body too slow (under {MIN_BODY_RATE} bytes/s on average)")
+            self.body_credit = credit if credit < cap else cap
         return data
 
     def read_line(self, maxlen: int, too_long: int = 400) -> bytes:
@@ -361,6 +391,7 @@ class Body:
         self._continue = expect_continue
         self.failed: Optional[BodyError] = None
         self.done = False
+        conn.body_credit = conn.limits.timeout  # the minimum-rate bound starts afresh
 
     # subclasses: next raw (de-framed) bytes, at most n (n > 0); b"" at the end
     def _raw(self, n: int) -> bytes:
@@ -787,7 +818,7 @@ def parse_request(
         if old is None:
             env[key] = value
         elif key in _SINGLETON:
-            raise HTTPError(400, f"duplicate {key[5:] if key.startswith('HTTP_') else key} header")
+            raise HTTPError(400, f"duplicate {_SINGLETON[key]} header")
         else:
             env[key] = old + "," + value
 
@@ -843,17 +874,36 @@ def parse_request(
         else:
             keepalive = v11 or "keep-alive" in tokens
 
-    # ---- proxies, then the server name
-    if trusted:
-        apply_forwarded(env)
-    host: Optional[str] = authority.decode("latin-1") if authority is not None else get("HTTP_HOST")
-    if host is not None:
+    # ---- Host (RFC 9112 3.2): an HTTP/1.1 request must carry exactly one (a second one was
+    # refused above as a duplicate), and any Host must be a valid uri-host[:port] (400 and
+    # close otherwise). HTTP/1.0 may omit it. An absolute-form target (3.2.2) still needs
+    # the Host field in HTTP/1.1 and its value is still checked, but the server must use
+    # the target's authority instead: HTTP_HOST and SERVER_NAME/SERVER_PORT come from the
+    # target (without a port, SERVER_PORT follows wsgi.url_scheme, as for Host). CONNECT:
+    # SERVER_NAME/PORT from its authority-form target, HTTP_HOST as sent.
+    host: Optional[str] = get("HTTP_HOST")
+    hp: Optional[tuple[str, str]] = None
+    if host is None:
+        if v11:
+            raise HTTPError(400, "missing Host header")
+    else:
         hp = split_host(host)
         if hp is None:
             raise HTTPError(400, "invalid Host header")
-        if hp[0]:
-            env["SERVER_NAME"] = hp[0]
-            env["SERVER_PORT"] = hp[1] or ("443" if env["wsgi.url_scheme"] == "https" else "80")
+    if authority is not None:
+        host = authority.decode("latin-1")
+        if method != "CONNECT":
+            env["HTTP_HOST"] = host
+        hp = split_host(host)
+        if hp is None:  # not reached: _AUTHORITY_MATCH/_CONNECT_MATCH accept less than split_host
+            raise HTTPError(400, "invalid authority in request target")
+
+    # ---- proxies, then the server name
+    if trusted:
+        apply_forwarded(env)
+    if hp is not None and hp[0]:
+        env["SERVER_NAME"] = hp[0]
+        env["SERVER_PORT"] = hp[1] or ("443" if env["wsgi.url_scheme"] == "https" else "80")
 
     return Request(env, method, path, v11, keepalive, body)
 

@@ -554,14 +554,13 @@ class SyncWorker:
                 resp.must_close = True
                 code = resp.code if resp.headers_sent else 0
                 self.log.debug(f"{req.method} {env.get('RAW_URI')}: client gone: {e.strerror or e}")
-            except BodyError as e:
+            except BodyError as e:  # logged below, from body.failed
                 resp.must_close = True
                 if resp.headers_sent:
                     code = resp.code
                 elif e.status:
                     code = e.status
                     resp.sent = self._send_quietly(conn, e.status, str(e))
-                self.log.debug(f"{req.method} {env.get('RAW_URI')}: request body: {e}")
             except Exception:
                 resp.must_close = True
                 self.log.exception(f"Error handling request {req.method} {env.get('RAW_URI')}")
@@ -579,11 +578,18 @@ class SyncWorker:
                 self.access.write(env, code, resp.headers if resp.headers_sent else [], resp.sent, duration)
         else:
             sb.request_abort()
+        body = req.body
+        if body is not None and body.failed is not None:
+            # Also when the app swallowed the error: the connection is closed either way.
+            self.log.debug(f"{req.method} {env.get('RAW_URI')}: request body: {body.failed}")
         if not resp.headers_sent or resp.must_close or not req.keepalive:
             return False
-        body = req.body
         if body is not None and not body.done:
-            return body.drain(DRAIN_LIMIT)
+            if body.drain(DRAIN_LIMIT):
+                return True
+            if body.failed is not None:
+                self.log.debug(f"{req.method} {env.get('RAW_URI')}: draining the request body: {body.failed}")
+            return False
         return True
 
     def _send_quietly(self, conn: Connection, status: int, detail: str) -> int:

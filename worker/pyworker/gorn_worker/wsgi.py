@@ -1,14 +1,15 @@
 """PEP 3333 plumbing: the base environ, ``start_response``/``write``, response framing.
 
 :class:`Response` validates what the app passes to ``start_response`` (status ``NNN
-reason``, header names are tokens, no CR/LF/NUL/CTL anywhere: a bad header is an app
-error, never a header injection), then frames the body:
+reason`` with NNN in 200..599, header names are tokens, no CR/LF/NUL/CTL anywhere: a bad
+status or header is an app error answered with a 500, never a malformed status line or a
+header injection), then frames the body:
 
 - the app's Content-Length is honoured (extra bytes are cut with a warning; too few bytes
   close the connection after the response);
 - otherwise a list/tuple result gets a computed Content-Length, anything else is chunked
   on HTTP/1.1 or close-delimited on HTTP/1.0;
-- no body for HEAD, 1xx, 204 and 304; hop-by-hop headers from the app are dropped and
+- no body for HEAD, 204 and 304; hop-by-hop headers from the app are dropped and
   ``Connection: close`` from the app or the client is honoured;
 - the head and the first body bytes go out in one ``send``; ``wsgi.file_wrapper`` results
   over regular files go out with ``sendfile``.
@@ -125,7 +126,12 @@ def connection_environ(
 
 
 def parse_status(status: Any) -> tuple[int, bytes]:
-    """``"200 OK"`` -> (200, b"HTTP/1.1 200 OK\\r\\n"); raises TypeError/ValueError."""
+    """``"200 OK"`` -> (200, b"HTTP/1.1 200 OK\\r\\n"); raises TypeError/ValueError.
+
+    ``NNN reason``: three ASCII digits 200..599, one space, a reason of HTAB/SP/VCHAR/
+    obs-text (RFC 9112 4; it may be empty). A 1xx is refused: WSGI has no interim
+    responses, so a 1xx would be the final answer and leave the client waiting.
+    """
     r = _STATUS.get(status) if type(status) is str else None
     if r is not None:
         return r
@@ -134,6 +140,8 @@ def parse_status(status: Any) -> tuple[int, bytes]:
     code_s = status[:3]
     if len(status) < 4 or status[3] != " " or not code_s.isdigit() or not code_s.isascii() or status[0] not in "12345":
         raise ValueError(f"invalid WSGI status {status!r}: must be 'NNN reason'")
+    if status[0] == "1":
+        raise ValueError(f"invalid WSGI status {status!r}: a 1xx (informational) status cannot be the final response")
     if _BAD_CHARS(status) is not None:
         raise ValueError(f"invalid WSGI status {status!r}: control character")
     try:
@@ -249,7 +257,7 @@ class Response:
         if type(headers) is not list:
             raise TypeError(f"WSGI headers must be a list, not {type(headers).__name__}")
         method = self.req.method
-        no_body = method == "HEAD" or code < 200 or code == 204 or code == 304
+        no_body = method == "HEAD" or code == 204 or code == 304
         length: Optional[int] = None
         app_close = has_date = has_server = False
         parts: list[str] = []
@@ -271,8 +279,8 @@ class Response:
                             raise ValueError("conflicting Content-Length headers from the application")
                         continue
                     length = n
-                    if code < 200 or code == 204:
-                        continue  # RFC 9110 8.6: never in 1xx/204
+                    if code == 204:
+                        continue  # RFC 9110 8.6: never in a 204
                 elif low == "connection":
                     if _BAD_CHARS(value) is not None:
                         raise ValueError(f"invalid character in header {name}")
@@ -297,7 +305,7 @@ class Response:
             self.block = block.encode("latin-1")
         except UnicodeEncodeError:
             raise ValueError("response header values must be latin-1 encodable") from None
-        if code < 200 or code == 204:
+        if code == 204:
             length = None
         self.status = status
         self.code = code

@@ -41,18 +41,18 @@ def test_required_keys() -> None:
 
 
 def test_multiprocess_and_root_path() -> None:
-    e = environ_of(b"GET /api/v1/x HTTP/1.1\r\n\r\n", workers=3, root_path="/api/")
+    e = environ_of(b"GET /api/v1/x HTTP/1.1\r\nHost: x\r\n\r\n", workers=3, root_path="/api/")
     assert e["wsgi.multiprocess"] is True
     assert e["SCRIPT_NAME"] == "/api" and e["PATH_INFO"] == "/v1/x"
 
 
 def test_body_and_content_keys() -> None:
-    e = environ_of(b"POST / HTTP/1.1\r\nContent-Type: a/b\r\nContent-Length: 3\r\n\r\nxyz")
+    e = environ_of(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: a/b\r\nContent-Length: 3\r\n\r\nxyz")
     assert e["CONTENT_TYPE"] == "a/b" and e["CONTENT_LENGTH"] == "3" and e["_body"] == b"xyz"
 
 
 def test_unix_peer_is_trusted_for_forwarded_headers() -> None:
-    e = environ_of(b"GET / HTTP/1.1\r\nX-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Proto: https\r\n\r\n")
+    e = environ_of(b"GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Proto: https\r\n\r\n")
     assert e["REMOTE_ADDR"] == "203.0.113.9" and e["wsgi.url_scheme"] == "https"
 
 
@@ -93,5 +93,5 @@ def test_errors_stream_goes_to_the_log() -> None:
         start_response("200 OK", [])
         return [b""]
 
-    r = serve_raw(app, b"GET / HTTP/1.1\r\n\r\n")
+    r = serve_raw(app, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     assert "[ERROR] worker[0]: something odd\nline two" in r.log

@@ -88,19 +88,19 @@ def test_simple_get() -> None:
 
 
 def test_percent_decoding_is_latin1() -> None:
-    e = parse(b"GET /a%20b/%E4%B8%AD/%2F?q=%20 HTTP/1.1\r\n\r\n").environ
+    e = parse(b"GET /a%20b/%E4%B8%AD/%2F?q=%20 HTTP/1.1\r\nHost: x\r\n\r\n").environ
     assert e["PATH_INFO"] == "/a b/" + "中".encode().decode("latin-1") + "//"
     assert e["QUERY_STRING"] == "q=%20"
     assert e["RAW_URI"] == "/a%20b/%E4%B8%AD/%2F?q=%20"
 
 
 def test_raw_non_ascii_target_is_latin1() -> None:
-    e = parse("GET /caf\u00e9 HTTP/1.1\r\n\r\n".encode("utf-8")).environ
+    e = parse("GET /caf\u00e9 HTTP/1.1\r\nHost: x\r\n\r\n".encode("utf-8")).environ
     assert e["PATH_INFO"] == "/café".encode().decode("latin-1")
 
 
 def test_fragment_is_dropped() -> None:
-    e = parse(b"GET /p?q=1#frag HTTP/1.1\r\n\r\n").environ
+    e = parse(b"GET /p?q=1#frag HTTP/1.1\r\nHost: x\r\n\r\n").environ
     assert e["PATH_INFO"] == "/p" and e["QUERY_STRING"] == "q=1"
     assert e["RAW_URI"] == "/p?q=1#frag"
 
@@ -110,10 +110,10 @@ def test_absolute_form() -> None:
     assert e["PATH_INFO"] == "/p/q" and e["QUERY_STRING"] == "x=1"
     assert e["SERVER_NAME"] == "example.com" and e["SERVER_PORT"] == "8080"
     assert e["RAW_URI"] == "http://example.com:8080/p/q?x=1"
-    assert e["HTTP_HOST"] == "other"
-    e = parse(b"GET HTTPS://example.com HTTP/1.1\r\n\r\n").environ
+    assert e["HTTP_HOST"] == "example.com:8080"  # RFC 9112 3.2.2: the target's authority wins
+    e = parse(b"GET HTTPS://example.com HTTP/1.1\r\nHost: x\r\n\r\n").environ
     assert e["PATH_INFO"] == "/" and e["SERVER_NAME"] == "example.com"
-    e = parse(b"GET http://example.com?a=b HTTP/1.1\r\n\r\n").environ
+    e = parse(b"GET http://example.com?a=b HTTP/1.1\r\nHost: x\r\n\r\n").environ
     assert e["PATH_INFO"] == "/" and e["QUERY_STRING"] == "a=b"
 
 
@@ -149,20 +149,20 @@ def test_header_handling() -> None:
 
 
 def test_underscore_content_length_is_dropped_not_used() -> None:
-    r = parse(b"POST / HTTP/1.1\r\nContent_Length: 10\r\n\r\n")
+    r = parse(b"POST / HTTP/1.1\r\nHost: x\r\nContent_Length: 10\r\n\r\n")
     assert "CONTENT_LENGTH" not in r.environ and r.body is None
 
 
 @pytest.mark.parametrize(
     "raw,keep",
     [
-        (b"GET / HTTP/1.1\r\n\r\n", True),
-        (b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", False),
-        (b"GET / HTTP/1.1\r\nConnection: Keep-Alive, CLOSE\r\n\r\n", False),
+        (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", True),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", False),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Keep-Alive, CLOSE\r\n\r\n", False),
         (b"GET / HTTP/1.0\r\n\r\n", False),
         (b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", True),
         (b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", True),
-        (b"GET / HTTP/1.1\r\nConnection: upgrade\r\n\r\n", True),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\n\r\n", True),
     ],
 )
 def test_keepalive(raw: bytes, keep: bool) -> None:
@@ -186,22 +186,22 @@ def test_host_forms() -> None:
 
 
 def test_root_path() -> None:
-    e = parse(b"GET /app/x HTTP/1.1\r\n\r\n", root="/app").environ
+    e = parse(b"GET /app/x HTTP/1.1\r\nHost: x\r\n\r\n", root="/app").environ
     assert e["PATH_INFO"] == "/x"
-    e = parse(b"GET /app HTTP/1.1\r\n\r\n", root="/app").environ
+    e = parse(b"GET /app HTTP/1.1\r\nHost: x\r\n\r\n", root="/app").environ
     assert e["PATH_INFO"] == ""
-    e = parse(b"GET /application HTTP/1.1\r\n\r\n", root="/app").environ
+    e = parse(b"GET /application HTTP/1.1\r\nHost: x\r\n\r\n", root="/app").environ
     assert e["PATH_INFO"] == "/application"
 
 
 def test_bodies_selected() -> None:
-    r = parse(b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\n")
+    r = parse(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n")
     assert isinstance(r.body, LengthBody) and r.environ["CONTENT_LENGTH"] == "5"
-    r = parse(b"POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
+    r = parse(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
     assert r.body is None and r.environ["wsgi.input"] is EMPTY_BODY
-    r = parse(b"POST / HTTP/1.1\r\nTransfer-Encoding: Chunked\r\n\r\n")
+    r = parse(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\n\r\n")
     assert isinstance(r.body, ChunkedBody)
-    r = parse(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nExpect: 100-Continue\r\n\r\n")
+    r = parse(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nExpect: 100-Continue\r\n\r\n")
     assert r.body is not None and r.body.continue_pending
     r = parse(b"POST / HTTP/1.0\r\nContent-Length: 3\r\nExpect: whatever\r\n\r\n")
     assert r.body is not None and not r.body.continue_pending
@@ -214,10 +214,10 @@ def test_forwarded_only_when_trusted() -> None:
     e = parse(raw, trusted=True).environ
     assert e["REMOTE_ADDR"] == "1.2.3.4" and e["wsgi.url_scheme"] == "https"
     assert e["SERVER_PORT"] == "443"
-    raw = b'GET / HTTP/1.1\r\nForwarded: for="[2001:db8::1]:4711";proto=https, for=5.6.7.8\r\nX-Forwarded-For: 9.9.9.9\r\n\r\n'
+    raw = b'GET / HTTP/1.1\r\nHost: x\r\nForwarded: for="[2001:db8::1]:4711";proto=https, for=5.6.7.8\r\nX-Forwarded-For: 9.9.9.9\r\n\r\n'
     e = parse(raw, trusted=True).environ
     assert e["REMOTE_ADDR"] == "2001:db8::1" and e["wsgi.url_scheme"] == "https"
-    e = parse(b"GET / HTTP/1.1\r\nX-Forwarded-For: <script>\r\nX-Forwarded-Proto: gopher\r\n\r\n", trusted=True).environ
+    e = parse(b"GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: <script>\r\nX-Forwarded-Proto: gopher\r\n\r\n", trusted=True).environ
     assert e["REMOTE_ADDR"] == "10.0.0.1" and e["wsgi.url_scheme"] == "http"
 
 
@@ -310,22 +310,81 @@ INVALID = [
 
 @pytest.mark.parametrize("raw,status", INVALID)
 def test_invalid(raw: bytes, status: int) -> None:
-    assert status_of(raw) == status
+    with pytest.raises(HTTPError) as ei:
+        parse(raw)
+    assert ei.value.status == status
+    # Many of these heads have no Host: they must fail for what they test, first.
+    assert ei.value.detail != "missing Host header", ei.value
+
+
+# RFC 9112 3.2: (head, detail of the 400)
+HOST_INVALID = [
+    (b"GET / HTTP/1.1\r\n\r\n", "missing Host header"),
+    (b"GET / HTTP/1.1\r\nX-Host: a\r\nHost_: b\r\nHo_st: c\r\n\r\n", "missing Host header"),
+    (b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\n", "missing Host header"),
+    (b"GET http://a/ HTTP/1.1\r\n\r\n", "missing Host header"),  # 3.2.2: required anyway
+    (b"CONNECT a:443 HTTP/1.1\r\n\r\n", "missing Host header"),
+    (b"OPTIONS * HTTP/1.1\r\n\r\n", "missing Host header"),
+    (b"GET http://a/ HTTP/1.1\r\nHost: a b\r\n\r\n", "invalid Host header"),  # replaced, still checked
+    (b"GET / HTTP/1.1\r\nHost: a%zz\r\n\r\n", "invalid Host header"),
+    (b"GET / HTTP/1.1\r\nHost: a%2\r\n\r\n", "invalid Host header"),
+    (b"GET / HTTP/1.1\r\nHost: a, b\r\n\r\n", "invalid Host header"),
+    (b"GET / HTTP/1.1\r\nHost: a\tb\r\n\r\n", "invalid Host header"),
+    (b"GET / HTTP/1.1\r\nHost: a?b\r\n\r\n", "invalid Host header"),
+    (b"GET / HTTP/1.1\r\nHost: a#b\r\n\r\n", "invalid Host header"),
+    (b"GET / HTTP/1.1\r\nHost: a\\b\r\n\r\n", "invalid Host header"),
+    (b"GET / HTTP/1.1\r\nHost: caf\xe9\r\n\r\n", "invalid Host header"),
+    (b"GET / HTTP/1.1\r\nHost: ::1\r\n\r\n", "invalid Host header"),
+    (b"GET / HTTP/1.1\r\nHost: [::1]x\r\n\r\n", "invalid Host header"),
+    (b"GET / HTTP/1.0\r\nHost: a/b\r\n\r\n", "invalid Host header"),
+    (b"GET / HTTP/1.0\r\nHost: a\r\nHost: a\r\n\r\n", "duplicate Host header"),
+    (b"GET / HTTP/1.1\r\nHost:\r\nHost: a\r\n\r\n", "duplicate Host header"),
+    (b"GET http://a%zz/ HTTP/1.1\r\nHost: a\r\n\r\n", "invalid authority in request target"),
+]
+
+
+@pytest.mark.parametrize("raw,detail", HOST_INVALID)
+def test_host_invalid(raw: bytes, detail: str) -> None:
+    with pytest.raises(HTTPError) as ei:
+        parse(raw)
+    assert (ei.value.status, ei.value.detail) == (400, detail)
+
+
+def test_host_rules() -> None:
+    # HTTP/1.0 may omit Host: the listener's name stays
+    e = parse(b"GET / HTTP/1.0\r\n\r\n").environ
+    assert "HTTP_HOST" not in e and e["SERVER_NAME"] == "0.0.0.0" and e["SERVER_PORT"] == "8000"
+    e = parse(b"GET http://t.example:81/x HTTP/1.0\r\n\r\n").environ
+    assert e["HTTP_HOST"] == "t.example:81" and e["SERVER_NAME"] == "t.example" and e["SERVER_PORT"] == "81"
+    # absolute-form: the authority replaces the Host value (RFC 9112 3.2.2)
+    e = parse(b"GET http://t.example/x HTTP/1.1\r\nHost: other:8080\r\n\r\n").environ
+    assert e["HTTP_HOST"] == "t.example" and e["SERVER_NAME"] == "t.example" and e["SERVER_PORT"] == "80"
+    e = parse(b"GET http://[::1]:9/ HTTP/1.1\r\nHost:\r\n\r\n").environ
+    assert e["HTTP_HOST"] == "[::1]:9" and e["SERVER_NAME"] == "::1" and e["SERVER_PORT"] == "9"
+    # CONNECT: SERVER_NAME/PORT from the target, HTTP_HOST as sent
+    e = parse(b"CONNECT t.example:443 HTTP/1.1\r\nHost: proxy.example\r\n\r\n").environ
+    assert e["HTTP_HOST"] == "proxy.example" and e["SERVER_NAME"] == "t.example" and e["SERVER_PORT"] == "443"
+    # valid uri-host forms
+    e = parse(b"GET / HTTP/1.1\r\nHost: a%2Db.example:\r\n\r\n").environ
+    assert e["SERVER_NAME"] == "a%2Db.example" and e["SERVER_PORT"] == "80"
+    e = parse(b"GET / HTTP/1.1\r\nhOsT: \t x.example:8 \r\n\r\n").environ
+    assert e["HTTP_HOST"] == "x.example:8" and e["SERVER_PORT"] == "8"
+    assert split_host("a%zz") is None and split_host("a%") is None and split_host("a%2Fb") == ("a%2Fb", "")
 
 
 def test_limits() -> None:
     assert status_of(b"GET /" + b"a" * 30 + b" HTTP/1.1\r\n\r\n", line=20) == 414
-    assert status_of(b"GET /" + b"a" * 5 + b" HTTP/1.1\r\n\r\n", line=20) == 200
-    hdrs = b"".join(b"X-%d: v\r\n" % i for i in range(5))
+    assert status_of(b"GET /" + b"a" * 5 + b" HTTP/1.1\r\nHost: x\r\n\r\n", line=20) == 200
+    hdrs = b"Host: x\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(4))  # 5 fields
     assert status_of(b"GET / HTTP/1.1\r\n" + hdrs + b"\r\n", fields=4) == 431
     assert status_of(b"GET / HTTP/1.1\r\n" + hdrs + b"\r\n", fields=5) == 200
     # the field line plus CRLF must fit in field_size
     assert status_of(b"GET / HTTP/1.1\r\nX: " + b"v" * 16 + b"\r\n\r\n", field_size=20) == 431
-    assert status_of(b"GET / HTTP/1.1\r\nX: " + b"v" * 15 + b"\r\n\r\n", field_size=20) == 200
+    assert status_of(b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"v" * 15 + b"\r\n\r\n", field_size=20) == 200
     assert status_of(b"POST / HTTP/1.1\r\nContent-Length: 11\r\n\r\n", body=10) == 413
-    assert status_of(b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\n", body=10) == 200
+    assert status_of(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n", body=10) == 200
     # 0 means unlimited
-    assert status_of(b"GET /" + b"a" * 10000 + b" HTTP/1.1\r\n\r\n", line=0) == 200
+    assert status_of(b"GET /" + b"a" * 10000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", line=0) == 200
 
 
 # ------------------------------------------------------------- head reader
@@ -369,7 +428,7 @@ def test_read_head_too_many_empty_lines(pair: Any) -> None:
 
 SPLIT_HEADS = [
     (b"GET /abc HTTP/1.1\r\nHost: x\r\nA: b\r\n\r\n", b"GET /abc HTTP/1.1\r\nHost: x\r\nA: b"),
-    (b"\r\nGET / HTTP/1.1\r\n\r\n", b"GET / HTTP/1.1"),
+    (b"\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n", b"GET / HTTP/1.1\r\nHost: x"),
     (b"GET / HTTP/1.1\r\nHost: x\n\r\n", 400),
     (b"GET / HTTP/1.1\nHost: x\r\n\r\n", 400),
     (b"GET /" + b"a" * 40 + b" HTTP/1.1\r\n\r\n", 414),
@@ -614,6 +673,112 @@ def test_slow_body_times_out(pair: Any) -> None:
     assert time.monotonic() - t < 1.5
 
 
+class Trickler:
+    """Sends ``first`` at once, then ``drip`` one byte every ``every`` seconds until the
+    peer closes or ``stop()`` (``gave_up``: the peer stopped it; ``sent`` counts bytes)."""
+
+    def __init__(self, sock: socket.socket, first: bytes, drip: bytes, every: float) -> None:
+        self.sock, self.first, self.drip, self.every = sock, first, drip, every
+        self.halt = threading.Event()
+        self.gave_up = False
+        self.sent = 0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.sock.sendall(self.first)
+            for i in range(len(self.drip)):
+                if self.halt.wait(self.every):
+                    return
+                self.sock.send(self.drip[i : i + 1])
+                self.sent += 1
+        except OSError:
+            self.gave_up = True
+
+    def stop(self) -> bool:
+        """Stop; True if the trickle was still going (it never ran out of bytes)."""
+        going = self.thread.is_alive()
+        self.halt.set()
+        self.thread.join(5)
+        return going
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["length", "chunked"])
+def test_trickled_body_is_cut_off_by_the_minimum_rate(pair: Any, chunked: bool) -> None:
+    """One byte just under header_timeout apart never trips the per-read timeout; the
+    average-rate bound ends the body read anyway, long before the trickle would."""
+    from gorn_worker.http import BodyTimeout
+
+    a, b = pair
+    c = conn_for(b, timeout=0.4)
+    c.set_timeouts()
+    body = ChunkedBody(c) if chunked else LengthBody(c, 10000)
+    drip = b"1\r\nx\r\n" * 4 if chunked else b"x" * 24  # 24 bytes at 4/s: 6 s
+    tr = Trickler(a, b"", drip, 0.25)
+    with pytest.raises(BodyTimeout, match="too slow"):
+        body.read()
+    assert tr.stop(), "the trickle ended first: the per-read timeout, not the rate bound, fired"
+    assert isinstance(body.failed, BodyTimeout)
+
+
+def test_fast_start_buys_no_long_trickle(pair: Any) -> None:
+    """The credit is capped at header_timeout: 64 KiB at once, then a trickle, is cut off
+    too (an uncapped average over the whole body would allow a minute of trickling)."""
+    from gorn_worker.http import BodyTimeout
+
+    a, b = pair
+    c = conn_for(b, timeout=0.4)
+    c.set_timeouts()
+    body = LengthBody(c, 100000)
+    tr = Trickler(a, b"y" * 65536, b"x" * 24, 0.25)
+    with pytest.raises(BodyTimeout, match="too slow"):
+        body.read()
+    assert tr.stop()
+
+
+def test_steady_body_with_pauses_is_accepted(pair: Any) -> None:
+    """Pauses just under header_timeout between reasonable pieces are fine."""
+    a, b = pair
+    c = conn_for(b, timeout=0.4)
+    c.set_timeouts()
+    pieces = [bytes([65 + i]) * 2048 for i in range(6)]  # 2 KiB every 0.3 s: ~7 KiB/s
+
+    def send() -> None:
+        for p in pieces:
+            time.sleep(0.3)
+            a.sendall(p)
+
+    t = threading.Thread(target=send, daemon=True)
+    t.start()
+    assert LengthBody(c, 6 * 2048).read() == b"".join(pieces)
+    t.join(5)
+
+
+def test_app_time_between_reads_does_not_count(pair: Any) -> None:
+    """Only time blocked waiting for the client is charged, not the app's work between
+    reads: 16 bytes per 0.3 s of wall time is far below the rate, yet fine here."""
+    a, b = pair
+    c = conn_for(b, timeout=0.25)
+    c.set_timeouts()
+    body = LengthBody(c, 64)
+    got = b""
+    for i in range(4):
+        a.sendall(b"%016d" % i)
+        got += body.read(16)
+        time.sleep(0.3)  # the app works; the client's next piece is already queued by then
+    assert got == b"".join(b"%016d" % i for i in range(4))
+
+
+def test_rate_bound_off_without_header_timeout(pair: Any) -> None:
+    a, b = pair
+    c = conn_for(b, timeout=0)
+    body = LengthBody(c, 3)
+    tr = Trickler(a, b"", b"abc", 0.05)
+    assert body.read() == b"abc"
+    tr.stop()
+
+
 def test_split_host_cache_bounded() -> None:
     for i in range(3000):
         split_host(f"h{i}")
@@ -623,7 +788,7 @@ def test_split_host_cache_bounded() -> None:
 
 
 def test_request_type() -> None:
-    r: Optional[Request] = parse(b"GET / HTTP/1.1\r\n\r\n")
+    r: Optional[Request] = parse(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     assert r is not None and r.method == "GET"
 
 
@@ -633,11 +798,11 @@ def test_header_line_cache_keeps_the_rules() -> None:
     assert status_of(b"GET / HTTP/1.1\r\nHost: cached\r\nX-C: v\r\n\r\n") == 200
     assert b"Host: cached" in http._LINES
     assert status_of(b"GET / HTTP/1.1\r\nHost: cached\r\nHost: cached\r\n\r\n") == 400
-    e = parse(b"GET / HTTP/1.1\r\nX-C: v\r\nX-C: v\r\n\r\n").environ
+    e = parse(b"GET / HTTP/1.1\r\nHost: x\r\nX-C: v\r\nX-C: v\r\n\r\n").environ
     assert e["HTTP_X_C"] == "v,v"
     assert status_of(b"GET / HTTP/1.1\r\nX-C: v\r\n" + b"X-C: v\r\n" * 3, fields=3) == 431
-    parse(b"GET / HTTP/1.1\r\nX_C: dropped\r\n\r\n")
+    parse(b"GET / HTTP/1.1\r\nHost: x\r\nX_C: dropped\r\n\r\n")
     assert b"X_C: dropped" not in http._LINES
     for i in range(http._LINES_MAX + 10):
-        parse(b"GET / HTTP/1.1\r\nX-N: %d\r\n\r\n" % i)
+        parse(b"GET / HTTP/1.1\r\nHost: x\r\nX-N: %d\r\n\r\n" % i)
     assert len(http._LINES) <= http._LINES_MAX

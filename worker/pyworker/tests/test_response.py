@@ -69,7 +69,7 @@ def test_empty_generator_gets_content_length_zero() -> None:
 
 def test_app_content_length_honoured_and_truncated() -> None:
     app = simple([b"hello world"], [("Content-Length", "5")])
-    r = serve_raw(app, b"GET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n")
+    r = serve_raw(app, b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")
     rs = parse_responses(r.output)
     assert [b for _, _, b in rs] == [b"hello", b"hello"]
     assert "truncated" in r.log
@@ -78,27 +78,27 @@ def test_app_content_length_honoured_and_truncated() -> None:
         yield b"hel"
         yield b"lo world"
 
-    r = serve_raw(simple(gen(), [("Content-Length", "5")]), b"GET / HTTP/1.1\r\n\r\n")
+    r = serve_raw(simple(gen(), [("Content-Length", "5")]), b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     assert parse_responses(r.output)[0][2] == b"hello"
 
 
 def test_short_body_closes_connection() -> None:
     app = simple([b"abc"], [("Content-Length", "10")])
-    r = serve_raw(app, b"GET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n")
+    r = serve_raw(app, b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")
     assert r.output.count(b"HTTP/1.1 200") == 1
     assert r.output.endswith(b"abc")
     assert b"Connection: close" in r.output
 
 
 def test_head_has_no_body() -> None:
-    status, h, body, r = one(simple([b"hello"], [("Content-Length", "5")]), b"HEAD / HTTP/1.1\r\n\r\n")
+    status, h, body, r = one(simple([b"hello"], [("Content-Length", "5")]), b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n")
     assert h["content-length"] == "5" and r.output.endswith(b"\r\n\r\n")
 
     def app(environ: dict, start_response: Any) -> Any:
         start_response("200 OK", [])
         return (x for x in [b"data"])
 
-    r = serve_raw(app, b"HEAD / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n")
+    r = serve_raw(app, b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")
     rs = parse_responses(r.output.split(b"\r\n\r\n", 1)[1])
     assert rs[0][2] == b"data"
     assert b"Transfer-Encoding" not in r.output.split(b"\r\n\r\n", 1)[0]
@@ -107,7 +107,7 @@ def test_head_has_no_body() -> None:
 @pytest.mark.parametrize("status", ["204 No Content", "304 Not Modified"])
 def test_no_body_statuses(status: str) -> None:
     app = simple([b"ignored"], [("Content-Length", "7")], status)
-    r = serve_raw(app, b"GET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n")
+    r = serve_raw(app, b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")
     assert r.output.count(b"HTTP/1.1 " + status[:3].encode()) == 2
     assert b"ignored" not in r.output
     if status.startswith("204"):
@@ -142,11 +142,40 @@ def test_invalid_headers_are_500(headers: Any) -> None:
     assert "Traceback" in r.log
 
 
-@pytest.mark.parametrize("status", ["200", "OK", "2000 OK", "20 OK", "099 x", "600 Nope", "200 A\r\nB: c", b"200 OK", 200])
+BAD_STATUSES = [
+    "200", "OK", "2000 OK", "20 OK", "099 x", "600 Nope", "999 Max", "000 x", "200 A\r\nB: c", b"200 OK", 200,
+    "2OO OK", "+20 OK", " 200 OK", "200\tOK", "200-OK", "\uff12\uff10\uff10 OK", "\u0662\u0660\u0660 OK",
+    "200 OK\x00", "200 OK\x7f", "200 OK\n", "200 \u0100", "", None,
+    # 1xx: WSGI has no interim responses; as the final status it would leave the client waiting
+    "100 Continue", "101 Switching Protocols", "103 Early Hints", "199 Whatever",
+]
+
+
+@pytest.mark.parametrize("status", BAD_STATUSES)
 def test_invalid_status_is_500(status: Any) -> None:
-    s, _, _, r = one(simple([b"x"], [], status))
-    assert s == 500
+    s, h, _, r = one(simple([b"x"], [], status))
+    assert s == 500 and h["connection"] == "close"
     assert b"B: c" not in r.output
+    assert r.output.startswith(b"HTTP/1.1 500 Internal Server Error\r\n")
+    assert r.output.count(b"HTTP/1.1 ") == 1  # no other status line went out
+    assert "Traceback" in r.log and ("invalid WSGI status" in r.log or "WSGI status must be a str" in r.log)
+
+
+@pytest.mark.parametrize("status", ["100 Continue", "103 Early Hints"])
+def test_1xx_final_status_is_an_app_error_and_closes(status: str) -> None:
+    """A 1xx as the final status: logged, 500, closed; the pipelined request is not read."""
+    def lazy(environ: dict, start_response: Any) -> Any:  # start_response inside the iterable
+        start_response(status, [("Link", "</s.css>; rel=preload")])
+        yield b"never"
+
+    for app in (simple([b"x"], [("Link", "</s.css>; rel=preload")], status), lazy):
+        r = serve_raw(app, b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\n")
+        rs = parse_responses(r.output)
+        assert [x[0] for x in rs] == [500], r.output
+        assert rs[0][1]["connection"] == "close" and b"Link" not in r.output and b"never" not in r.output
+        assert status[:3].encode() + b" " not in r.output
+        assert "1xx (informational) status cannot be the final response" in r.log, r.log
+        assert "[ERROR]" in r.log and "Traceback" in r.log
 
 
 def test_status_with_empty_reason() -> None:
@@ -172,12 +201,12 @@ def test_app_server_and_date_kept_hop_by_hop_dropped() -> None:
 
 
 def test_app_connection_close_is_honoured() -> None:
-    r = serve_raw(simple([b"x"], [("Connection", "close")]), b"GET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n")
+    r = serve_raw(simple([b"x"], [("Connection", "close")]), b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")
     assert r.output.count(b"HTTP/1.1 200") == 1 and b"Connection: close" in r.output
 
 
 def test_request_connection_close_and_pipelining() -> None:
-    raw = b"GET /1 HTTP/1.1\r\n\r\nGET /2 HTTP/1.1\r\n\r\nGET /3 HTTP/1.1\r\nConnection: close\r\n\r\nGET /4 HTTP/1.1\r\n\r\n"
+    raw = b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\nGET /3 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\nGET /4 HTTP/1.1\r\nHost: x\r\n\r\n"
 
     def app(environ: dict, start_response: Any) -> Any:
         start_response("200 OK", [])
@@ -195,7 +224,7 @@ def test_http10_keepalive_header() -> None:
 
 
 def test_keepalive_zero_disables() -> None:
-    r = serve_raw(simple([b"x"]), b"GET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n", keepalive=0)
+    r = serve_raw(simple([b"x"]), b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n", keepalive=0)
     assert r.output.count(b"HTTP/1.1 200") == 1 and b"Connection: close" in r.output
 
 
@@ -214,7 +243,7 @@ def test_exception_after_headers_closes_without_second_status() -> None:
         yield b"partial"
         raise RuntimeError("mid-stream")
 
-    r = serve_raw(simple(gen()), b"GET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n")
+    r = serve_raw(simple(gen()), b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")
     assert r.output.count(b"HTTP/1.1") == 1
     assert b"partial" in r.output and not r.output.endswith(b"0\r\n\r\n")
     assert "RuntimeError: mid-stream" in r.log
@@ -253,7 +282,7 @@ def test_exc_info_after_headers_reraises() -> None:
             start_response("500 Oops", [], sys.exc_info())
         return [b"never"]
 
-    r = serve_raw(app, b"GET / HTTP/1.1\r\n\r\n")
+    r = serve_raw(app, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     assert r.output.count(b"HTTP/1.1") == 1 and b"500" not in r.output
     assert "ValueError: late" in r.log
 
@@ -276,7 +305,7 @@ def test_write_with_content_length() -> None:
         write(b"abc")
         return iter([b"def"])
 
-    r = serve_raw(app, b"GET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n")
+    r = serve_raw(app, b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")
     assert [b for _, _, b in parse_responses(r.output)] == [b"abcdef", b"abcdef"]
 
 
@@ -311,7 +340,7 @@ def test_close_always_called() -> None:
     one(simple(ok))
     assert ok.closed
     bad = Closing([b"a", b"b"], fail_at=1)
-    serve_raw(simple(bad), b"GET / HTTP/1.1\r\n\r\n")
+    serve_raw(simple(bad), b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     assert bad.closed
     early = Closing([b"a"], fail_at=0)
     s, _, _, _ = one(simple(early))
@@ -329,7 +358,7 @@ def test_close_called_when_client_disconnects() -> None:
     log = Logger("debug", fd=os.open(os.devnull, os.O_WRONLY))
     w = SyncWorker(simple(it), st, log, Scoreboard(-1, 0), [])
     a, b = socket.socketpair()
-    a.sendall(b"GET / HTTP/1.1\r\n\r\n")
+    a.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     t = threading.Thread(target=w.handle, args=(b, "", None))
     t.start()
     a.recv(1000)
@@ -350,7 +379,7 @@ def test_file_wrapper_sendfile(tmp_path: Any) -> None:
         f.seek(1000)
         return environ["wsgi.file_wrapper"](f, 8192)
 
-    r = serve_raw(app, b"GET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n")
+    r = serve_raw(app, b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")
     rs = parse_responses(r.output)
     assert len(rs) == 2 and all(b == data[1000:] for _, _, b in rs)
     assert rs[0][1]["content-length"] == str(len(data) - 1000)
@@ -374,17 +403,17 @@ def test_file_wrapper_non_file_falls_back() -> None:
 
 def test_unread_body_is_drained_for_keepalive() -> None:
     app = simple([b"ok"])
-    raw = b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\n0123456789GET / HTTP/1.1\r\n\r\n"
+    raw = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n0123456789GET / HTTP/1.1\r\nHost: x\r\n\r\n"
     r = serve_raw(app, raw)
     assert r.output.count(b"HTTP/1.1 200") == 2
-    raw = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\nGET / HTTP/1.1\r\n\r\n"
+    raw = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n"
     r = serve_raw(app, raw)
     assert r.output.count(b"HTTP/1.1 200") == 2
 
 
 def test_big_unread_body_closes() -> None:
     app = simple([b"ok"])
-    raw = b"POST / HTTP/1.1\r\nContent-Length: 1000000\r\n\r\n" + b"x" * 1000
+    raw = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n" + b"x" * 1000
     r = serve_raw(app, raw)
     assert r.output.count(b"HTTP/1.1 200") == 1 and b"Connection: close" in r.output
 
@@ -395,7 +424,7 @@ def test_invalid_chunk_while_app_reads_is_400() -> None:
         start_response("200 OK", [])
         return [b"read"]
 
-    raw = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"
+    raw = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"
     s, h, _, r = one(app, raw)
     assert s == 400 and h["connection"] == "close"
 
@@ -406,7 +435,7 @@ def test_chunked_body_over_limit_is_413() -> None:
         start_response("200 OK", [])
         return [b"read"]
 
-    raw = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n8\r\n12345678\r\n8\r\n12345678\r\n0\r\n\r\n"
+    raw = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n8\r\n12345678\r\n8\r\n12345678\r\n0\r\n\r\n"
     s, _, _, _ = one(app, raw, limit_request_body=10)
     assert s == 413
     s, _, _, _ = one(app, raw, limit_request_body=16)
@@ -422,7 +451,7 @@ def test_swallowed_body_error_still_closes() -> None:
         start_response("200 OK", [])
         return [b"fine"]
 
-    raw = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n\r\nGET / HTTP/1.1\r\n\r\n"
+    raw = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n"
     r = serve_raw(app, raw)
     assert r.output.count(b"HTTP/1.1") == 1 and b"Connection: close" in r.output
 
@@ -432,10 +461,10 @@ def test_swallowed_body_error_still_closes() -> None:
     [
         (b"GARBAGE\r\n\r\n", 400),
         (b"GET / HTTP/2.0\r\n\r\n", 505),
-        (b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
-        (b"POST / HTTP/1.1\r\nExpect: nope\r\n\r\n", 417),
-        (b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\n\r\n", 414),
-        (b"GET / HTTP/1.1\r\n" + b"X-A: b\r\n" * 101 + b"\r\n", 431),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nExpect: nope\r\n\r\n", 417),
+        (b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+        (b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X-A: b\r\n" * 101 + b"\r\n", 431),
     ],
 )
 def test_pre_app_errors(raw: bytes, status: int) -> None:
@@ -457,7 +486,7 @@ def test_pre_app_errors(raw: bytes, status: int) -> None:
 
 
 def test_413_before_app_for_content_length() -> None:
-    r = serve_raw(simple(), b"POST / HTTP/1.1\r\nContent-Length: 100\r\n\r\n" + b"x" * 100, limit_request_body=10)
+    r = serve_raw(simple(), b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n" + b"x" * 100, limit_request_body=10)
     assert r.output.startswith(b"HTTP/1.1 413 ")
 
 
@@ -483,7 +512,7 @@ def test_expect_100_continue_sent_on_first_read() -> None:
 
     a, t = _interactive(app)
     with a:
-        a.sendall(b"POST / HTTP/1.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        a.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
         a.settimeout(5)
         assert a.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
         a.sendall(b"hello")
@@ -495,7 +524,7 @@ def test_expect_100_continue_sent_on_first_read() -> None:
 def test_expect_100_not_sent_if_app_does_not_read() -> None:
     a, t = _interactive(simple([b"nope"], status="401 Unauthorized"))
     with a:
-        a.sendall(b"POST / HTTP/1.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        a.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
         s, h, body = read_response(a)
         assert s == 401 and h["connection"] == "close"
         a.settimeout(5)
@@ -511,7 +540,7 @@ def test_slow_body_times_out_and_closes() -> None:
 
     a, t = _interactive(app, header_timeout=0.3)
     with a:
-        a.sendall(b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc")
+        a.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
         start = time.monotonic()
         a.settimeout(5)
         assert a.recv(100) == b""
@@ -522,7 +551,7 @@ def test_slow_body_times_out_and_closes() -> None:
 def test_idle_keepalive_closes_after_keepalive_seconds() -> None:
     a, t = _interactive(simple(), keepalive=0.3)
     with a:
-        a.sendall(b"GET / HTTP/1.1\r\n\r\n")
+        a.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         s, _, _ = read_response(a)
         start = time.monotonic()
         a.settimeout(5)

@@ -59,3 +59,47 @@ def test_stalled_body_is_cut_off() -> None:
         s.close()
         status, _, _ = w.get("/next")
         assert status == 200
+
+
+def test_trickled_body_does_not_hold_the_worker() -> None:
+    """A body trickled one byte just under header_timeout apart never trips the per-read
+    timeout; the minimum average rate (1 KiB/s after a header_timeout grace) frees the
+    worker anyway, with a debug log line, and the next client is served."""
+    timeout = 0.6
+    with start_worker("basic:echo", header_timeout=timeout, keepalive=2, log_level="debug") as w:
+        slow = w.connect()
+        slow.sendall(b"POST /trickle HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
+        stop = threading.Event()
+        outcome: list[str] = []
+
+        def trickle() -> None:
+            try:
+                for _ in range(100):  # 100 bytes at one per 0.4 s: 40 s if nobody stops it
+                    if stop.wait(0.4):
+                        outcome.append("stopped")
+                        return
+                    slow.send(b"x")
+            except OSError:
+                outcome.append("closed by the server")
+                return
+            outcome.append("ran out")
+
+        t = threading.Thread(target=trickle, daemon=True)
+        t.start()
+        slow.settimeout(15)
+        try:
+            got = slow.recv(4096)  # EOF: closed without a response
+        except ConnectionResetError:
+            got = b""
+        except OSError as e:  # socket.timeout: the worker was still held
+            got = repr(e).encode()
+        still_trickling = t.is_alive()
+        stop.set()
+        t.join(5)
+        slow.close()
+        assert got == b"", got
+        assert still_trickling or outcome == ["closed by the server"], outcome
+        status, _, _ = w.get("/next")
+        assert status == 200
+        log = w.stderr()
+        assert "POST /trickle: request body: request body too slow" in log, log[-2000:]

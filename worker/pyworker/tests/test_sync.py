@@ -80,7 +80,7 @@ def test_find_lost_connections(listener: socket.socket) -> None:
 def test_rescued_connection_is_served(listener: socket.socket) -> None:
     w = worker_for([listener])
     client = socket.create_connection(listener.getsockname(), timeout=5)
-    client.sendall(b"GET / HTTP/1.1\r\n\r\n")
+    client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     listener._accept()  # type: ignore[attr-defined]  # lost
     w.alive = False  # as after TERM: answer with Connection: close
     w._rescue()
@@ -144,7 +144,7 @@ def test_run_with_two_listeners_and_drain(listener: socket.socket) -> None:
     clients = []
     for s in (listener, second, second):
         c = socket.create_connection(s.getsockname(), timeout=5)
-        c.sendall(b"GET / HTTP/1.1\r\n\r\n")
+        c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         clients.append(c)
     w.alive = False  # TERM before run(): only the drain runs, serving all three
     w.term_at = time.monotonic()

@@ -17,7 +17,8 @@ under a root_path too):
 
 - ``/_stream?n=N``   N chunks ``cI\\n`` from a generator (chunked, or close-delimited on 1.0)
 - ``/_write``        ``write(b"w1")`` then returns ``[b"r2"]``
-- ``/_status/NNN``   that status with a body the server must drop for 1xx/204/304/HEAD
+- ``/_status/NNN``   ``"NNN Custom Reason"`` with a body the server must drop for 204/304/HEAD;
+  a 1xx or a malformed NNN is an app error the server answers with 500
 - ``/_truncate``     Content-Length: 3 but six bytes: the server sends ``abc``
 - ``/_badheader``    a header value with CR LF: the server must answer 500
 - ``/_excinfo``      start_response, an exception, start_response(..., exc_info): 500 ``recovered``
