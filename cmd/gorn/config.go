@@ -554,7 +554,8 @@ $GUNICORN_CMD_ARGS); the command line wins, then the environment, then the file.
       --boot-timeout S         kill a worker not ready after this long (120)
       --shutdown-delay S       on SIGTERM, keep serving this long first (0)
       --keep-alive S           idle keep-alive connection timeout (2)
-      --header-timeout S       time allowed for a request head to arrive (10)
+      --header-timeout S       time allowed for a request head to arrive; a body may pause
+                               this long and must then average 1 KiB/s (10)
       --max-requests N         recycle a worker after N requests (0 = never)
       --max-requests-jitter N  add up to N to each worker's max requests
       --limit-request-line N   (4094)
