@@ -174,7 +174,9 @@ class ThreadWorker(SyncWorker):
         while self.alive:
             self._take_back()
             self._listen(self.busy < self.threads and self.open < self.max_conns)
-            timeout = self._expire()
+            # A thread that finished after _take_back wakes us only when we stopped
+            # listening (see _thread): look again at once rather than miss it.
+            timeout = 0.0 if self.returned and not self.listening else self._expire()
             self.sb.beat()
             try:
                 self.in_wait = True
@@ -192,7 +194,7 @@ class ThreadWorker(SyncWorker):
                         got = self._accept_timed(self.by_fd[fd])
                         c = self._open_client(*got) if got is not None else None
                         if c is not None:
-                            self._wait_for_request(c)
+                            self._first_request(c)
                 else:
                     self._dispatch(fd)
         self.drain()
@@ -207,6 +209,21 @@ class ThreadWorker(SyncWorker):
         self.open += 1
         self.open_fds.add(sock.fileno())
         return _Client(conn, base, trusted)
+
+    def _first_request(self, c: _Client) -> None:
+        """A new connection: to a thread if its request is here already, else wait for it."""
+        try:
+            c.conn.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            ready = True  # bytes, or EOF: a thread reads it either way
+        except (BlockingIOError, InterruptedError):
+            ready = False
+        except OSError:
+            ready = True  # reset: let a thread see it and close
+        if ready:
+            self.busy += 1
+            self.tasks.put(c)
+        else:
+            self._wait_for_request(c)
 
     def _wait_for_request(self, c: _Client) -> None:
         """Put a connection in the epoll set until its next request arrives."""
@@ -355,6 +372,8 @@ class ThreadWorker(SyncWorker):
                 except OSError:
                     pass
             self.returned.append(kept)
+            if kept is None and self.listening:
+                continue  # the main thread counts it at its next event; nothing waits on it
             try:
                 os.write(self.wake_w, b"\0")
             except BlockingIOError:
