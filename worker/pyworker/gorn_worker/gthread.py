@@ -10,7 +10,9 @@ Threads
 Accepting
     The listeners are in the epoll set (``EPOLLEXCLUSIVE``) only while a thread is free and
     fewer than ``worker_connections`` connections are open: a saturated worker leaves new
-    connections in the kernel's queue for its siblings, as a busy sync worker does. The
+    connections in the kernel's queue for its siblings, as a busy sync worker does. A worker
+    at ``worker_connections`` closes a connection after its response while others wait on
+    the listeners, so kept-alive clients cannot starve queued ones. The
     accept after a readiness report is bounded as in the sync worker (the listeners are
     shared and never made non-blocking).
 
@@ -157,7 +159,12 @@ class ThreadWorker(SyncWorker):
 
     # ------------------------------------------------------------ main thread
     def _refuse_keepalive(self) -> bool:
-        return not self.alive  # idle connections hold no thread: keep them while running
+        """Asked before each response head (in a pool thread). Idle connections hold no
+        thread, so they are kept, unless this worker is full (worker_connections) and
+        clients wait on the listeners: then this one closes and a waiting one gets in."""
+        if not self.alive:
+            return True
+        return self.open >= self.max_conns and any(_readable_now(l.fd) for l in self.listeners)
 
     def _listen(self, on: bool) -> None:
         if on == self.listening:

@@ -170,3 +170,36 @@ def test_term_waits_for_the_first_request_of_an_accepted_connection() -> None:
         assert status == 200 and headers.get("connection") == "close"
         s.close()
         assert w.proc.wait(20) == 0
+
+
+def test_busy_kept_alive_clients_do_not_starve_queued_ones() -> None:
+    with start_worker(THREADED, worker_class="gthread", threads=1, worker_connections=2, keepalive=10) as w:
+        stop = threading.Event()
+        errors: list = []
+
+        def busy_client() -> None:
+            s = w.connect(timeout=10)
+            try:
+                while not stop.is_set():
+                    s.sendall(b"GET /env HTTP/1.1\r\nHost: t\r\n\r\n")
+                    status, headers, _ = read_response(s, timeout=10)
+                    if headers.get("connection") == "close":
+                        s.close()
+                        s = w.connect(timeout=10)  # closed so a waiting client gets in: reconnect
+            except Exception as e:
+                errors.append(e)
+            finally:
+                s.close()
+
+        clients = [threading.Thread(target=busy_client) for _ in range(2)]
+        for t in clients:
+            t.start()
+        time.sleep(0.3)
+        queued = w.connect(timeout=10)
+        queued.sendall(b"GET /env HTTP/1.1\r\nHost: t\r\n\r\n")
+        status, _, _ = read_response(queued, timeout=5)  # served although two busy clients fill the worker
+        stop.set()
+        for t in clients:
+            t.join(15)
+        queued.close()
+        assert status == 200 and not errors
