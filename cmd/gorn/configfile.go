@@ -33,17 +33,20 @@ type fileSettings struct {
 // configLoader evaluates the config file source (PATH, file:PATH or python:MODULE).
 type configLoader func(python, source string) (*fileSettings, error)
 
+// configFileTimeout bounds a config file's evaluation: on HUP the master loop waits for it.
+const configFileTimeout = 10 * time.Second
+
 // loadConfigFile runs the config file in the given interpreter, as gunicorn executes it in
 // its own; whatever the file prints goes to stderr.
 func loadConfigFile(python, source string) (*fileSettings, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), configFileTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, python, "-c", worker.ConfigFileScript(), source)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, os.Stderr
 	if err := cmd.Run(); err != nil {
 		if ctx.Err() != nil {
-			err = errors.New("still running after 60s")
+			err = fmt.Errorf("still running after %s", configFileTimeout)
 		}
 		return nil, fmt.Errorf("evaluating config file %s with %s: %w", source, python, err)
 	}
