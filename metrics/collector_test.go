@@ -369,3 +369,22 @@ func descName(d *prometheus.Desc) string {
 	name, _, _ := strings.Cut(rest, `"`)
 	return name
 }
+
+// TestInFlightCountsThreadedWorkers: a busy sync worker is one request in flight; a gthread
+// worker reports how many of its threads serve one.
+func TestInFlightCountsThreadedWorkers(t *testing.T) {
+	busySync := scoreboard.Slot{PID: 1001, BusySince: 5}
+	threaded := scoreboard.Slot{PID: 1002, BusySince: 7, InFlight: 3}
+	idle := scoreboard.Slot{PID: 1003}
+	src := &fakeSource{snap: master.Snapshot{Desired: 3, Ready: true, ReadyCount: 3, Workers: []master.WorkerInfo{
+		{Slot: 0, Pid: 1001, State: "busy", Status: busySync},
+		{Slot: 1, Pid: 1002, State: "busy", Status: threaded},
+		{Slot: 2, Pid: 1003, State: "ready", Status: idle},
+	}}}
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(newTestCollector(Options{Source: src}))
+	want := "# HELP gorn_requests_in_flight Requests being served now: one per busy sync worker, the in-progress count of a threaded one.\n# TYPE gorn_requests_in_flight gauge\ngorn_requests_in_flight 4\n"
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "gorn_requests_in_flight"); err != nil {
+		t.Error(err)
+	}
+}
