@@ -79,12 +79,13 @@ var gunicornNames = map[string]string{
 // or are actions rather than settings.
 var notFromFile = []string{"config", "python", "check-config", "print-config", "version", "help"}
 
-// masterHooks are gunicorn's server hooks that run in its Python master (or per request):
-// the Go master cannot call them. The worker-side ones (post_fork, post_worker_init,
-// worker_int, worker_exit) run in the workers.
+// masterHooks are gunicorn's server hooks that run in its Python master: the Go master
+// cannot call them. The worker-side ones (post_fork, post_worker_init, pre_request,
+// post_request, worker_int, worker_exit) run in the workers; worker_abort does not (a
+// hung worker gets its stack dumped by faulthandler instead).
 var masterHooks = []string{
 	"on_starting", "on_reload", "when_ready", "pre_fork", "worker_abort", "pre_exec",
-	"pre_request", "post_request", "child_exit", "nworkers_changed", "on_exit", "ssl_context",
+	"child_exit", "nworkers_changed", "on_exit", "ssl_context",
 }
 
 // fileLayer is a config file turned into command-line arguments for fs, which parses them

@@ -11,8 +11,9 @@ any other type (dicts, objects). Anything the file prints goes to stderr.
 
 Each worker evaluates the file again (``Hooks``) to run the worker-side server hooks, with
 gunicorn's names and arguments: ``post_fork(server, worker)`` before the app is imported,
-``post_worker_init(worker)`` after, ``worker_int(worker)`` on INT/QUIT and
-``worker_exit(server, worker)`` when the worker ends.
+``post_worker_init(worker)`` after, ``pre_request(worker, req)`` and
+``post_request(worker, req[, environ[, resp]])`` around each request, ``worker_int(worker)``
+on INT/QUIT and ``worker_exit(server, worker)`` when the worker ends.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import importlib
 import importlib.machinery
 import importlib.util
+import inspect
 import json
 import os
 import sys
@@ -27,7 +29,7 @@ import traceback
 import types
 from typing import Any, Callable, Optional
 
-WORKER_HOOKS = ("post_fork", "post_worker_init", "worker_int", "worker_exit")
+WORKER_HOOKS = ("post_fork", "post_worker_init", "worker_int", "worker_exit", "pre_request", "post_request")
 
 
 def load(source: str) -> types.ModuleType:
@@ -141,6 +143,71 @@ class Worker:
         self.wsgi: Any = None
 
 
+class HookRequest:
+    """The ``req`` of pre_request/post_request: gunicorn's Request attributes, from the environ.
+    The same object reaches both hooks, so one may leave attributes for the other."""
+
+    def __init__(self, environ: dict[str, Any]) -> None:
+        self.method: str = environ["REQUEST_METHOD"]
+        self.uri: str = environ.get("RAW_URI", "")
+        self.path: str = environ.get("PATH_INFO", "")
+        self.query: str = environ.get("QUERY_STRING", "")
+        self.fragment = ""
+        self.scheme: str = environ.get("wsgi.url_scheme", "http")
+        proto = environ.get("SERVER_PROTOCOL", "HTTP/1.1")
+        self.version = (int(proto[5]), int(proto[7])) if len(proto) == 8 else (1, 1)
+        self.headers = [
+            (k[5:].replace("_", "-"), v) for k, v in environ.items() if k.startswith("HTTP_")
+        ] + [(k.replace("_", "-"), environ[k]) for k in ("CONTENT_TYPE", "CONTENT_LENGTH") if k in environ]
+        self.remote_addr: str = environ.get("REMOTE_ADDR", "")
+
+
+class HookResponse:
+    """The ``resp`` of post_request: gunicorn's Response attributes that hooks read."""
+
+    def __init__(self, status: str, status_code: int, headers: list[tuple[str, str]], sent: int) -> None:
+        self.status = status
+        self.status_code = status_code
+        self.headers = headers
+        self.sent = self.response_length = sent
+
+
+class RequestHooks:
+    """pre_request and post_request, called by the worker around each request (only when
+    the config file defines one, so requests pay nothing otherwise)."""
+
+    def __init__(self, hooks: "Hooks") -> None:
+        self._hooks = hooks
+        self._pre = hooks._fns.get("pre_request")
+        post = hooks._fns.get("post_request")
+        self._post = post
+        self._post_args = 4
+        if post is not None:  # gunicorn passes as many arguments as the hook takes
+            try:
+                params = inspect.signature(post).parameters.values()
+                if not any(p.kind == p.VAR_POSITIONAL for p in params):
+                    self._post_args = min(4, len(params))
+            except (TypeError, ValueError):
+                pass
+
+    def pre(self, environ: dict[str, Any]) -> None:
+        """Before the app; an exception is the request's error (a 500)."""
+        req = environ["gorn.request"] = HookRequest(environ)
+        if self._pre is not None:
+            self._pre(self._hooks.worker, req)
+
+    def post(self, environ: dict[str, Any], status: str, code: int, headers: list[tuple[str, str]], sent: int) -> None:
+        """After the response; an exception is logged."""
+        if self._post is None:
+            return
+        req = environ.get("gorn.request") or HookRequest(environ)
+        args = (self._hooks.worker, req, environ, HookResponse(status, code, headers, sent))
+        try:
+            self._post(*args[: self._post_args])
+        except Exception:
+            self._hooks._log.error("post_request hook failed", exc_info=True)
+
+
 class HookError(Exception):
     """A config file that cannot be evaluated, or a boot hook that raised."""
 
@@ -167,6 +234,12 @@ class Hooks:
             fn = getattr(mod, name, None)
             if callable(fn):
                 self._fns[name] = fn
+
+    def request_hooks(self) -> Optional[RequestHooks]:
+        """The per-request hooks, or None when the file defines neither."""
+        if "pre_request" in self._fns or "post_request" in self._fns:
+            return RequestHooks(self)
+        return None
 
     def _run(self, name: str, args: tuple[Any, ...]) -> Optional[Exception]:
         """Call the hook if the file defines it; log and return what it raised."""

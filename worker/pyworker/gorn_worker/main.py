@@ -269,6 +269,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         # 8. serve
         worker_class = _gthread.ThreadWorker if settings.worker_class == "gthread" else _sync.SyncWorker
         worker = worker_class(application, settings, log, sb, listeners, access)
+        worker.request_hooks = hooks.request_hooks()
         if signals.stop_requested:  # a stop during boot whose FastExit Python dropped
             raise _sync.FastExit()
         if settings.reload:

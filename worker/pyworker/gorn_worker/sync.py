@@ -174,6 +174,7 @@ class SyncWorker:
         self.sb = scoreboard
         self.listeners = listeners
         self.access = access
+        self.request_hooks: Optional[Any] = None  # conffile.RequestHooks when the config file has them
         self.alive = True
         self.in_wait = False
         self.fast_exit = False
@@ -540,8 +541,11 @@ class SyncWorker:
         conn.response_started = False
         resp = Response(conn, req, self.log, self.server_line, self._refuse_keepalive)
         code = 0
+        hooks = self.request_hooks
         try:
             try:
+                if hooks is not None:
+                    hooks.pre(env)
                 result = self.app(env, resp.start_response)
                 try:
                     resp.send_result(result)
@@ -578,6 +582,8 @@ class SyncWorker:
                 self.access.write(env, code, resp.headers if resp.headers_sent else [], resp.sent, duration)
         else:
             sb.request_abort()
+        if hooks is not None and code:
+            hooks.post(env, resp.status if resp.headers_sent else f"{code}", code, resp.headers if resp.headers_sent else [], resp.sent)
         body = req.body
         if body is not None and body.failed is not None:
             # Also when the app swallowed the error: the connection is closed either way.

@@ -118,3 +118,37 @@ def test_unreadable_config_file_fails_the_boot(tmp_path: Path) -> None:
         assert "does not exist" in w.stderr()
     finally:
         w.close()
+
+
+REQUEST_HOOKS = """
+def pre_request(worker, req):
+    req.marker = "set-in-pre"
+    if req.path == "/refused":
+        raise PermissionError("refused by pre_request")
+    worker.log.info("pre %s %s %s %s", req.method, req.path, req.query, dict(req.headers).get("X-TRACE"))
+def post_request(worker, req, environ, resp):
+    worker.log.info("post %s %s %s %s %s", req.path, resp.status_code, resp.status, req.marker, environ["REQUEST_METHOD"])
+"""
+
+
+def test_request_hooks_wrap_each_request(tmp_path: Path) -> None:
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text(REQUEST_HOOKS)
+    with start_worker("basic:app", config_file=str(conf)) as w:
+        assert w.get("/hello?a=1", headers={"X-Trace": "abc"})[0] == 200
+        assert w.get("/nope")[0] == 404
+        assert w.get("/refused")[0] == 500
+        assert w.stop() == 0
+        err = w.stderr()
+    assert "pre GET /hello a=1 abc" in err and "post /hello 200 200 OK set-in-pre GET" in err
+    assert "post /nope 404" in err
+    assert "PermissionError: refused by pre_request" in err and "post /refused 500 500 set-in-pre" in err
+
+
+def test_post_request_gets_the_arguments_it_takes(tmp_path: Path) -> None:
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text("def post_request(worker, req):\n    worker.log.info('two args %s', req.path)\n")
+    with start_worker("basic:app", config_file=str(conf)) as w:
+        assert w.get("/hello")[0] == 200
+        assert w.stop() == 0
+        assert "two args /hello" in w.stderr()
