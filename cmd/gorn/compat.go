@@ -29,10 +29,14 @@ type unimplemented struct {
 }
 
 const (
-	whyTLS    = "TLS is not supported: terminate TLS in front of gorn (ingress, load balancer, sidecar)"
-	whyLogs   = "gorn logs to files or stderr: see --log-format and --error-logfile"
-	whyStatsd = "gorn exports Prometheus metrics instead: see --metrics-bind"
-	whyStrict = "gorn's request parser stays strict (RFC 9112)"
+	whyTLS     = "TLS is not supported: terminate TLS in front of gorn (ingress, load balancer, sidecar)"
+	whyLogs    = "gorn logs to files or stderr: see --log-format and --error-logfile"
+	whyStatsd  = "gorn exports Prometheus metrics instead: see --metrics-bind"
+	whyStrict  = "gorn's request parser stays strict (RFC 9112)"
+	whyH1      = "gorn speaks HTTP/1.1 (put an HTTP/2 proxy in front)"
+	whyASGI    = "gorn serves WSGI apps; ASGI is not supported yet"
+	whyControl = "gorn has no control socket: use signals, /metrics and /healthz"
+	whyDirty   = "gorn has no dirty-worker pool"
 )
 
 var unimplementedSettings = []unimplemented{
@@ -80,6 +84,25 @@ var unimplementedSettings = []unimplemented{
 	{"paste", []string{"paste", "paster"}, false, true, "PasteDeploy apps are not supported: name the WSGI app as MODULE:VARIABLE"},
 	{"daemon", []string{"D", "daemon"}, true, true, "gorn stays in the foreground: run it under systemd, a container runtime or another process manager"},
 	{"protocol", []string{"protocol"}, false, true, "gorn speaks HTTP only"},
+	{"uwsgi_allow_ips", []string{"uwsgi-allow-from"}, false, false, "gorn speaks HTTP only"},
+	{"http_protocols", []string{"http-protocols"}, false, false, whyH1},
+	{"http2_cleartext", []string{"http2-cleartext"}, true, false, whyH1},
+	{"http2_initial_window_size", []string{"http2-initial-window-size"}, false, false, whyH1},
+	{"http2_max_concurrent_streams", []string{"http2-max-concurrent-streams"}, false, false, whyH1},
+	{"http2_max_frame_size", []string{"http2-max-frame-size"}, false, false, whyH1},
+	{"http2_max_header_list_size", []string{"http2-max-header-list-size"}, false, false, whyH1},
+	{"websocket_max_message_size", []string{"websocket-max-message-size"}, false, false, "gorn serves WSGI, which has no WebSockets"},
+	{"asgi_loop", []string{"asgi-loop"}, false, false, whyASGI},
+	{"asgi_lifespan", []string{"asgi-lifespan"}, false, false, whyASGI},
+	{"asgi_disconnect_grace_period", []string{"asgi-disconnect-grace-period"}, false, false, whyASGI},
+	{"control_socket", []string{"control-socket"}, false, false, whyControl},
+	{"control_socket_mode", []string{"control-socket-mode"}, false, false, whyControl},
+	{"control_socket_disable", []string{"no-control-socket"}, true, false, whyControl},
+	{"dirty_apps", []string{"dirty-app"}, false, false, whyDirty},
+	{"dirty_workers", []string{"dirty-workers"}, false, false, whyDirty},
+	{"dirty_threads", []string{"dirty-threads"}, false, false, whyDirty},
+	{"dirty_timeout", []string{"dirty-timeout"}, false, false, whyDirty},
+	{"dirty_graceful_timeout", []string{"dirty-graceful-timeout"}, false, false, whyDirty},
 }
 
 // unimplementedFlag records that a gunicorn-only flag was given; the value is not used.

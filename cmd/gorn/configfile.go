@@ -86,6 +86,7 @@ var notFromFile = []string{"config", "python", "check-config", "print-config", "
 var masterHooks = []string{
 	"on_starting", "on_reload", "when_ready", "pre_fork", "worker_abort", "pre_exec",
 	"child_exit", "nworkers_changed", "on_exit", "ssl_context",
+	"on_dirty_starting", "dirty_post_fork", "dirty_worker_init", "dirty_worker_exit",
 }
 
 // fileLayer is a config file turned into command-line arguments for fs, which parses them
