@@ -43,6 +43,7 @@ func servesEveryRoute(t *testing.T, classArgs []string) {
 		{"POST", "/echo", "ping pong", 200, func(b string) bool { return b == "ping pong" }},
 		{"GET", "/stream?n=3", "", 200, func(b string) bool { return b == "chunk 0\nchunk 1\nchunk 2\n" }},
 		{"GET", "/slow?ms=10", "", 200, func(b string) bool { return strings.HasPrefix(b, "slept 10 ms") }},
+		{"GET", "/work?cpu_ms=1&io_ms=1", "", 200, func(b string) bool { return b == "cpu 1.0 ms, io 1.0 ms\n" }},
 		{"GET", "/error", "", 500, func(string) bool { return true }},
 		{"GET", "/pid", "", 200, func(b string) bool { _, err := strconv.Atoi(strings.TrimSpace(b)); return err == nil }},
 		{"GET", "/missing", "", 404, func(string) bool { return true }},

@@ -57,6 +57,19 @@ def slow() -> Response:
     return Response(f"slept {ms} ms in {os.getpid()}\n", mimetype="text/plain")
 
 
+@app.get("/work")
+def work() -> Response:
+    """A typical request: some CPU (templating, serialising) and a wait on a backend."""
+    cpu_ms = float(request.args.get("cpu_ms", "2"))
+    io_ms = float(request.args.get("io_ms", "8"))
+    end = time.thread_time() + cpu_ms / 1000
+    n = 0
+    while time.thread_time() < end:  # CPU time of this thread, so a busy neighbour does not shorten it
+        n += 1
+    time.sleep(io_ms / 1000)
+    return Response(f"cpu {cpu_ms} ms, io {io_ms} ms\n", mimetype="text/plain")
+
+
 @app.get("/error")
 def error() -> Response:
     raise RuntimeError("this endpoint always fails")
