@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # How many workers should a pod run? Throughput and latency of the example app's /work route
-# (CPU_MS of computing, then IO_MS of waiting on a "backend") for 1..MAX sync workers, with
+# (CPU_MS of computing, then IO_MS of waiting on a "backend") for 1..MAX workers, with
 # gorn and its workers inside a cgroup v1 CPU quota of CPUS (the pod's CPU limit) and wrk
 # outside it. The count gorn picks by itself in that cgroup is marked.
 #
 #   bash bench/workers.sh [CPUS] [MAX]          e.g. bash bench/workers.sh 1 6   (root)
 #   CPU_MS=2 IO_MS=2 CONNS=32 DURATION=10s bash bench/workers.sh
+#   CLASS=gthread THREADS=4 bash bench/workers.sh 1 3          gthread workers instead
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CPUS=${1:-1}
@@ -14,6 +15,10 @@ CPU_MS=${CPU_MS:-2}
 IO_MS=${IO_MS:-2}
 CONNS=${CONNS:-32}
 DURATION=${DURATION:-10s}
+CLASS=${CLASS:-sync}
+THREADS=${THREADS:-4}
+KIND=(-k "$CLASS")
+[ "$CLASS" = gthread ] && KIND+=(--threads "$THREADS")
 CGROOT=/sys/fs/cgroup/cpu
 [ -w "$CGROOT" ] || { echo "needs root and a writable cgroup v1 cpu controller at $CGROOT" >&2; exit 1; }
 command -v wrk >/dev/null || { echo "installing wrk"; apt-get install -y -q wrk >/dev/null; }
@@ -42,7 +47,7 @@ run() {
   p=$(port)
   log=$(mktemp)
   (cd examples/flask && sh -c 'echo $$ >"$1/cgroup.procs"; shift; exec "$@"' sh "$CG" \
-    "$GORN" --python "$PY" -w "$n" -b "127.0.0.1:$p" --log-format text --name "gorn-bench-marker-$$" app:app) 2>"$log" &
+    "$GORN" --python "$PY" "${KIND[@]}" -w "$n" -b "127.0.0.1:$p" --log-format text --name "gorn-bench-marker-$$" app:app) 2>"$log" &
   local pid=$!
   for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$p/" && break; sleep 0.1; done
   sleep 1 # every worker ready
@@ -55,8 +60,8 @@ run() {
   rm -f "$log"
 }
 
-echo "CPU quota $CPUS CPUs; /work: ${CPU_MS} ms CPU + ${IO_MS} ms wait; $CONNS connections, $DURATION each"
-choice=$(sh -c 'echo $$ >"$1/cgroup.procs"; shift; exec "$@"' sh "$CG" "$GORN" limits | tail -1)
+echo "CPU quota $CPUS CPUs; ${KIND[*]}; /work: ${CPU_MS} ms CPU + ${IO_MS} ms wait; $CONNS connections, $DURATION each"
+choice=$(sh -c 'echo $$ >"$1/cgroup.procs"; shift; exec "$@"' sh "$CG" "$GORN" limits -k "$CLASS" | tail -1)
 echo "gorn limits in the cgroup: $choice"
 auto=$(sed -n 's/^workers=\([0-9]*\) .*/\1/p' <<<"$choice")
 printf '%-10s %10s %10s %10s\n' workers req/s p50 p99

@@ -11,8 +11,8 @@ Accepting
     The listeners are in the epoll set (``EPOLLEXCLUSIVE``) only while a thread is free and
     fewer than ``worker_connections`` connections are open: a saturated worker leaves new
     connections in the kernel's queue for its siblings, as a busy sync worker does. A worker
-    at ``worker_connections`` closes a connection after its response while others wait on
-    the listeners, so kept-alive clients cannot starve queued ones. The
+    that stopped accepting closes a connection after its response while others wait on the
+    listeners, so kept-alive clients cannot starve queued ones. The
     accept after a readiness report is bounded as in the sync worker (the listeners are
     shared and never made non-blocking).
 
@@ -160,11 +160,13 @@ class ThreadWorker(SyncWorker):
     # ------------------------------------------------------------ main thread
     def _refuse_keepalive(self) -> bool:
         """Asked before each response head (in a pool thread). Idle connections hold no
-        thread, so they are kept, unless this worker is full (worker_connections) and
-        clients wait on the listeners: then this one closes and a waiting one gets in."""
+        thread, so they are kept, unless this worker stopped accepting (every thread busy,
+        or worker_connections open) while clients wait on the listeners: then this one
+        closes and a waiting one gets its turn, as with the sync worker's keep-alive."""
         if not self.alive:
             return True
-        return self.open >= self.max_conns and any(_readable_now(l.fd) for l in self.listeners)
+        full = self.busy >= self.threads or self.open >= self.max_conns
+        return full and any(_readable_now(l.fd) for l in self.listeners)
 
     def _listen(self, on: bool) -> None:
         if on == self.listening:

@@ -172,8 +172,9 @@ def test_term_waits_for_the_first_request_of_an_accepted_connection() -> None:
         assert w.proc.wait(20) == 0
 
 
-def test_busy_kept_alive_clients_do_not_starve_queued_ones() -> None:
-    with start_worker(THREADED, worker_class="gthread", threads=1, worker_connections=2, keepalive=10) as w:
+@pytest.mark.parametrize("conns", [2, 1000])  # full on connections, or on threads
+def test_busy_kept_alive_clients_do_not_starve_queued_ones(conns: int) -> None:
+    with start_worker(THREADED, worker_class="gthread", threads=1, worker_connections=conns, keepalive=10) as w:
         stop = threading.Event()
         errors: list = []
 
@@ -203,3 +204,47 @@ def test_busy_kept_alive_clients_do_not_starve_queued_ones() -> None:
             t.join(15)
         queued.close()
         assert status == 200 and not errors
+
+
+def test_every_client_gets_a_turn_when_threads_are_saturated() -> None:
+    """More busy keep-alive clients than threads, driven like wrk (one event loop, each
+    client re-sending as soon as its response is in): every one of them is answered."""
+    import selectors
+
+    request = b"GET /gate?t=0.005 HTTP/1.1\r\nHost: t\r\n\r\n"  # 5 ms each
+    with start_worker(THREADED, worker_class="gthread", threads=2, keepalive=10, backlog=64) as w:
+        sel = selectors.DefaultSelector()
+        served: dict[int, int] = {}
+
+        def connect(i: int) -> None:
+            s = w.connect(timeout=10)
+            s.setblocking(False)
+            s.sendall(request)
+            sel.register(s, selectors.EVENT_READ, (i, bytearray()))
+
+        for i in range(24):
+            served[i] = 0
+            connect(i)
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            for key, _ in sel.select(0.1):
+                i, buf = key.data
+                s = key.fileobj
+                try:
+                    data = s.recv(65536)  # type: ignore[union-attr]
+                except BlockingIOError:
+                    continue
+                buf += data
+                if data and b"\r\n\r\n" in buf and buf.endswith(b"timed out"):
+                    served[i] += 1
+                    closing = b"connection: close" in buf.lower()
+                    buf.clear()
+                    if not closing:
+                        s.sendall(request)  # type: ignore[union-attr]
+                        continue
+                sel.unregister(s)
+                s.close()  # type: ignore[union-attr]
+                connect(i)  # closed by the server (its turn is over): come back
+        for key in list(sel.get_map().values()):
+            key.fileobj.close()  # type: ignore[union-attr]
+        assert all(n > 0 for n in served.values()), served
