@@ -61,9 +61,10 @@ def test_sync_runs_one_at_a_time() -> None:
 
 def test_idle_keepalive_connections_hold_no_thread() -> None:
     with start_worker(THREADED, worker_class="gthread", threads=1, keepalive=10) as w:
-        idle = [w.connect() for _ in range(3)]
-        for s in idle:
-            assert keepalive_request(s, "/env")[0] == 200
+        idle = []
+        for _ in range(3):  # one after the other: nobody waits while one is served
+            idle.append(w.connect())
+            assert keepalive_request(idle[-1], "/env")[0] == 200
         # three kept-alive connections and one thread: a new client is still served
         assert w.get("/env")[0] == 200
         for s in idle:  # and the kept connections still work
@@ -86,9 +87,10 @@ def test_pipelined_requests_answered_in_order() -> None:
 
 def test_worker_connections_bounds_open_connections() -> None:
     with start_worker(THREADED, worker_class="gthread", threads=1, worker_connections=2, keepalive=10) as w:
-        a, b = w.connect(), w.connect()
-        for s in (a, b):
-            assert keepalive_request(s, "/env")[0] == 200
+        a = w.connect()
+        assert keepalive_request(a, "/env")[0] == 200
+        b = w.connect()
+        assert keepalive_request(b, "/env")[0] == 200
         c = w.connect(timeout=0.5)
         c.sendall(b"GET /env HTTP/1.1\r\nHost: t\r\n\r\n")
         with pytest.raises(socket.timeout):
