@@ -35,12 +35,12 @@ import collections
 import os
 import queue
 import select
-import signal
 import socket
 import threading
 from time import monotonic, monotonic_ns
 from typing import Any, Callable, Optional
 
+from . import threads
 from .accesslog import AccessLog
 from .config import Settings
 from .http import Connection, HeadTimeout, HTTPError, IncompleteHead, Request, parse_request
@@ -58,7 +58,6 @@ from .sync import Listener, SyncWorker, Wakeup, _readable_now, find_lost_connect
 
 _LISTEN = select.EPOLLIN | select.EPOLLEXCLUSIVE
 _EXPIRY_STEP = 0.25  # idle deadlines are checked at most this often (a scan is O(idle))
-_SIGNALS = set(signal.valid_signals()) - {signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL}
 
 
 class ThreadedScoreboard:
@@ -149,13 +148,7 @@ class ThreadWorker(SyncWorker):
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.poll.register(self.wake_r, select.EPOLLIN)
         self.local = threading.local()
-        self.pool = [threading.Thread(target=self._thread, name=f"gorn-thread-{i}", daemon=True) for i in range(self.threads)]
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)  # signals are the main thread's
-        try:
-            for t in self.pool:
-                t.start()
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        self.pool = [threads.start(self._thread, f"gorn-thread-{i}") for i in range(self.threads)]
 
     # ------------------------------------------------------------ main thread
     def _refuse_keepalive(self) -> bool:

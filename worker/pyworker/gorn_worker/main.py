@@ -16,7 +16,6 @@ import faulthandler
 import os
 import signal
 import sys
-import threading
 import time
 from types import FrameType
 from typing import Optional
@@ -31,13 +30,13 @@ from . import http as _http  # noqa: F401  (imported up front: nothing loads laz
 from . import logs as _logs
 from . import scoreboard as _scoreboard
 from . import sync as _sync
+from . import threads as _threads
 from . import wsgi as _wsgi  # noqa: F401
 
 EXIT_OK = 0
 EXIT_BOOT = 3
 EXIT_APP = 4
 
-_SYNC_SIGNALS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL}
 _IGNORED = (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR2, signal.SIGWINCH)
 
 
@@ -94,12 +93,7 @@ def _lifeline(fd: int) -> None:
 
 def start_lifeline(fd: int) -> None:
     """Watch the lifeline pipe from a daemon thread that never receives signals."""
-    mask = set(signal.valid_signals()) - _SYNC_SIGNALS
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, mask)
-    try:
-        threading.Thread(target=_lifeline, args=(fd,), name="gorn-lifeline", daemon=True).start()
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+    _threads.start(_lifeline, "gorn-lifeline", fd)
 
 
 EXIT_GRACE = 2.0  # seconds the interpreter gets to shut down after serving ends
@@ -122,12 +116,7 @@ def arm_exit_watchdog(code: int, seconds: float = EXIT_GRACE) -> None:
                 pass
         os._exit(code)
 
-    mask = set(signal.valid_signals()) - _SYNC_SIGNALS
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, mask)
-    try:
-        threading.Thread(target=watchdog, name="gorn-exit-watchdog", daemon=True).start()
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+    _threads.start(watchdog, "gorn-exit-watchdog")
 
 
 class _Signals:

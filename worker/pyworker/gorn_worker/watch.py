@@ -11,12 +11,12 @@ the changed code does not import, the old workers keep serving until the next sa
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import threading
 import time
 from typing import Iterable, Optional
 
+from . import threads
 from .logs import Logger
 from .scoreboard import W_RELOAD, Scoreboard
 
@@ -72,11 +72,4 @@ def start(sb: Scoreboard, log: Logger, extra: Iterable[str], interval: float = I
                 log.info(f"{path} changed; asking the master to reload the workers")
                 sb.words[W_RELOAD] = max(sb.words[W_RELOAD], change_time(path))
 
-    mask = set(signal.valid_signals()) - {signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL}
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, mask)
-    try:
-        t = threading.Thread(target=run, name="gorn-reload", daemon=True)
-        t.start()
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
-    return t
+    return threads.start(run, "gorn-reload")

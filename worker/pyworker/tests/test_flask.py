@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from harness import parse_responses, read_response, start_worker
+from harness import read_response, start_worker
 
 pytest.importorskip("flask")
 

@@ -3,7 +3,6 @@ worker past --header-timeout; the next client is served right after it."""
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 
