@@ -63,10 +63,10 @@ type Hooks struct {
 	ReopenLogs func()
 	// Upgrade re-executes the master binary in place on USR2; it returns only on failure.
 	Upgrade func(Handover) error
-	// Resize returns the worker count the limits call for now (when sized automatically),
-	// given the pids of ready workers to measure. It is called when the first worker is
-	// ready and every ResizeInterval after.
-	Resize func(readyPids []int) (workers int, reason string, ok bool)
+	// Resize returns the worker count the limits and the load call for now (when sized
+	// automatically), given the scoreboard slots of the ready workers to measure. It is
+	// called when the first worker is ready and every ResizeInterval after.
+	Resize func(ready []scoreboard.Slot) (workers int, reason string, ok bool)
 	// MemoryCeiling is how many workers fit in memory (0: unknown); TTIN stops there.
 	MemoryCeiling func() int
 	// OOMKills returns the cgroup's OOM-kill counter, to tell OOM kills from other SIGKILLs.
@@ -473,21 +473,21 @@ func (m *Master) resize() {
 	if m.phase != running || m.hooks.Resize == nil || m.desired == 0 {
 		return
 	}
-	var pids []int
+	var ready []scoreboard.Slot
 	for _, w := range m.workers {
-		if w.ready() && !w.stopping() {
-			pids = append(pids, w.pid)
+		if w.ready() && !w.stopping() && w.last.PID == uint64(w.pid) {
+			ready = append(ready, w.last)
 		}
 	}
 	// Only a change in what the limits call for moves the count, so a TTIN/TTOU by an
 	// operator stands until the limits themselves change.
-	n, reason, ok := m.hooks.Resize(pids)
+	n, reason, ok := m.hooks.Resize(ready)
 	if !ok || n <= 0 || n == m.sized {
 		return
 	}
 	m.sized = n
 	if n != m.desired {
-		m.log.Info("resizing to the limits", zap.Int("from", m.desired), zap.Int("to", n), zap.String("reason", reason))
+		m.log.Info("resizing", zap.Int("from", m.desired), zap.Int("to", n), zap.String("reason", reason))
 		m.desired = n
 	}
 }

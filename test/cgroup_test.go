@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/gornhq/gorn/internal/cgroup/cgrouptest"
+	"github.com/gornhq/gorn/internal/loadgen"
 )
 
 // inGroups returns a command prefix that moves the shell into each cgroup dir, then execs
@@ -109,4 +110,22 @@ func TestCgroupQuotaChangeIsFollowed(t *testing.T) {
 	if code, _ := get(t, g.url("/")); code != 200 {
 		t.Errorf("status %d", code)
 	}
+}
+
+// TestCgroupWaitingLoadAddsWorkers: sync workers that are always busy but use little of
+// the CPU quota (requests wait on a backend) get company one worker at a time, up to
+// 4*cpus+1; once the load is gone the pool steps back to the CPU rule's count.
+func TestCgroupWaitingLoadAddsWorkers(t *testing.T) {
+	cpu := cgrouptest.NewV1(t, "cpu", fmt.Sprintf("gorn-test-adapt-%d", os.Getpid()))
+	cpu.SetCPUQuota(100000, 100000)
+	g := startGorn(t, gornOpts{wrap: inGroups(cpu.Dir()), workers: 3}, "--resize-interval", "1", "app:app")
+	waitWorkers(t, g, 3, 30*time.Second)
+	l := loadgen.Start(g.addr, 24, "/work?cpu_ms=1&io_ms=20")
+	g.waitLog("requests wait on I/O; one more worker", 1, 30*time.Second)
+	waitWorkers(t, g, 5, 60*time.Second) // 4*1+1
+	if fails := l.Finish(); len(fails) > 0 {
+		t.Errorf("%d failed requests while the pool grew:\n%s", len(fails), strings.Join(fails, "\n"))
+	}
+	g.waitLog("one worker fewer, toward the CPU rule's 3", 1, 30*time.Second)
+	waitWorkers(t, g, 3, 60*time.Second)
 }

@@ -3,10 +3,12 @@ package main
 import (
 	"fmt"
 	"sync/atomic"
+	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/gornhq/gorn/internal/cgroup"
+	"github.com/gornhq/gorn/internal/scoreboard"
 	"github.com/gornhq/gorn/internal/sizing"
 	"github.com/gornhq/gorn/metrics"
 )
@@ -20,6 +22,19 @@ type sizer struct {
 	limits cgroup.Limits // latest detection, for metrics
 	plan   sizing.Plan   // latest decision
 	latest atomic.Pointer[metrics.Limits]
+
+	// Load adaptation (sync workers): the counters at the last resize, and how many
+	// workers the load added above the CPU rule's count.
+	samples   map[uint64]workerSample
+	sampledAt time.Time
+	extra     int
+}
+
+// workerSample is one worker's counters at a resize: time spent serving requests (from
+// the scoreboard) and CPU time (from /proc).
+type workerSample struct {
+	busyMicros uint64
+	cpu        time.Duration
 }
 
 func newSizer(cfg *Config, log *zap.Logger) *sizer { return &sizer{cfg: cfg, log: log} }
@@ -59,14 +74,16 @@ func (s *sizer) initial() (int, string) {
 	return p.Workers, why
 }
 
-// resize re-reads the limits and measures the ready workers' footprint (the largest PSS).
-func (s *sizer) resize(pids []int) (int, string, bool) {
+// resize re-reads the limits and measures the ready workers: their footprint (the
+// largest PSS) for the memory cap and, for sync workers, their load since the last call,
+// which moves the count one worker at a time above the CPU rule's (sizing.Adapt).
+func (s *sizer) resize(ready []scoreboard.Slot) (int, string, bool) {
 	if s.cfg.Workers > 0 {
 		return 0, "", false
 	}
 	var pss int64
-	for _, pid := range pids {
-		if v, err := sizing.ReadPSS("", pid); err == nil && v > pss {
+	for _, w := range ready {
+		if v, err := sizing.ReadPSS("", int(w.PID)); err == nil && v > pss {
 			pss = v
 		}
 	}
@@ -75,7 +92,47 @@ func (s *sizer) resize(pids []int) (int, string, bool) {
 		s.log.Warn("re-reading limits", zap.Error(err))
 		return 0, "", false
 	}
-	return p.Workers, p.Explanation, true
+	load := s.measure(ready)
+	if s.cfg.WorkerClass != "sync" {
+		return p.Workers, p.Explanation, true
+	}
+	ceiling := sizing.SyncCeiling(p.CPUs)
+	if p.MemoryWorkers > 0 {
+		ceiling = min(ceiling, p.MemoryWorkers)
+	}
+	if s.cfg.MaxWorkers > 0 {
+		ceiling = min(ceiling, s.cfg.MaxWorkers)
+	}
+	ceiling = max(ceiling, p.Workers)
+	current := min(p.Workers+s.extra, ceiling)
+	n, why := sizing.Adapt(current, p.Workers, ceiling, p.CPUs, load)
+	s.extra = n - p.Workers
+	if why == "" {
+		why = p.Explanation
+	}
+	return n, why, true
+}
+
+// measure returns the ready workers' load since the previous call (workers seen both
+// times) and keeps this call's counters for the next.
+func (s *sizer) measure(ready []scoreboard.Slot) sizing.Load {
+	now := time.Now()
+	next := make(map[uint64]workerSample, len(ready))
+	load := sizing.Load{Interval: now.Sub(s.sampledAt)}
+	for _, w := range ready {
+		cpu, err := sizing.ReadCPUTime("", int(w.PID))
+		if err != nil {
+			continue
+		}
+		next[w.PID] = workerSample{busyMicros: w.DurationSum, cpu: cpu}
+		if prev, ok := s.samples[w.PID]; ok && w.DurationSum >= prev.busyMicros && cpu >= prev.cpu {
+			load.Workers++
+			load.Busy += time.Duration(w.DurationSum-prev.busyMicros) * time.Microsecond
+			load.CPU += cpu - prev.cpu
+		}
+	}
+	s.samples, s.sampledAt = next, now
+	return load
 }
 
 // oomKills is the memory cgroup's OOM-kill counter.
