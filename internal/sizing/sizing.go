@@ -1,8 +1,8 @@
 // Package sizing decides how many workers gorn runs, and says why in one line.
 //
-// The policy (Decide, ForCPUs, MemoryFit, ParseCPUs) is pure: it works on values that
-// package cgroup detected and the caller measured. The only I/O here is ReadPSS and
-// ReadRSS, which read a process's memory footprint from /proc.
+// The policy (Decide, Adapt, ForCPUs, MemoryFit, ParseCPUs) is pure: it works on values
+// that package cgroup detected and the caller measured. The only I/O here is ReadPSS,
+// ReadRSS and ReadCPUTime, which read a process's footprint and CPU time from /proc.
 //
 //	cpus    = --cpus / GORN_CPUS if given, else min(affinity, cgroup CPU quota)
 //	workers = -w / WEB_CONCURRENCY if given, else by worker class:
@@ -10,6 +10,8 @@
 //	            gthread, gevent, eventlet, asgi: ceil(cpus), at least 1
 //	memory  = at most floor((85% of the memory limit - master) / worker PSS), at least 1
 //	ceiling = --max-workers
+//	load    = sync pools busy > 85% on < 75% of the CPUs grow by one per resize, up to
+//	          4*cpus+1; pools busy < 40% shrink back toward the CPU rule (Adapt)
 //
 // An explicit worker count is never capped: it is the operator's decision, and the
 // explanation warns when it exceeds what fits in memory.
