@@ -533,14 +533,14 @@ $GUNICORN_CMD_ARGS); the command line wins, then the environment, then the file.
   -c, --config FILE            Python config file with gunicorn's setting names
                                (PATH, file:PATH or python:MODULE; default ./gorn.conf.py
                                or ./gunicorn.conf.py if present); re-read on HUP
-
   -b, --bind ADDR              HOST:PORT, [::1]:PORT, unix:PATH or fd://N; repeatable
                                (default 127.0.0.1:8000, or 0.0.0.0:$PORT)
   -w, --workers N              worker processes (default $WEB_CONCURRENCY, else sized
                                from the cgroup CPU and memory limits)
       --cpus N                 CPUs to size for (default $GORN_CPUS, else detected)
       --max-workers N          ceiling for the automatic worker count
-      --resize-interval S      re-read the limits this often when sized automatically (30)
+      --resize-interval S      re-read the limits and the load this often when sized
+                               automatically (30)
   -k, --worker-class CLASS     sync (one request at a time) or gthread (--threads at once)
       --threads N              threads per gthread worker; > 1 turns sync into gthread (1)
       --worker-connections N   open connections per gthread worker, idle ones included (1000)
@@ -584,4 +584,7 @@ $GUNICORN_CMD_ARGS); the command line wins, then the environment, then the file.
       --print-config           print the resolved settings and exit
   -v, --version                print the version
   -h, --help                   this help
+
+Other gunicorn flags are accepted with a warning, or refused when ignoring them would serve
+something else (TLS, --proxy-protocol, --paste, --daemon).
 `
