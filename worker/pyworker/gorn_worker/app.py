@@ -13,6 +13,7 @@ import importlib
 import os
 import re
 import sys
+import sysconfig
 import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
@@ -83,13 +84,21 @@ def parse_spec(spec: str) -> AppSpec:
         raise AppSpecError(f"app {spec!r}: {msg}") from None
 
 
+# The standard library's directories: a frame there is never the app's line (os.environ
+# is frozen since 3.11, plain os.py before).
+_STDLIB = tuple(
+    os.path.join(d, "") for d in {sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["platstdlib"]} if d
+)
+
+
 def _user_frame(tb: Any) -> str:
-    """file:line of the innermost traceback frame outside importlib."""
+    """file:line of the innermost traceback frame outside importlib and the stdlib."""
     where = ""
     for fs in traceback.extract_tb(tb):
-        if "importlib" in fs.filename or fs.filename.startswith("<frozen"):
+        name = fs.filename
+        if "importlib" in name or name.startswith("<frozen") or (name.startswith(_STDLIB) and "site-packages" not in name):
             continue
-        where = f"{fs.filename}:{fs.lineno}"
+        where = f"{name}:{fs.lineno}"
     return where
 
 
