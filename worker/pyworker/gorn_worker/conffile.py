@@ -43,7 +43,11 @@ def load(source: str) -> types.ModuleType:
     spec = importlib.util.spec_from_file_location("__config__", path, loader=loader)
     assert spec is not None
     mod = importlib.util.module_from_spec(spec)
-    loader.exec_module(mod)
+    saved, sys.dont_write_bytecode = sys.dont_write_bytecode, True  # no __pycache__ beside it
+    try:
+        loader.exec_module(mod)
+    finally:
+        sys.dont_write_bytecode = saved
     return mod
 
 

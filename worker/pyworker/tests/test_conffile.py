@@ -38,6 +38,7 @@ def test_report_sorts_names(tmp_path: Path) -> None:
         "other": ["headers"],
     }
     assert "said by the file" in err
+    assert not (tmp_path / "__pycache__").exists()  # evaluating the file writes nothing
 
 
 @pytest.mark.parametrize(
