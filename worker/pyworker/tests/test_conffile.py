@@ -153,3 +153,12 @@ def test_post_request_gets_the_arguments_it_takes(tmp_path: Path) -> None:
         assert w.get("/hello")[0] == 200
         assert w.stop() == 0
         assert "two args /hello" in w.stderr()
+
+
+def test_report_python_module_form(tmp_path: Path) -> None:
+    (tmp_path / "deploy_settings.py").write_text("workers = 4\nbind = '127.0.0.1:7000'\n")
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT, "python:deploy_settings"],
+        capture_output=True, text=True, timeout=30, check=True, env={"PYTHONPATH": str(tmp_path)},
+    )
+    assert json.loads(done.stdout)["settings"] == {"workers": 4, "bind": "127.0.0.1:7000"}
