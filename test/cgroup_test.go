@@ -98,11 +98,18 @@ def application(environ, start_response):
 	}
 }
 
-func TestCgroupQuotaChangeIsFollowed(t *testing.T) {
-	cpu := cgrouptest.NewV1(t, "cpu", fmt.Sprintf("gorn-test-resize-%d", os.Getpid()))
+// startInOneCPU starts the example, sized automatically and re-sized every second, in a
+// new cgroup with a quota of one CPU (3 sync workers).
+func startInOneCPU(t *testing.T, name string) (*cgrouptest.Group, *gorn) {
+	cpu := cgrouptest.NewV1(t, "cpu", fmt.Sprintf("gorn-test-%s-%d", name, os.Getpid()))
 	cpu.SetCPUQuota(100000, 100000)
 	g := startGorn(t, gornOpts{wrap: inGroups(cpu.Dir()), workers: 3}, "--resize-interval", "1", "app:app")
 	waitWorkers(t, g, 3, 30*time.Second)
+	return cpu, g
+}
+
+func TestCgroupQuotaChangeIsFollowed(t *testing.T) {
+	cpu, g := startInOneCPU(t, "resize")
 	cpu.SetCPUQuota(200000, 100000) // in-place pod resize: 2 CPUs -> 5 sync workers
 	waitWorkers(t, g, 5, 30*time.Second)
 	cpu.SetCPUQuota(50000, 100000) // 0.5 CPU -> 2*0.5+1 = 2
@@ -116,10 +123,7 @@ func TestCgroupQuotaChangeIsFollowed(t *testing.T) {
 // the CPU quota (requests wait on a backend) get company one worker at a time, up to
 // 4*cpus+1; once the load is gone the pool steps back to the CPU rule's count.
 func TestCgroupWaitingLoadAddsWorkers(t *testing.T) {
-	cpu := cgrouptest.NewV1(t, "cpu", fmt.Sprintf("gorn-test-adapt-%d", os.Getpid()))
-	cpu.SetCPUQuota(100000, 100000)
-	g := startGorn(t, gornOpts{wrap: inGroups(cpu.Dir()), workers: 3}, "--resize-interval", "1", "app:app")
-	waitWorkers(t, g, 3, 30*time.Second)
+	_, g := startInOneCPU(t, "adapt")
 	l := loadgen.Start(g.addr, 24, "/work?cpu_ms=1&io_ms=20")
 	g.waitLog("requests wait on I/O; one more worker", 1, 30*time.Second)
 	waitWorkers(t, g, 5, 60*time.Second) // 4*1+1

@@ -45,15 +45,7 @@ from .accesslog import AccessLog
 from .config import Settings
 from .http import Connection, HeadTimeout, HTTPError, IncompleteHead, Request, parse_request
 from .logs import ErrorsStream, Logger
-from .scoreboard import (
-    DESC_BYTES,
-    W_BUSY_SINCE,
-    W_DESC,
-    W_DESC_LEN,
-    W_HEARTBEAT,
-    W_IN_FLIGHT,
-    Scoreboard,
-)
+from .scoreboard import W_BUSY_SINCE, W_HEARTBEAT, W_IN_FLIGHT, Scoreboard, request_desc
 from .sync import Listener, SyncWorker, Wakeup, _readable_now, find_lost_connections
 
 _LISTEN = select.EPOLLIN | select.EPOLLEXCLUSIVE
@@ -72,23 +64,18 @@ class ThreadedScoreboard:
         return getattr(self._sb, name)  # lifecycle calls: boot, set_state, beat, ...
 
     def _show_oldest(self) -> None:
-        w = self._sb.words
         if self._started:
             start, desc = next(iter(self._started.values()))
-            off = W_DESC * 8
-            self._sb._bytes[off : off + len(desc)] = desc
-            w[W_DESC_LEN] = len(desc)
-            w[W_BUSY_SINCE] = start
+            self._sb.show_busy(desc, start)
         else:
-            w[W_BUSY_SINCE] = 0
-        w[W_IN_FLIGHT] = len(self._started)
+            self._sb.words[W_BUSY_SINCE] = 0
+        self._sb.words[W_IN_FLIGHT] = len(self._started)
 
     def request_start(self, method: bytes | str, path: bytes | str) -> int:
-        m = method.encode("latin-1", "replace") if isinstance(method, str) else method
-        p = path.encode("utf-8", "replace") if isinstance(path, str) else path
+        desc = request_desc(method, path)
         now = monotonic_ns()
         with self._lock:
-            self._started[threading.get_ident()] = (now, (m + b" " + p)[:DESC_BYTES])
+            self._started[threading.get_ident()] = (now, desc)
             self._sb.words[W_HEARTBEAT] = now
             self._show_oldest()
         return now
@@ -138,8 +125,8 @@ class ThreadWorker(SyncWorker):
         self.max_conns = max(self.threads, settings.worker_connections)
         self.poll = select.epoll()
         self.clients: dict[int, _Client] = {}  # fd -> connection waiting in the epoll set
-        self.open = 0  # connections accepted and not closed: waiting or in a thread
-        self.open_fds: set[int] = set()  # their fds (threads discard theirs before closing)
+        self.open_fds: set[int] = set()  # connections accepted and not closed: waiting or in a thread
+        # (threads discard theirs before closing, so the count is never stale)
         self.busy = 0  # connections handed to the threads
         self.listening = False
         self.next_scan = 0.0
@@ -158,8 +145,11 @@ class ThreadWorker(SyncWorker):
         closes and a waiting one gets its turn, as with the sync worker's keep-alive."""
         if not self.alive:
             return True
-        full = self.busy >= self.threads or self.open >= self.max_conns
-        return full and any(_readable_now(l.fd) for l in self.listeners)
+        return not self._can_accept() and any(_readable_now(l.fd) for l in self.listeners)
+
+    def _can_accept(self) -> bool:
+        """A thread is free and worker_connections are not all open."""
+        return self.busy < self.threads and len(self.open_fds) < self.max_conns
 
     def _listen(self, on: bool) -> None:
         if on == self.listening:
@@ -175,7 +165,7 @@ class ThreadWorker(SyncWorker):
         """Serve until TERM, then drain and return."""
         while self.alive:
             self._take_back()
-            self._listen(self.busy < self.threads and self.open < self.max_conns)
+            self._listen(self._can_accept())
             # A thread that finished after _take_back wakes us only when we stopped
             # listening (see _thread): look again at once rather than miss it.
             timeout = 0.0 if self.returned and not self.listening else self._expire()
@@ -192,7 +182,7 @@ class ThreadWorker(SyncWorker):
                 if fd == self.wake_r:
                     self._drain_pipe()
                 elif fd in self.by_fd:
-                    if self.busy < self.threads and self.open < self.max_conns:
+                    if self._can_accept():
                         got = self._accept_timed(self.by_fd[fd])
                         c = self._open_client(*got) if got is not None else None
                         if c is not None:
@@ -208,7 +198,6 @@ class ThreadWorker(SyncWorker):
             self.log.debug(f"connection error: {e}")
             sock.close()
             return None
-        self.open += 1
         self.open_fds.add(sock.fileno())
         return _Client(conn, base, trusted)
 
@@ -222,10 +211,14 @@ class ThreadWorker(SyncWorker):
         except OSError:
             ready = True  # reset: let a thread see it and close
         if ready:
-            self.busy += 1
-            self.tasks.put(c)
+            self._hand_over(c)
         else:
             self._wait_for_request(c)
+
+    def _hand_over(self, c: _Client) -> None:
+        """To the threads (they queue when all are busy)."""
+        self.busy += 1
+        self.tasks.put(c)
 
     def _wait_for_request(self, c: _Client) -> None:
         """Put a connection in the epoll set until its next request arrives."""
@@ -240,8 +233,7 @@ class ThreadWorker(SyncWorker):
         if c is None:
             return
         self.poll.unregister(fd)
-        self.busy += 1
-        self.tasks.put(c)
+        self._hand_over(c)
 
     def _take_back(self) -> None:
         """Connections the threads finished with: kept ones wait again, others are closed."""
@@ -249,11 +241,11 @@ class ThreadWorker(SyncWorker):
             c = self.returned.popleft()
             self.busy -= 1
             if c is None:
-                self.open -= 1  # closed by the thread
-            elif not self.alive:
-                self._close(c)
-            else:
+                continue  # closed by the thread
+            if self.alive:
                 self._wait_for_request(c)
+            else:
+                self._close(c)
 
     def _drain_pipe(self) -> None:
         try:
@@ -278,7 +270,6 @@ class ThreadWorker(SyncWorker):
         return _EXPIRY_STEP
 
     def _close(self, c: _Client) -> None:
-        self.open -= 1
         self.open_fds.discard(c.conn.sock.fileno())
         try:
             c.conn.sock.close()
@@ -301,7 +292,15 @@ class ThreadWorker(SyncWorker):
     def drain(self) -> None:
         """TERM: stop accepting; serve the queued connections and the requests on their way."""
         self._listen(False)
-        queued = self._queued_connections()
+        deadline = self.drain_deadline()
+        queued = 0
+        for got in self.queued_connections(deadline):
+            c = self._open_client(*got)
+            if c is not None:
+                self._hand_over(c)
+                queued += 1
+        if queued:
+            self.log.debug(f"draining {queued} queued connection(s)")
         for fd, c in list(self.clients.items()):
             if _readable_now(fd):
                 self._dispatch(fd)
@@ -311,11 +310,6 @@ class ThreadWorker(SyncWorker):
                 self.poll.unregister(fd)
                 self._close(c)
             # else a new connection whose first request is on its way: wait for it below
-        for c in queued:
-            self.busy += 1
-            self.tasks.put(c)
-        gt = self.settings.graceful_timeout
-        deadline = (self.term_at or monotonic()) + (gt * 0.9 if gt > 0 else float("inf"))
         while (self.busy or self.clients) and monotonic() < deadline:
             self.sb.beat()
             try:
@@ -334,26 +328,6 @@ class ThreadWorker(SyncWorker):
             self._take_back()
         for _ in self.pool:
             self.tasks.put(None)
-
-    def _queued_connections(self) -> list[_Client]:
-        """Accept what is queued on the listeners now (bounded by the TCP_INFO count)."""
-        if self.fast_exit or not self.listeners:
-            return []
-        budget = self._queued()
-        got: list[_Client] = []
-        while budget is None or len(got) < budget:
-            ready = [l for l in self.listeners if _readable_now(l.fd)]
-            if not ready:
-                break
-            accepted = self._accept_timed(ready[0])
-            if accepted is None:
-                break
-            c = self._open_client(*accepted)
-            if c is not None:
-                got.append(c)
-        if got:
-            self.log.debug(f"draining {len(got)} queued connection(s)")
-        return got
 
     # ------------------------------------------------------------ pool threads
     def _thread(self) -> None:

@@ -49,6 +49,13 @@ BUCKETS = len(BUCKET_BOUNDS) + 1
 _BOUNDS_NS = tuple(round(b * 1e9) for b in BUCKET_BOUNDS)
 
 
+def request_desc(method: bytes | str, path: bytes | str) -> bytes:
+    """``METHOD PATH`` as the slot shows it: bytes, cut to DESC_BYTES."""
+    m = method.encode("latin-1", "replace") if isinstance(method, str) else method
+    p = path.encode("utf-8", "replace") if isinstance(path, str) else path
+    return (m + b" " + p)[:DESC_BYTES]
+
+
 class ScoreboardError(OSError):
     """The scoreboard fd cannot be mapped or the slot is out of range."""
 
@@ -110,17 +117,18 @@ class Scoreboard:
     # ---------------------------------------------------------------- requests
     def request_start(self, method: bytes | str, path: bytes | str) -> int:
         """Mark the slot busy with ``METHOD PATH``; returns the start time (ns)."""
-        m = method.encode("latin-1", "replace") if isinstance(method, str) else method
-        p = path.encode("utf-8", "replace") if isinstance(path, str) else path
-        desc = (m + b" " + p)[:DESC_BYTES]
+        now = monotonic_ns()
+        self.words[W_HEARTBEAT] = now
+        self.show_busy(request_desc(method, path), now)
+        return now
+
+    def show_busy(self, desc: bytes, since: int) -> None:
+        """Publish the request in hand: its description (written before its length) and start."""
         off = self._desc_off
         self._bytes[off : off + len(desc)] = desc
         w = self.words
         w[W_DESC_LEN] = len(desc)
-        now = monotonic_ns()
-        w[W_HEARTBEAT] = now
-        w[W_BUSY_SINCE] = now
-        return now
+        w[W_BUSY_SINCE] = since
 
     def request_end(self, method: str, status: int, duration_ns: int, body_bytes: int) -> None:
         """Count a finished request and mark the slot idle."""

@@ -37,7 +37,7 @@ import stat
 import struct
 import time
 from time import monotonic, monotonic_ns
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from .accesslog import AccessLog
 from .config import Settings, parse_networks
@@ -379,26 +379,36 @@ class SyncWorker:
 
     def drain(self) -> None:
         """Serve what is queued on the listeners now (bounded), then return."""
+        served = 0
+        for got in self.queued_connections(self.drain_deadline()):
+            self.handle(*got)
+            served += 1
+        if served:
+            self.log.debug(f"drained {served} queued connection(s)")
+
+    def drain_deadline(self) -> float:
+        """When draining must end: 90% of graceful_timeout after TERM, before the SIGKILL."""
+        gt = self.settings.graceful_timeout
+        return (self.term_at or monotonic()) + (gt * 0.9 if gt > 0 else float("inf"))
+
+    def queued_connections(self, deadline: float) -> Iterator[tuple[socket.socket, Any, Listener]]:
+        """Accept, one at a time, what was queued on the listeners when draining began:
+        until none is left, the TCP_INFO count of them is reached, or the deadline."""
         if self.fast_exit or self.lpoll is None:
             return
-        gt = self.settings.graceful_timeout
-        start = self.term_at or monotonic()
-        deadline = start + gt * 0.9 if gt > 0 else float("inf")
         budget = self._queued()
-        served = 0
-        while monotonic() < deadline and (budget is None or served < budget):
+        taken = 0
+        while monotonic() < deadline and (budget is None or taken < budget):
             self.sb.beat()
             ready = self.lpoll.poll(0)
             if not ready:
-                break
+                return
             for fd, _ in ready:
                 got = self._accept_timed(self.by_fd[fd])
                 if got is not None:
-                    self.handle(*got)
-                    served += 1
+                    taken += 1
+                    yield got
                     break
-        if served:
-            self.log.debug(f"drained {served} queued connection(s)")
 
     # ------------------------------------------------------------- connections
     def _trusted(self, addr: Any, l: Listener) -> bool:

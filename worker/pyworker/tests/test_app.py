@@ -77,29 +77,28 @@ def test_load_errors() -> None:
         load("bad name:app")
 
 
-def test_syntax_error_names_file_and_line(tmp_path: Path) -> None:
-    (tmp_path / "broken_syntax_mod.py").write_text("x = 1\ndef f(:\n")
+def load_error(tmp_path: Path, module: str, source: str, spec: str) -> AppLoadError:
+    """The AppLoadError of loading spec when tmp_path/module.py holds source."""
+    (tmp_path / f"{module}.py").write_text(source)
     sys.path.insert(0, str(tmp_path))
     try:
         with pytest.raises(AppLoadError) as ei:
-            load("broken_syntax_mod:app")
+            load(spec)
     finally:
         sys.path.remove(str(tmp_path))
-    msg = str(ei.value)
+    return ei.value
+
+
+def test_syntax_error_names_file_and_line(tmp_path: Path) -> None:
+    msg = str(load_error(tmp_path, "broken_syntax_mod", "x = 1\ndef f(:\n", "broken_syntax_mod:app"))
     assert "SyntaxError" in msg and "broken_syntax_mod.py:2" in msg
 
 
 def test_import_time_exception_names_location(tmp_path: Path) -> None:
-    (tmp_path / "raising_mod.py").write_text("import os\n\nCONFIG = os.environ['GORN_TEST_DEFINITELY_UNSET']\n")
-    sys.path.insert(0, str(tmp_path))
-    try:
-        with pytest.raises(AppLoadError) as ei:
-            load("raising_mod")
-    finally:
-        sys.path.remove(str(tmp_path))
-    msg = str(ei.value)
+    e = load_error(tmp_path, "raising_mod", "import os\n\nCONFIG = os.environ['GORN_TEST_DEFINITELY_UNSET']\n", "raising_mod")
+    msg = str(e)
     assert "KeyError: 'GORN_TEST_DEFINITELY_UNSET'" in msg and "raising_mod.py:3" in msg
-    assert ei.value.detail and "Traceback" in ei.value.detail
+    assert e.detail and "Traceback" in e.detail
 
 
 def test_setup_path_order() -> None:

@@ -391,12 +391,7 @@ def test_limits() -> None:
 
 
 def reader_result(pair: tuple[socket.socket, socket.socket], data: bytes, close: bool = True, **limits: Any) -> Any:
-    a, b = pair
-    a.sendall(data)
-    if close:
-        a.shutdown(socket.SHUT_WR)
-    c = conn_for(b, **limits)
-    c.set_timeouts()
+    c = body_conn(pair, data, close, **limits)
     try:
         return c.read_head(), c
     except (HTTPError, HeadTimeout, IncompleteHead) as e:
