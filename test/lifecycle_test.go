@@ -51,12 +51,7 @@ func chaos(t *testing.T, classArgs []string) {
 	g.waitLog(`"reason":"scaled_down"`, 1, 30*time.Second)
 	step("TTOU", time.Second)
 	failsBeforeKill := len(l.Failures())
-	pids := g.workerPids()
-	if len(pids) == 0 {
-		t.Fatal("no workers")
-	}
-	syscall.Kill(pids[0], syscall.SIGKILL)
-	g.waitLog("killed by a signal gorn did not send", 1, 10*time.Second)
+	g.killAWorker()
 	step("SIGKILL", 2*time.Second)
 	fails := l.Finish()
 	t.Logf("load: %s; recycled=%d", l, g.logs.count(`"reason":"recycled"`))
@@ -78,6 +73,38 @@ func chaos(t *testing.T, classArgs []string) {
 		}
 	}
 	termWithQueuedConnections(t, g, busy)
+}
+
+// killAWorker SIGKILLs one worker and waits until the master reports the outside kill.
+// Under --max-requests a worker may exit by itself just before the signal lands (the
+// master then rightly logs a recycling), so it tries again with another worker.
+func (g *gorn) killAWorker() {
+	g.t.Helper()
+	for try := 0; try < 5; try++ {
+		pids := g.workerPids()
+		if len(pids) == 0 {
+			g.t.Fatal("no workers")
+		}
+		pid := pids[len(pids)-1]
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			continue // already reaped
+		}
+		exit := fmt.Sprintf(`"pid":%d,`, pid)
+		deadline := time.Now().Add(10 * time.Second)
+		for time.Now().Before(deadline) {
+			for _, line := range strings.Split(g.logs.String(), "\n") {
+				if !strings.Contains(line, exit) || !strings.Contains(line, `"status":`) {
+					continue
+				}
+				if strings.Contains(line, "killed by a signal gorn did not send") {
+					return
+				}
+				deadline = time.Time{} // it exited by itself: try another
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	g.t.Fatalf("no SIGKILLed worker was reported as killed by an outside signal:\n%s", g.logs.String())
 }
 
 // termWithQueuedConnections makes every worker busy (busy requests), queues more
