@@ -12,6 +12,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/gornhq/gorn/worker"
@@ -44,10 +45,15 @@ func loadConfigFile(python, source string) (*fileSettings, error) {
 	cmd := exec.CommandContext(ctx, python, "-c", worker.ConfigFileScript(), source)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, os.Stderr
-	if err := cmd.Run(); err != nil {
-		if ctx.Err() != nil {
-			err = fmt.Errorf("still running after %s", configFileTimeout)
-		}
+	err := cmd.Run()
+	if ctx.Err() != nil {
+		err = fmt.Errorf("still running after %s", configFileTimeout)
+	} else if errors.Is(err, syscall.ECHILD) {
+		// On HUP the master's reaper (wait4(-1)) may collect the exit status first; the
+		// output, read to its end regardless, says whether the evaluation succeeded.
+		err = nil
+	}
+	if err != nil {
 		return nil, fmt.Errorf("evaluating config file %s with %s: %w", source, python, err)
 	}
 	var fs fileSettings
