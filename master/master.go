@@ -130,8 +130,7 @@ type worker struct {
 	stopReason  string        // why the master stopped it; "" = still wanted
 	stopAt      time.Duration
 	abortAt     time.Duration // SIGABRT sent (hang)
-	killed      bool
-	sent        uint64 // bit n set: signal n was sent by the master
+	sent        uint64        // bit n set: signal n was sent by the master
 	staleReads  int
 	last        scoreboard.Slot
 }
@@ -140,6 +139,12 @@ func (w *worker) ready() bool { return w.readyAt != 0 }
 func (w *worker) sentSignal(sig syscall.Signal) bool {
 	return sig < 64 && w.sent&(1<<uint(sig)) != 0
 }
+func (w *worker) recordSignal(sig syscall.Signal) {
+	if sig < 64 {
+		w.sent |= 1 << uint(sig)
+	}
+}
+func (w *worker) killed() bool   { return w.sentSignal(syscall.SIGKILL) }
 func (w *worker) stopping() bool { return w.stopReason != "" }
 
 // Master is the supervisor; create it with New and run it with Run.
@@ -289,9 +294,7 @@ func (m *Master) stop(w *worker, sig syscall.Signal, reason string) {
 
 // signal sends sig to a worker and remembers it, so its death can be attributed.
 func (m *Master) signal(w *worker, sig syscall.Signal) error {
-	if sig < 64 {
-		w.sent |= 1 << uint(sig)
-	}
+	w.recordSignal(sig)
 	return w.proc.Signal(sig)
 }
 
@@ -449,7 +452,7 @@ func (m *Master) onTick() {
 	}
 	if m.phase == stopping && now >= m.killAt {
 		for _, w := range m.workers {
-			if !w.killed {
+			if !w.killed() {
 				m.log.Warn("graceful timeout: killing worker", zap.Int("pid", w.pid), zap.Int("slot", w.slot))
 				m.kill(w)
 			}
@@ -498,7 +501,7 @@ func (m *Master) check(w *worker, now time.Duration) {
 	if s.PID == uint64(w.pid) {
 		w.last = s
 	}
-	if w.killed {
+	if w.killed() {
 		return
 	}
 	if w.abortAt != 0 {
@@ -594,8 +597,7 @@ func (m *Master) promote(w *worker) {
 }
 
 func (m *Master) kill(w *worker) {
-	w.killed = true
-	w.sent |= 1 << uint(syscall.SIGKILL)
+	w.recordSignal(syscall.SIGKILL)
 	if err := w.proc.Kill(); err != nil {
 		m.log.Debug("killing worker", zap.Int("pid", w.pid), zap.Error(err))
 	}
