@@ -280,6 +280,22 @@ func defaultPython(python string, getenv func(string) string) string {
 	return "python3"
 }
 
+// parseInterspersed parses args with fs, allowing options after the module name (as
+// gunicorn's argparse does), and returns the positional arguments.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return positional, err
+		}
+		if args = fs.Args(); len(args) == 0 {
+			return positional, nil
+		}
+		positional = append(positional, args[0])
+		args = args[1:]
+	}
+}
+
 // parseConfig turns arguments, environment and the config file (evaluated by load; nil
 // reads none) into a validated Config. Precedence, low to high, as gunicorn's: defaults
 // from the environment, the config file, $GORN_CMD_ARGS, the command line.
@@ -327,21 +343,13 @@ func parseConfig(args []string, getenv func(string) string, load configLoader) (
 		}
 		r.fromEnvNext()
 	}
-	var positional []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				c.Help = true
-				return c, nil
-			}
-			return nil, usagef("%s", strings.TrimPrefix(err.Error(), "flag provided but not defined: "))
-		}
-		args = fs.Args()
-		if len(args) == 0 {
-			break
-		}
-		positional = append(positional, args[0])
-		args = args[1:]
+	positional, err := parseInterspersed(fs, args)
+	if errors.Is(err, flag.ErrHelp) {
+		c.Help = true
+		return c, nil
+	}
+	if err != nil {
+		return nil, usagef("%s", strings.TrimPrefix(err.Error(), "flag provided but not defined: "))
 	}
 	if c.Help || c.Version {
 		return c, nil

@@ -199,14 +199,7 @@ func configSource(args []string, getenv func(string) string) (source, python str
 	if words, name, err := cmdArgs(getenv); err == nil && name != "" {
 		_ = fs.Parse(words)
 	}
-	for len(args) > 0 {
-		if fs.Parse(args) != nil {
-			break
-		}
-		if args = fs.Args(); len(args) > 0 {
-			args = args[1:]
-		}
-	}
+	_, _ = parseInterspersed(fs, args)
 	python = defaultPython(c.Python, getenv)
 	if c.Help || c.Version {
 		return "", python
