@@ -35,8 +35,8 @@ WORKER_HOOKS = ("post_fork", "post_worker_init", "worker_int", "worker_exit", "p
 def load(source: str) -> types.ModuleType:
     """Execute the config file as gunicorn does: a module named ``__config__``."""
     if source.startswith("python:"):
-        return importlib.import_module(source[len("python:"):])
-    path = source[len("file:"):] if source.startswith("file:") else source
+        return importlib.import_module(source.removeprefix("python:"))
+    path = source.removeprefix("file:")
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path!r} does not exist")
     loader = importlib.machinery.SourceFileLoader("__config__", path)
@@ -55,7 +55,7 @@ def describe_error(exc: BaseException, source: str) -> str:
     """One line: the exception and the config file's line that raised it."""
     if isinstance(exc, SyntaxError):
         return f"SyntaxError: {exc}"  # its message names the file and line already
-    path = source[len("file:"):] if source.startswith("file:") else source
+    path = source.removeprefix("file:")
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == path]
     where = f" (line {frames[-1].lineno})" if frames else ""
     return f"{type(exc).__name__}: {exc}{where}"
@@ -266,6 +266,7 @@ class Hooks:
     def notify(self, name: str, *args: Any) -> None:
         """Run a notification hook (worker_int, worker_exit): errors are logged, not raised."""
         self._run(name, args)
+
 
 if __name__ == "__main__":
     report(sys.argv[1])

@@ -264,10 +264,13 @@ class ThreadWorker(SyncWorker):
         self.next_scan = now + _EXPIRY_STEP
         for fd, c in list(self.clients.items()):
             if c.deadline <= now:
-                del self.clients[fd]
-                self.poll.unregister(fd)
-                self._close(c)
+                self._drop(fd)
         return _EXPIRY_STEP
+
+    def _drop(self, fd: int) -> None:
+        """Close a connection waiting in the epoll set."""
+        self.poll.unregister(fd)
+        self._close(self.clients.pop(fd))
 
     def _close(self, c: _Client) -> None:
         self.open_fds.discard(c.conn.sock.fileno())
@@ -306,9 +309,7 @@ class ThreadWorker(SyncWorker):
                 self._dispatch(fd)
             elif c.conn.response_started:
                 # Idle between requests: close it (RFC 9112 9.3.1 lets the client retry).
-                del self.clients[fd]
-                self.poll.unregister(fd)
-                self._close(c)
+                self._drop(fd)
             # else a new connection whose first request is on its way: wait for it below
         while (self.busy or self.clients) and monotonic() < deadline:
             self.sb.beat()
@@ -342,11 +343,7 @@ class ThreadWorker(SyncWorker):
             except Exception:
                 self.log.exception("unexpected error while handling a connection")
             if kept is None:
-                self.open_fds.discard(c.conn.sock.fileno())
-                try:
-                    c.conn.sock.close()
-                except OSError:
-                    pass
+                self._close(c)
             self.returned.append(kept)
             if kept is None and self.listening:
                 continue  # the main thread counts it at its next event; nothing waits on it
