@@ -72,7 +72,7 @@ class Settings:
     lifeline_fd: int = _f(-1, _INT, "read end of the lifeline pipe; -1 = none (tests)")
     worker_class: str = _f("sync", _STR, "worker class: `sync` or `gthread`")
     threads: int = _f(1, _INT, "gthread: requests served at once")
-    worker_connections: int = _f(1000, _INT, "gthread: open connections, idle ones included")
+    worker_connections: int = _f(1000, _INT, "open connections a worker holds, idle ones included")
     workers: int = _f(1, _INT, "desired worker count (wsgi.multiprocess)")
     keepalive: float = _f(2.0, _FLOAT, "idle keep-alive seconds; 0 = no keep-alive")
     header_timeout: float = _f(10.0, _FLOAT, "seconds for a head; max gap in a body; 0 = none")

@@ -214,7 +214,7 @@ class Connection:
     slows down. header_timeout 0 turns both bounds off.
     """
 
-    __slots__ = ("sock", "buf", "limits", "response_started", "body_credit")
+    __slots__ = ("sock", "buf", "limits", "response_started", "body_credit", "scanned", "skipped", "line_end")
 
     def __init__(self, sock: socket.socket, limits: Limits) -> None:
         self.sock = sock
@@ -222,6 +222,9 @@ class Connection:
         self.limits = limits
         self.response_started = False
         self.body_credit = limits.timeout  # reset by each Body
+        self.scanned = 0  # bytes of buf already checked for the end of a head
+        self.skipped = 0  # empty lines (CRLF) skipped before the request line
+        self.line_end = -1  # end of the request line in buf, once seen
 
     def set_timeouts(self) -> None:
         t = self.limits.timeout
@@ -231,81 +234,93 @@ class Connection:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
 
     # ----------------------------------------------------------------- heads
-    def read_head(self) -> Optional[bytes]:
-        """The next request head without its final CRLFCRLF, or None on a clean EOF.
+    def next_head(self) -> Optional[bytes]:
+        """The next request head in the buffer (without its final CRLFCRLF), or None until
+        more bytes arrive. Never reads the socket: the worker's event loop feeds ``buf``.
 
-        Raises HTTPError (414/431/400), HeadTimeout or IncompleteHead.
+        Linear in the head's size however it is split (each byte is checked once).
+        Raises HTTPError (414/431/400).
         """
         buf = self.buf
-        if not buf:
-            try:
-                buf = self.sock.recv(65536)
-            except BlockingIOError:  # SO_RCVTIMEO: nothing arrived
-                raise HeadTimeout(0) from None
-            if not buf:
-                return None
-        i = buf.find(b"\r\n\r\n")
-        if i > 0 and buf[0] != 13:  # not led by an empty line (CR)
+        start = self.scanned
+        if not start:
+            i = buf.find(b"\r\n\r\n")
+            if i > 0 and buf[0] != 13:  # the usual case: a whole head, not led by an empty line
+                self.buf = buf[i + 4 :]
+                return buf[:i]
+            # RFC 9112 2.2: ignore empty lines before a request line (bounded)
+            k = 0
+            while buf[k : k + 2] == b"\r\n":
+                k += 2
+            if k:
+                buf = self.buf = buf[k:]
+                self.skipped += k
+                if self.skipped > MAX_EMPTY_LINES:
+                    raise HTTPError(400, "too many empty lines before the request line")
+                i = buf.find(b"\r\n\r\n")
+        else:
+            i = buf.find(b"\r\n\r\n", start - 3 if start > 3 else 0)
+        if i > 0:
             self.buf = buf[i + 4 :]
+            self.scanned = self.skipped = 0
+            self.line_end = -1
             return buf[:i]
-        self.buf = b""
-        return self._read_head_slow(buf)
+        limits = self.limits
+        nl = self.line_end
+        if nl < 0:
+            nl = self.line_end = buf.find(b"\r\n", start - 1 if start else 0)
+            if nl < 0 and len(buf) > limits.line + 1:
+                raise HTTPError(414, "request line too long")
+        if nl > limits.line:
+            raise HTTPError(414, "request line too long")
+        if buf.count(b"\n", start) != buf.count(b"\r\n", start - 1 if start else 0):
+            raise HTTPError(400, "bare LF in request head")
+        if len(buf) > limits.max_head:
+            raise HTTPError(431, "request header section too large")
+        if buf and buf != b"\r":
+            self.scanned = len(buf)
+        return None
 
-    def _read_head_slow(self, first: bytes) -> Optional[bytes]:
-        """Accumulate a head over several recvs; linear in its size (each byte scanned once)."""
+    def head_started(self) -> bool:
+        """Part of a head is buffered (a close now would cut a request short)."""
+        return bool(self.buf)
+
+    def read_head(self) -> Optional[bytes]:
+        """Blocking: the next request head, or None on a clean EOF.
+
+        The head deadline (header_timeout from the first recv) shortens SO_RCVTIMEO while
+        a head needs more than one recv. Raises HTTPError (414/431/400), HeadTimeout or
+        IncompleteHead.
+        """
+        head = self.next_head()
+        if head is not None:
+            return head
         limits = self.limits
         deadline = monotonic() + limits.timeout if limits.timeout > 0 else 0.0
         shortened = False
         sock = self.sock
-        buf = bytearray(first)
-        scanned = 0  # bytes of buf already checked
-        skipped = 0  # empty lines (CRLF) skipped before the request line
-        nl = -1  # end of the request line, once seen
         try:
             while True:
-                if not scanned:
-                    # RFC 9112 2.2: ignore empty lines before a request line (bounded)
-                    k = 0
-                    while buf[k : k + 2] == b"\r\n":
-                        k += 2
-                    if k:
-                        del buf[:k]
-                        skipped += k
-                        if skipped > MAX_EMPTY_LINES:
-                            raise HTTPError(400, "too many empty lines before the request line")
-                start = scanned
-                i = buf.find(b"\r\n\r\n", start - 3 if start > 3 else 0)
-                if i > 0:
-                    self.buf = bytes(buf[i + 4 :])
-                    return bytes(buf[:i])
-                if nl < 0:
-                    nl = buf.find(b"\r\n", start - 1 if start else 0)
-                    if nl < 0 and len(buf) > limits.line + 1:
-                        raise HTTPError(414, "request line too long")
-                if nl > limits.line:
-                    raise HTTPError(414, "request line too long")
-                if buf.count(b"\n", start) != buf.count(b"\r\n", start - 1 if start else 0):
-                    raise HTTPError(400, "bare LF in request head")
-                if len(buf) > limits.max_head:
-                    raise HTTPError(431, "request header section too large")
-                if buf and buf != b"\r":
-                    scanned = len(buf)
-                if deadline:
+                if deadline and self.buf:
                     remaining = deadline - monotonic()
                     if remaining <= 0:
-                        raise HeadTimeout(len(buf))
+                        raise HeadTimeout(len(self.buf))
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(remaining))
                     shortened = True
                 try:
                     data = sock.recv(65536)
                 except BlockingIOError:
-                    raise HeadTimeout(len(buf)) from None
+                    raise HeadTimeout(len(self.buf)) from None
                 if not data:
-                    self.buf = b""
-                    if buf:
-                        raise IncompleteHead(f"connection closed after {len(buf)} bytes of a request head")
+                    if self.buf:
+                        n = len(self.buf)
+                        self.buf = b""
+                        raise IncompleteHead(f"connection closed after {n} bytes of a request head")
                     return None
-                buf += data
+                self.buf += data
+                head = self.next_head()
+                if head is not None:
+                    return head
         finally:
             if shortened:
                 try:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import faulthandler
 import os
+import resource
 import signal
 import sys
 import time
@@ -24,6 +25,7 @@ from . import accesslog as _accesslog
 from . import app as _app
 from . import config as _config
 from . import conffile as _conffile
+from . import core as _core
 from . import gthread as _gthread
 from . import watch as _watch
 from . import http as _http  # noqa: F401  (imported up front: nothing loads lazily later)
@@ -79,6 +81,23 @@ def enlarge_sigaltstack(size: int = 1 << 20) -> bool:
         return False
 
 
+def raise_open_files_limit(connections: int) -> Optional[str]:
+    """Raise the open-file soft limit to the hard limit, so the worker can hold
+    ``connections`` connections (containers often start with a soft limit of 1024).
+    Returns a warning when even the hard limit leaves too little room."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    room = connections + 64  # listeners, logs, the app's own files
+    if soft != resource.RLIM_INFINITY and soft < room:
+        return f"open-file limit {soft} is below worker_connections {connections} + 64: connections beyond it are refused"
+    return None
+
+
 def _lifeline(fd: int) -> None:
     while True:
         try:
@@ -132,7 +151,7 @@ class _Signals:
         self.hooks: Optional[_conffile.Hooks] = None
         self.access = access
         self.sb = sb
-        self.worker: Optional[_sync.SyncWorker] = None
+        self.worker: Optional[_core.Worker] = None
         # Set by TERM/INT/QUIT during boot. The handler also raises FastExit, but an
         # exception raised inside a weakref callback or __del__ (importlib runs some) is
         # printed and dropped by Python: this flag is checked after the import.
@@ -153,7 +172,7 @@ class _Signals:
         if self.worker is None:
             self.stop_requested = True
             self.sb.set_state(_scoreboard.STATE_DRAINING)
-            raise _sync.FastExit()
+            raise _core.FastExit()
         self.worker.on_term()
 
     def on_fast(self, signum: int, frame: Optional[FrameType]) -> None:
@@ -161,7 +180,7 @@ class _Signals:
             self.hooks.notify("worker_int", self.hooks.worker)
         if self.worker is None:
             self.stop_requested = True
-            raise _sync.FastExit()
+            raise _core.FastExit()
         self.worker.on_fast_exit()
 
     def on_usr1(self, signum: int, frame: Optional[FrameType]) -> None:
@@ -200,12 +219,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     except (RuntimeError, ValueError, AttributeError, OSError):
         log.warning("faulthandler could not be enabled")
     big_altstack = enlarge_sigaltstack()
+    warning = raise_open_files_limit(settings.worker_connections)
+    if warning:
+        log.warning(warning)
     set_process_name()
 
     # 3. inherited fds
     try:
         sb = _scoreboard.Scoreboard(settings.scoreboard_fd, settings.slot)
-        listeners = [_sync.Listener(fd) for fd in settings.listen_fds]
+        listeners = [_core.Listener(fd) for fd in settings.listen_fds]
         if settings.lifeline_fd >= 0:
             os.fstat(settings.lifeline_fd)
         access = (
@@ -260,15 +282,15 @@ def main(argv: Optional[list[str]] = None) -> int:
         worker = worker_class(application, settings, log, sb, listeners, access)
         worker.request_hooks = hooks.request_hooks()
         if signals.stop_requested:  # a stop during boot whose FastExit Python dropped
-            raise _sync.FastExit()
+            raise _core.FastExit()
         if settings.reload:
             _watch.start(sb, log, settings.reload_extra_files)
         sb.set_state(_scoreboard.STATE_READY)
         signals.worker = worker  # from here TERM drains instead of ending the process
         if signals.stop_requested:
-            raise _sync.FastExit()
+            raise _core.FastExit()
         worker.run()
-    except _sync.FastExit:
+    except _core.FastExit:
         pass
     if signals.hooks is not None:
         signals.hooks.worker.alive = False

@@ -32,6 +32,7 @@ W_DESC = 64
 DESC_BYTES = 128
 W_IN_FLIGHT = 80  # threaded workers: requests in progress (busy_since is the oldest's start)
 W_RELOAD = 81  # --reload: mtime (Unix ns) of the newest source change seen
+W_CONNECTIONS = 82  # connections the worker holds open (running, waiting for a head, kept alive)
 
 STATE_FREE = 0
 STATE_BOOTING = 1

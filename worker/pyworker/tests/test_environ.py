@@ -66,7 +66,7 @@ def test_trusted_peer_matching() -> None:
 
     def trusted(allow: list[str], ip: str) -> bool:
         w = SyncWorker(echo, make_settings(forwarded_allow_ips=allow), Logger(fd=2), Scoreboard(-1, 0), [])
-        return w._trusted((ip, 1234), L())  # type: ignore[arg-type]
+        return w.handler._trusted((ip, 1234))
 
     assert trusted(["127.0.0.1"], "127.0.0.1")
     assert not trusted(["127.0.0.1"], "127.0.0.2")

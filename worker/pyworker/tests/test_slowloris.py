@@ -6,6 +6,8 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+from gorn_worker import scoreboard as sbm
 from harness import parse_responses, read_until_close, start_worker
 
 HEADER_TIMEOUT = 1.5
@@ -102,3 +104,59 @@ def test_trickled_body_does_not_hold_the_worker() -> None:
         assert status == 200
         log = w.stderr()
         assert "POST /trickle: request body: request body too slow" in log, log[-2000:]
+
+
+@pytest.mark.parametrize("worker_class", ["sync", "gthread"])
+def test_idle_and_trickling_connections_cost_no_worker(worker_class: str) -> None:
+    """Hundreds of silent connections plus clients trickling a head a byte at a time
+    against one worker: a normal client is still answered at once, every time."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1024:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+    with start_worker("basic:app", worker_class=worker_class, threads=2, header_timeout=30, keepalive=30, backlog=1024) as w:
+        idle = [w.connect() for _ in range(200)]
+        trickling = [w.connect() for _ in range(20)]
+        stop = threading.Event()
+
+        def trickle() -> None:
+            head = b"GET /slowloris HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * 1000
+            for i in range(len(head)):
+                for s in trickling:
+                    try:
+                        s.send(head[i : i + 1])
+                    except OSError:
+                        pass
+                if stop.wait(0.1):
+                    return
+
+        t = threading.Thread(target=trickle, daemon=True)
+        t.start()
+        try:
+            time.sleep(0.5)
+            worst = 0.0
+            for _ in range(20):
+                start = time.monotonic()
+                status, _, _ = w.get("/hello", timeout=5)
+                worst = max(worst, time.monotonic() - start)
+                assert status == 200
+            assert worst < 0.5, f"a normal request took {worst:.3f}s"
+            assert w.slot[sbm.W_CONNECTIONS] >= 220
+        finally:
+            stop.set()
+            t.join(5)
+            for s in idle + trickling:
+                s.close()
+
+
+def test_refused_request_lingers_without_holding_the_worker() -> None:
+    """A refused client that keeps sending gets its 400 (no reset), while the worker
+    serves others meanwhile: the linger runs in the event loop."""
+    with start_worker("basic:app") as w, w.connect() as bad:
+        bad.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n" + b"x" * 20000)
+        start = time.monotonic()
+        assert w.get("/hello")[0] == 200
+        assert time.monotonic() - start < 0.3
+        out = read_until_close(bad, 3)
+        assert parse_responses(out)[0][0] == 400

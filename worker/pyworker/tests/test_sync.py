@@ -84,6 +84,7 @@ def test_rescued_connection_is_served(listener: socket.socket) -> None:
     listener._accept()  # type: ignore[attr-defined]  # lost
     w.alive = False  # as after TERM: answer with Connection: close
     w._rescue()
+    w.drain()
     rs = parse_responses(read_until_close(client, 5))
     assert rs[0][0] == 200 and rs[0][1]["connection"] == "close"
     client.close()
