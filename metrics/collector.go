@@ -44,6 +44,7 @@ var (
 	descDuration = newDesc("request_duration_seconds", "Request duration measured by the worker, from the request head parsed to the response finished.")
 	descInFlight = newDesc("requests_in_flight", "Requests being served now: one per busy sync worker, the in-progress count of a threaded one.")
 	descBytes    = newDesc("response_body_bytes_total", "Response body bytes written.")
+	descConns    = newDesc("connections_open", "Client connections the workers hold open: running a request, waiting for a request head, or kept alive between requests. A worker holding connections is busy only while it runs the app.")
 
 	descQueue   = newDesc("listen_queue_length", "Connections waiting in the listen queue for a worker to accept them (TCP listeners).", "listener")
 	descBacklog = newDesc("listen_backlog", "Listen queue limit: the listen(2) backlog capped at net.core.somaxconn; connections beyond backlog+1 are dropped.", "listener")
@@ -60,7 +61,7 @@ var (
 
 	allDescs = []*prometheus.Desc{
 		descBuildInfo, descWorkers, descDesired, descReady, descGeneration, descSpawns, descExits,
-		descRequests, descDuration, descInFlight, descBytes, descQueue, descBacklog, descRSS, descPSS,
+		descRequests, descDuration, descInFlight, descBytes, descConns, descQueue, descBacklog, descRSS, descPSS,
 		descCPUs, descMemoryLimit, descSizingInfo, descScrapeSuccess, descScrapeDuration,
 	}
 )
@@ -144,7 +145,7 @@ func collectLimits(ch chan<- prometheus.Metric, l Limits) {
 
 func collectSnapshot(ch chan<- prometheus.Metric, s master.Snapshot, minReady int) {
 	states := make(map[string]int, len(workerStates))
-	inFlight := 0
+	inFlight, conns := 0, uint64(0)
 	total := s.Retired
 	for _, w := range s.Workers {
 		states[w.State]++
@@ -154,6 +155,7 @@ func collectSnapshot(ch chan<- prometheus.Metric, s master.Snapshot, minReady in
 		case w.Status.BusySince != 0:
 			inFlight++
 		}
+		conns += w.Status.Connections
 		total.Add(w.Status)
 	}
 	for _, st := range workerStates {
@@ -185,6 +187,7 @@ func collectSnapshot(ch chan<- prometheus.Metric, s master.Snapshot, minReady in
 	}
 	emitHistogram(ch, total)
 	emit(ch, descInFlight, prometheus.GaugeValue, float64(inFlight))
+	emit(ch, descConns, prometheus.GaugeValue, float64(conns))
 	emit(ch, descBytes, prometheus.CounterValue, float64(total.BytesSent))
 }
 

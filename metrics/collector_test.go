@@ -76,9 +76,13 @@ func healthySnapshot() master.Snapshot {
 			map[[2]int]uint64{{get, c2xx}: 1000, {get, c4xx}: 20, {post, c5xx}: 2},
 			map[int]uint64{0: 500, 3: 400, 7: 100, 13: 22}, 9_876_543, 5_000_000),
 		Workers: []master.WorkerInfo{
-			{Slot: 0, Pid: 1001, Generation: 2, State: "ready", Age: time.Minute, Status: slotWith(1001,
-				map[[2]int]uint64{{get, c2xx}: 100, {post, c2xx}: 10, {other, c4xx}: 1},
-				map[int]uint64{0: 60, 1: 40, 12: 11}, 123_456, 400_000)},
+			{Slot: 0, Pid: 1001, Generation: 2, State: "ready", Age: time.Minute, Status: func() scoreboard.Slot {
+				s := slotWith(1001,
+					map[[2]int]uint64{{get, c2xx}: 100, {post, c2xx}: 10, {other, c4xx}: 1},
+					map[int]uint64{0: 60, 1: 40, 12: 11}, 123_456, 400_000)
+				s.Connections = 12 // kept alive, waiting for their next request: not busy
+				return s
+			}()},
 			{Slot: 1, Pid: 1002, Generation: 2, State: "busy", Age: time.Minute, Status: func() scoreboard.Slot {
 				s := slotWith(1002, map[[2]int]uint64{{get, c2xx}: 7}, map[int]uint64{2: 7}, 21_000, 7_000)
 				s.BusySince = 12345
@@ -385,6 +389,29 @@ func TestInFlightCountsThreadedWorkers(t *testing.T) {
 	reg.MustRegister(newTestCollector(Options{Source: src}))
 	want := "# HELP gorn_requests_in_flight Requests being served now: one per busy sync worker, the in-progress count of a threaded one.\n# TYPE gorn_requests_in_flight gauge\ngorn_requests_in_flight 4\n"
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "gorn_requests_in_flight"); err != nil {
+		t.Error(err)
+	}
+}
+
+// TestHeldConnectionsAreNotBusy: a worker holding kept-alive connections with its app slot
+// free is ready, not busy; the connections show in their own gauge.
+func TestHeldConnectionsAreNotBusy(t *testing.T) {
+	holding := scoreboard.Slot{PID: 1001, Connections: 40, Accepting: true}
+	busy := scoreboard.Slot{PID: 1002, BusySince: 7, Connections: 3}
+	src := &fakeSource{snap: master.Snapshot{Desired: 2, Ready: true, ReadyCount: 2, Workers: []master.WorkerInfo{
+		{Slot: 0, Pid: 1001, State: "ready", Status: holding},
+		{Slot: 1, Pid: 1002, State: "busy", Status: busy},
+	}}}
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(newTestCollector(Options{Source: src}))
+	want := `# HELP gorn_connections_open Client connections the workers hold open: running a request, waiting for a request head, or kept alive between requests. A worker holding connections is busy only while it runs the app.
+# TYPE gorn_connections_open gauge
+gorn_connections_open 43
+# HELP gorn_requests_in_flight Requests being served now: one per busy sync worker, the in-progress count of a threaded one.
+# TYPE gorn_requests_in_flight gauge
+gorn_requests_in_flight 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "gorn_connections_open", "gorn_requests_in_flight"); err != nil {
 		t.Error(err)
 	}
 }

@@ -35,6 +35,7 @@ const (
 	DescBytes       = 128
 	WordInFlight    = 80 // requests in progress in a threaded worker; 0 in a sync one
 	WordReload      = 81 // --reload: when the newest source change the worker saw was made
+	WordConnections = 82 // client connections the worker holds open (running, waiting for a head, kept alive)
 
 	Methods  = 8 // GET HEAD POST PUT DELETE PATCH OPTIONS other
 	Classes  = 5 // 1xx..5xx
@@ -72,6 +73,7 @@ type Slot struct {
 	BytesSent    uint64
 	InFlight     uint64 // threaded workers: requests in progress (BusySince is the oldest's start)
 	SourceChange uint64 // --reload: mtime (Unix ns) of the newest source change seen; 0 = none
+	Connections  uint64 // client connections held open: running a request, waiting for a head, kept alive
 }
 
 // Board is a mapped scoreboard.
@@ -151,6 +153,7 @@ func (b *Board) Read(slot int) Slot {
 		BytesSent:    b.Load(slot, WordBytesSent),
 		InFlight:     b.Load(slot, WordInFlight),
 		SourceChange: b.Load(slot, WordReload),
+		Connections:  b.Load(slot, WordConnections),
 	}
 	for m := 0; m < Methods; m++ {
 		for c := 0; c < Classes; c++ {
