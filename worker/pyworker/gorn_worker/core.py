@@ -60,6 +60,11 @@ ACCEPT_RACE_TIMEOUT = 0.05  # seconds an accept after a readiness report may blo
 LINGER_SECONDS = 0.5  # reading what a refused client still sends, so it sees the answer
 LINGER_BYTES = 1 << 20
 EXPIRY_STEP = 0.25  # deadlines are checked at most this often (a scan is O(connections))
+# A worker that runs one request at a time and has siblings takes no new connection this
+# soon after keeping one or accepting one whose request has not arrived: that request is
+# usually on its way, and a new connection taken now would make it wait behind (head-of-line
+# blocking) while a sibling sits idle.
+KEPT_CLIENT_GRACE = 0.05
 
 _LISTEN = select.EPOLLIN | select.EPOLLEXCLUSIVE
 _READ = select.EPOLLIN | select.EPOLLONESHOT
@@ -188,6 +193,7 @@ class Executor(Protocol):
 
     wake_fd: int  # readable when finished requests wait in collect(); -1 if none
     rotate: bool  # closing a kept connection while clients wait helps (see refuse_keepalive)
+    serial: bool  # one request at a time
 
     def free(self) -> bool:
         """Could run one more request now."""
@@ -233,6 +239,8 @@ class Worker:
         self.epoll = select.epoll()
         self.listening = False
         self.next_scan = 0.0
+        self.kept_until = 0.0  # no new connection before this (KEPT_CLIENT_GRACE)
+        self.grace = KEPT_CLIENT_GRACE if executor.rotate and executor.serial else 0.0
         self.lpoll: Optional[Any] = None  # the listeners alone, polled with timeout 0
         if listeners:
             self.lpoll = select.poll()
@@ -311,12 +319,18 @@ class Worker:
             if not self.alive:
                 return
         can_accept = not ready and ex.free() and len(self.conns) < self.max_conns
+        timeout = self._expire()
+        if can_accept and self.grace:
+            wait = self.kept_until - monotonic()
+            if wait > 0:
+                can_accept = False
+                timeout = min(timeout, wait)
         if can_accept and not self.conns and len(self.listeners) == 1 and ex.idle():
             self._accept_blocking()
             return
         if can_accept != self.listening and self.listeners:
             self._listen(can_accept)
-        self._wait(self._expire())
+        self._wait(timeout)
 
     def _wait(self, timeout: float) -> None:
         sb = self.sb
@@ -372,10 +386,13 @@ class Worker:
             sock.close()
             return
         h = Held(sock, conn, base, trusted)
-        h.deadline = monotonic() + self.head_timeout
+        now = monotonic()
+        h.deadline = now + self.head_timeout
         self.conns[h.fd] = h
         self.sb.words[W_CONNECTIONS] = len(self.conns)
         self._readable(h)
+        if self.grace and h.state == HEAD:
+            self.kept_until = now + self.grace  # its request is on its way
 
     def _arm(self, h: Held) -> None:
         if h.armed:
@@ -441,7 +458,10 @@ class Worker:
             else:
                 self._close(h)
             return
-        h.deadline = monotonic() + self.keepalive
+        now = monotonic()
+        h.deadline = now + self.keepalive
+        if self.grace:
+            self.kept_until = now + self.grace
         if h.conn.buf:
             self._scan(h)  # pipelined: queued behind the others, in arrival order
         else:
@@ -503,10 +523,14 @@ class Worker:
         if not self.alive:
             return True
         ex = self.executor
-        if not ex.rotate or (ex.free() and len(self.conns) < self.max_conns):
+        if not ex.rotate or not self.listeners or (ex.free() and len(self.conns) < self.max_conns):
             return False
-        lpoll = self.lpoll
-        return lpoll is not None and bool(lpoll.poll(0))
+        if ex.serial and self.lpoll is not None:
+            return bool(self.lpoll.poll(0))
+        p = select.poll()  # pool threads: a poll object is not safe to share between threads
+        for l in self.listeners:
+            p.register(l.fd, select.POLLIN)
+        return bool(p.poll(0))
 
     # --------------------------------------------------------------- accept
     def _accept_blocking(self) -> None:

@@ -79,6 +79,7 @@ class ThreadPool:
     """Runs requests on ``threads`` daemon threads; finished ones come back in :meth:`collect`."""
 
     rotate = True  # a thread frees up sooner than a busy pool reaches a kept connection
+    serial = False
 
     def __init__(self, handler: RequestHandler, nthreads: int) -> None:
         self.handler = handler
