@@ -64,7 +64,7 @@ cleanup() {
   local g
   for g in "${PGIDS[@]}"; do kill -KILL -- "-$g" 2>/dev/null || true; done
 }
-trap cleanup EXIT
+trap 'cleanup; rm -rf "${LOGDIR:-}"' EXIT
 trap 'exit 130' INT TERM
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -172,6 +172,9 @@ median() { tr ' ' '\n' | grep . | sort -g | awk '{ a[NR] = $1 } END { if (NR % 2
 
 LOGDIR=$(mktemp -d)
 declare -A RPS CPU ERR NON
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
+awk -v l="${LOAD0%% *}" -v n="$(nproc)" 'BEGIN { exit !(l > n / 2) }' &&
+  echo "warning: load average $LOAD0 on $(nproc) CPUs before the run: req/s will be noisy (CPU us/req less so)" >&2
 echo "$(versions); gorn $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')" >&2
 for app in $APPS; do
   read -r mod path <<<"$(app_spec "$app")"
@@ -219,6 +222,7 @@ table() {
   local th="" && [ "$CLASS" = gthread ] && th=" ($THREADS threads)"
   echo "worker class $CLASS$th; $DURATION per run, median of $REPEAT; 1 worker: server on CPU 0, wrk -t1 on CPU 1; N workers: unpinned"
   echo "$(versions)"
+  echo "load average before: $LOAD0; after: $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) CPUs)"
   echo
   echo "| app | workers | mode | conns | server | req/s | CPU us/req | socket errors c/r/w/t | non-2xx |"
   echo "|---|---|---|---|---|---:|---:|---|---:|"
@@ -239,4 +243,3 @@ table() {
   echo "sums over the $REPEAT runs for errors; CPU us/req = (utime+stime of the server's process tree) / requests"
 }
 if [ -n "$OUT" ]; then table | tee "$OUT"; else table; fi
-rm -rf "$LOGDIR"
