@@ -517,16 +517,20 @@ class Worker:
         """Asked before each response head (in the executor): True to say Connection: close.
 
         When stopping; or when this worker could not take a new connection now while
-        clients wait on the listeners and rotating helps (another worker or a thread will
-        be free sooner than this connection's next request would be served).
+        clients wait on the listeners (or, one request at a time, while requests on other
+        connections wait behind this one) and rotating helps: another worker or a thread
+        will be free sooner than this connection's next request would be served here.
         """
         if not self.alive:
             return True
         ex = self.executor
         if not ex.rotate or not self.listeners or (ex.free() and len(self.conns) < self.max_conns):
             return False
-        if ex.serial and self.lpoll is not None:
-            return bool(self.lpoll.poll(0))
+        if ex.serial:
+            # Requests already wait behind this one on other connections it holds: shed
+            # this one, so its client's next request goes through the kernel's queue to
+            # whichever worker is free (a pooling proxy would otherwise keep feeding it).
+            return bool(self.ready) or (self.lpoll is not None and bool(self.lpoll.poll(0)))
         p = select.poll()  # pool threads: a poll object is not safe to share between threads
         for l in self.listeners:
             p.register(l.fd, select.POLLIN)
