@@ -116,4 +116,3 @@ func TestConfigFileErrors(t *testing.T) {
 		}
 	}
 }
-

@@ -5,7 +5,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/gornhq/gorn/internal/scoreboard"
+	"github.com/gornhq/gorn/internal/testenv"
 	"github.com/gornhq/gorn/master"
 	"github.com/gornhq/gorn/socket"
 )
@@ -42,10 +42,7 @@ func TestRuntimeZip(t *testing.T) {
 // TestSpawnServesAndReaps starts one real worker from the embedded runtime, waits for its
 // scoreboard slot to say ready, serves a request, stops it and reaps it.
 func TestSpawnServesAndReaps(t *testing.T) {
-	py, err := exec.LookPath("python3")
-	if err != nil {
-		t.Skip("no python3")
-	}
+	py := testenv.Python(t)
 	dir := t.TempDir()
 	app := "def application(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [b'spawned']\n"
 	if err := os.WriteFile(filepath.Join(dir, "tiny.py"), []byte(app), 0o644); err != nil {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -10,6 +9,7 @@ import (
 	"time"
 
 	"github.com/gornhq/gorn/config"
+	"github.com/gornhq/gorn/internal/testenv"
 )
 
 func env(kv ...string) func(string) string {
@@ -22,13 +22,7 @@ func env(kv ...string) func(string) string {
 
 // TestLoadConfigFile evaluates real config files with the test interpreter.
 func TestLoadConfigFile(t *testing.T) {
-	python := os.Getenv("GORN_TEST_PYTHON")
-	if python == "" {
-		python = "python3"
-	}
-	if _, err := exec.LookPath(python); err != nil {
-		t.Skipf("no Python interpreter %q: %v", python, err)
-	}
+	python := testenv.Python(t)
 	dir := t.TempDir()
 	write := func(name, src string) string {
 		p := filepath.Join(dir, name)
