@@ -90,16 +90,6 @@ func (p *parser) flagSet() *flag.FlagSet {
 	return fs
 }
 
-// option finds a registry entry by its long name.
-func (p *parser) option(name string) *Option {
-	for i := range p.options {
-		if p.options[i].Name == name {
-			return &p.options[i]
-		}
-	}
-	return nil
-}
-
 // parseError is a flag-set error as one line: a refused value names the option's flags
 // and says what it wants.
 func (p *parser) parseError(where string, err error) error {

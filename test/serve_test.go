@@ -2,6 +2,7 @@ package test
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -235,7 +236,9 @@ func TestUnixSocketAndPidFile(t *testing.T) {
 	sock := filepath.Join(dir, "gorn.sock")
 	pidfile := filepath.Join(dir, "gorn.pid")
 	g := startGorn(t, gornOpts{}, "-b", "unix:"+sock, "-p", pidfile, "app:app")
-	c := &http.Client{Transport: &http.Transport{Dial: func(_, _ string) (net.Conn, error) { return net.Dial("unix", sock) }}}
+	c := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+	}}}
 	resp, err := c.Get("http://gorn/pid")
 	if err != nil {
 		t.Fatal(err)

@@ -283,7 +283,7 @@ def check_environ(doc: dict[str, Any], expected: dict[str, Any], w: Worker, read
         elif want == "$ANY":
             assert key in doc, f"{key} missing"
         elif want == "$PORT":
-            assert doc.get(key) == str(w.addr[1]), (key, doc.get(key))  # type: ignore[index]
+            assert doc.get(key) == str(w.addr[1]), (key, doc.get(key))
         else:
             assert doc.get(key) == want, f"{key}: {doc.get(key)!r} != {want!r}"
 
@@ -316,7 +316,7 @@ def test_valid(workers: dict[tuple[str, str], Worker], name: str, raw: bytes, sp
         got, extra, eof = read_responses(s, [bool(e.get("head")) for e in expected])
         ctx = f"{name} ({variant_id(variant)}): got {got!r}, then {extra[:300]!r}; stderr tail:\n{w.stderr()[-1500:]}"
         assert len(got) == len(expected), ctx
-        for resp, exp in zip(got, expected):
+        for resp, exp in zip(got, expected, strict=True):
             assert resp["status"] == exp.get("status", 200), ctx
             if "reason" in exp:
                 assert resp["reason"] == exp["reason"], ctx
