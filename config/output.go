@@ -57,7 +57,10 @@ func Usage(w io.Writer) {
 		if o.Arg != "" {
 			head += " " + o.Arg
 		}
-		lines := strings.Split(o.Help, "\n")
+		var lines []string
+		for _, line := range strings.Split(o.Help, "\n") {
+			lines = append(lines, wrap(line, helpWidth)...)
+		}
 		if d := o.defaultNote(); d != "" {
 			if last := lines[len(lines)-1]; len(last)+len(d)+3 > helpWidth {
 				lines = append(lines, wrap("("+d+")", helpWidth)...)
