@@ -62,8 +62,6 @@ type Option struct {
 	field  func(*Config) any                // pointer to the Config field holding the value
 	check  func(*Config, Environment) error // validation and derived values, after layering
 	worker func(*Config) any                // the workers' value, when not the field's own
-	format func(*Config) string             // --print-config's value, when not the field's own
-	_      struct{}                         // entries are keyed literals
 }
 
 // Environment is the process environment, injected so tests control it.
@@ -154,9 +152,6 @@ func (o *Option) set(c *Config, v string, appendList bool) error {
 
 // value is the option's value as --print-config and the start-only check show it.
 func (o *Option) value(c *Config) string {
-	if o.format != nil {
-		return o.format(c)
-	}
 	switch p := o.field(c).(type) {
 	case *time.Duration:
 		return strconv.FormatFloat(p.Seconds(), 'f', -1, 64)
