@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/gornhq/gorn/internal/testenv"
 )
 
 func mustParse(t *testing.T, s string) Address {
@@ -57,7 +59,7 @@ func requireIPv6(t *testing.T) {
 		err = unix.Bind(fd, &unix.SockaddrInet6{Addr: [16]byte{15: 1}})
 	}
 	if err != nil {
-		t.Skipf("IPv6 loopback unavailable: %v", err)
+		testenv.Missing(t, "IPv6 loopback unavailable: %v", err)
 	}
 }
 
@@ -194,7 +196,7 @@ func readInt(t *testing.T, path string) int {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {
-		t.Skip(err)
+		testenv.Missing(t, "%v", err)
 	}
 	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
 	if err != nil {

@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from harness import make_settings, parse_responses, serve_raw
-
 from apps.basic import echo
+from harness import make_settings, parse_responses, serve_raw
 
 
 def environ_of(raw: bytes, **settings: Any) -> dict:

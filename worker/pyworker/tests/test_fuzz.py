@@ -27,7 +27,6 @@ import time
 from typing import Any, Iterable, Iterator
 
 import pytest
-
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -149,7 +148,7 @@ def equivalent(a: list[Any], b: list[Any]) -> bool:
     before an over-long line is known to be over-long)."""
     if len(a) != len(b):
         return False
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         if x[0] == "refused" and y[0] == "refused":
             if x[1] != y[1] and not {x[1], y[1]} <= {400, 414, 431}:
                 return False

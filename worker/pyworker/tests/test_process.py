@@ -76,7 +76,7 @@ def test_term_serves_the_listen_backlog() -> None:
         first = w.connect(10)
         first.sendall(b"GET /slow?t=0.5 HTTP/1.1\r\nHost: x\r\n\r\n")
         w.wait_slot(sbm.W_BUSY_SINCE, lambda v: v != 0)
-        for i in range(6):
+        for _ in range(6):
             c = w.connect(10)
             c.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
             conns.append(c)
@@ -143,14 +143,13 @@ def test_term_while_idle_on_keepalive_ends_when_the_client_leaves() -> None:
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGQUIT])
 def test_fast_exit(sig: int) -> None:
-    with start_worker("basic:app") as w:
-        with w.connect(10) as c:
-            c.sendall(b"GET /slow?t=5 HTTP/1.1\r\nHost: x\r\n\r\n")
-            w.wait_slot(sbm.W_BUSY_SINCE, lambda v: v != 0)
-            t = time.monotonic()
-            assert w.stop(sig) == 0
-            assert time.monotonic() - t < 2
-            assert read_until_close(c, 2) == b""
+    with start_worker("basic:app") as w, w.connect(10) as c:
+        c.sendall(b"GET /slow?t=5 HTTP/1.1\r\nHost: x\r\n\r\n")
+        w.wait_slot(sbm.W_BUSY_SINCE, lambda v: v != 0)
+        t = time.monotonic()
+        assert w.stop(sig) == 0
+        assert time.monotonic() - t < 2
+        assert read_until_close(c, 2) == b""
 
 
 def test_term_during_boot_is_not_lost() -> None:

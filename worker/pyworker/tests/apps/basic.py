@@ -70,7 +70,7 @@ def app(environ: dict, start_response: StartResponse) -> Iterable[bytes]:
         start_response("200 OK", [])
         return [b""]
     if path == "/error":
-        1 / 0
+        _ = 1 / 0
     if path == "/stream":
         n = int(_query(environ).get("n", "3"))
         start_response("200 OK", [("Content-Type", "text/plain")])
