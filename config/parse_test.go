@@ -25,7 +25,7 @@ func TestParseConfig(t *testing.T) {
 	}{
 		{"defaults", []string{"app:app"}, env(), func(c *Config) bool {
 			return slices.Equal(c.Binds, []string{"127.0.0.1:8000"}) && c.Workers == 0 && c.Backlog == 2048 &&
-				c.Timeout == 30*time.Second && c.GracefulTimeout == 30*time.Second && c.Keepalive == 2*time.Second &&
+				c.Timeout == 30*time.Second && c.GracefulTimeout == 30*time.Second && c.Keepalive == 75*time.Second &&
 				c.LimitRequestLine == 4094 && c.LimitFields == 100 && c.LimitFieldSize == 8190 && c.Python == "python3" &&
 				c.AccessLog == "" && c.ErrorLog == "-" && c.Name == "app:app"
 		}},

@@ -74,7 +74,7 @@ class Settings:
     threads: int = _f(1, _INT, "gthread: requests served at once")
     worker_connections: int = _f(1000, _INT, "open connections a worker holds, idle ones included")
     workers: int = _f(1, _INT, "desired worker count (wsgi.multiprocess)")
-    keepalive: float = _f(2.0, _FLOAT, "idle keep-alive seconds; 0 = no keep-alive")
+    keepalive: float = _f(75.0, _FLOAT, "idle keep-alive seconds; 0 = no keep-alive")
     header_timeout: float = _f(10.0, _FLOAT, "seconds for a head; max gap in a body; 0 = none")
     graceful_timeout: float = _f(30.0, _FLOAT, "seconds the master waits after TERM")
     limit_request_line: int = _f(4094, _INT, "max request-line length; 0 = unlimited")

@@ -669,9 +669,9 @@ class Worker:
                 self._rearm_all()
                 continue
             for fd, _ in events:
-                h = self.conns.get(fd)
-                if h is not None:
-                    self._readable(h)
+                held = self.conns.get(fd)
+                if held is not None:
+                    self._readable(held)
                 elif fd == ex.wake_fd:
                     _drain_pipe(fd)
         for h in list(self.conns.values()):

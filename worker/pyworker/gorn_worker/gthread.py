@@ -32,6 +32,8 @@ from .http import Request
 from .logs import ErrorsStream, Logger
 from .request import RequestHandler
 from .scoreboard import W_BUSY_SINCE, W_HEARTBEAT, W_IN_FLIGHT, Scoreboard, request_desc
+
+
 class ThreadedScoreboard:
     """A worker's scoreboard slot shared by its threads (the same words as a sync worker's)."""
 

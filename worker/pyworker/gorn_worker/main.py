@@ -23,16 +23,16 @@ from typing import Optional
 
 from . import accesslog as _accesslog
 from . import app as _app
-from . import config as _config
 from . import conffile as _conffile
+from . import config as _config
 from . import core as _core
 from . import gthread as _gthread
-from . import watch as _watch
 from . import http as _http  # noqa: F401  (imported up front: nothing loads lazily later)
 from . import logs as _logs
 from . import scoreboard as _scoreboard
 from . import sync as _sync
 from . import threads as _threads
+from . import watch as _watch
 from . import wsgi as _wsgi  # noqa: F401
 
 EXIT_OK = 0

@@ -335,9 +335,7 @@ class Response:
         keep = req.keepalive and not self.must_close and not self.app_close
         if keep:
             body = req.body
-            if body is not None and not body.done and not body.may_drain():
-                keep = False
-            elif self.refuse_keepalive():
+            if (body is not None and not body.done and not body.may_drain()) or self.refuse_keepalive():
                 keep = False
         if not keep:
             self.must_close = True
@@ -439,9 +437,13 @@ class Response:
                 body = b"".join(result)
             self._send_whole(body)
             return
-        if t is FileWrapper and not self.headers_sent and self.status is not None:
-            if self._send_file(result):  # type: ignore[arg-type]
-                return
+        if (
+            t is FileWrapper
+            and not self.headers_sent
+            and self.status is not None
+            and self._send_file(result)  # type: ignore[arg-type]
+        ):
+            return
         for chunk in result:
             self.write(chunk)
         self.finish()
