@@ -279,7 +279,7 @@ func TestPrintConfig(t *testing.T) {
 	var b strings.Builder
 	Print(&b, c)
 	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
-	for _, want := range []string{"workers = 3", "timeout = 2.5", "bind = 127.0.0.1:1,unix:/x", "wsgi_app = app:app", "accesslog = ", "keepalive = 2"} {
+	for _, want := range []string{"workers = 3", "timeout = 2.5", "bind = 127.0.0.1:1,unix:/x", "wsgi_app = app:app", "accesslog = ", "keepalive = 75"} {
 		if !slices.Contains(lines, want) {
 			t.Errorf("--print-config lacks %q:\n%s", want, b.String())
 		}

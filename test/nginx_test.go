@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gornhq/gorn/internal/testenv"
 )
 
 // nginxUpstreamErrors matches the lines of nginx's error log that are failures on an upstream
@@ -36,10 +38,7 @@ func nginxBin(t *testing.T) string {
 		}
 	}
 	if err != nil {
-		if os.Getenv("GORN_TEST_STRICT") == "1" {
-			t.Fatalf("nginx not found and GORN_TEST_STRICT=1 (apt-get install nginx-light)")
-		}
-		t.Skip("nginx not found (apt-get install nginx-light); GORN_TEST_STRICT=1 makes this a failure")
+		testenv.Missing(t, "nginx not found (apt-get install nginx-light)")
 	}
 	return bin
 }

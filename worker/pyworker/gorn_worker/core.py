@@ -320,7 +320,7 @@ class Worker:
                 return
         can_accept = not ready and ex.free() and len(self.conns) < self.max_conns
         timeout = self._expire()
-        if can_accept and self.grace:
+        if can_accept and self.grace and self.conns:
             wait = self.kept_until - monotonic()
             if wait > 0:
                 can_accept = False
