@@ -65,6 +65,10 @@ EXPIRY_STEP = 0.25  # deadlines are checked at most this often (a scan is O(conn
 # usually on its way, and a new connection taken now would make it wait behind (head-of-line
 # blocking) while a sibling sits idle.
 KEPT_CLIENT_GRACE = 0.05
+# The same after accepting a connection whose request has not arrived yet, but short: on a
+# LAN it follows the handshake within a round trip, and a client that connects and says
+# nothing must not slow down how fast the worker takes the connections queued behind it.
+NEW_CLIENT_GRACE = 0.005
 
 _LISTEN = select.EPOLLIN | select.EPOLLEXCLUSIVE
 _READ = select.EPOLLIN | select.EPOLLONESHOT
@@ -392,7 +396,7 @@ class Worker:
         self.sb.words[W_CONNECTIONS] = len(self.conns)
         self._readable(h)
         if self.grace and h.state == HEAD:
-            self.kept_until = now + self.grace  # its request is on its way
+            self.kept_until = now + NEW_CLIENT_GRACE  # its request is on its way
 
     def _arm(self, h: Held) -> None:
         if h.armed:
