@@ -22,8 +22,17 @@
 # flight when its time is up: not failures, not counted), when non-2xx happened, and whether and when A
 # exited (its exit code: 0 is clean).
 #
+# Reading it: wrk's read errors come with the nginx reload (an old nginx worker closes its
+# kept client connections as it exits; wrk counts a close it did not expect as a read
+# error), not from the pods. When nginx still routes to A after A's shutdown delay
+# (SHUTDOWN_DELAY < SWAP), the requests nginx sends on new connections to A once A's workers
+# stopped accepting wait in A's listen queue and are reset when A's master exits: "recv()
+# failed (104: Connection reset by peer) while reading response header", retried for a GET,
+# a 502 for a POST.
+#
 #   bash bench/rolling.sh                          sync and gthread, --shutdown-delay 2
-#   CLASS=sync SHUTDOWN_DELAY=0 bash bench/rolling.sh
+#   CLASS=sync SHUTDOWN_DELAY=0 bash bench/rolling.sh   no delay: A drains while nginx still sends to it
+#   SWAP=3 bash bench/rolling.sh                   nginx catches up after the shutdown delay
 #   STRICT=1 bash bench/rolling.sh                 exit 1 on any non-2xx or upstream error
 #
 # Env (defaults): CLASS ("sync gthread") WORKERS (2) THREADS (4, gthread) SHUTDOWN_DELAY (2)
@@ -66,7 +75,7 @@ go build -o bin/gorn ./cmd/gorn
 GORN="$ROOT/bin/gorn"
 
 TMP=$(mktemp -d /tmp/gorn-rolling.XXXXXX)
-APID="" BPID="" CPID="" NPID="" WGPID="" WPPID="" FAILED=0
+APID="" BPID="" CPID="" NPID="" WGPID="" WPPID="" WAPID="" FAILED=0
 stop_pid() { # PID SIGNAL: signal, wait up to 10 s, then SIGKILL
   [ -n "$1" ] || return 0
   kill "-$2" "$1" 2>/dev/null || true
@@ -77,11 +86,12 @@ stop_pid() { # PID SIGNAL: signal, wait up to 10 s, then SIGKILL
 stop_all() {
   stop_pid "$WGPID" TERM
   stop_pid "$WPPID" TERM
+  stop_pid "$WAPID" TERM
   stop_pid "$NPID" QUIT
   stop_pid "$APID" TERM
   stop_pid "$BPID" TERM
   stop_pid "$CPID" TERM
-  APID="" BPID="" CPID="" NPID="" WGPID="" WPPID=""
+  APID="" BPID="" CPID="" NPID="" WGPID="" WPPID="" WAPID=""
 }
 cleanup() {
   stop_all
@@ -118,7 +128,7 @@ error_log $dir/error.log warn;
 worker_rlimit_nofile 65536;
 events { worker_connections 8192; }
 http {
-  log_format roll '\$msec \$status \$request_method \$upstream_addr \$upstream_status';
+  log_format roll '\$msec \$status \$request_method \$upstream_status \$upstream_addr';
   access_log $dir/access.log roll buffer=256k flush=1s;
   client_body_temp_path $dir/tmp/body;
   proxy_temp_path $dir/tmp/proxy;
@@ -155,7 +165,7 @@ wait_up() { # URL PID [TRIES of 0.05 s]
 # start_pod NAME PORT DIR: echoes nothing, sets POD_PID
 start_pod() {
   local args=(--python "$PY" -w "$WORKERS" -k "$1" -b "127.0.0.1:$2" --shutdown-delay "$DELAY"
-    --graceful-timeout "$GRACEFUL" --log-format text --log-level info)
+    --graceful-timeout "$GRACEFUL" --log-format json --log-level info)
   [ "$1" = gthread ] && args+=(--threads "$THREADS")
   (cd examples/flask && exec "$GORN" "${args[@]}" "$APP") </dev/null >"$3" 2>&1 &
   POD_PID=$!
@@ -205,6 +215,9 @@ for class in $CLASSES; do
   events+=("C answers $(since "$T0")")
   kill -TERM "$APID"
   TTERM=$(now)
+  # When A is gone (a zombie until reaped below, for its exit code): polled in the background.
+  (for _ in $(seq $(((GRACEFUL + 5) * 50))); do alive "$APID" || { now >"$dir/a.gone"; exit 0; }; sleep 0.02; done) &
+  WAPID=$!
   events+=("A TERM $(since "$T0")")
   sleep "$SWAP"
   nginx_conf "$dir" "$np" "$pb" "$pc"
@@ -219,12 +232,14 @@ for class in $CLASSES; do
     sleep 0.05
   done
   if ! alive "$APID"; then
-    a_after=$(since "$TTERM")
-    a_at=$(since "$T0")
+    wait "$WAPID" 2>/dev/null || true
+    gone=$(cat "$dir/a.gone" 2>/dev/null || now)
+    a_after=$(awk -v a="$TTERM" -v b="$gone" 'BEGIN { printf "%.2f", b - a }')
+    a_at=$(awk -v a="$T0" -v b="$gone" 'BEGIN { printf "%.2f", b - a }')
     a_rc=0
     wait "$APID" || a_rc=$?
     a_exit="exit $a_rc at t=$a_at s, ${a_after} s after TERM"
-    APID=""
+    APID="" WAPID=""
   fi
   events+=("A exited ${a_at:-?}")
   wait "$WGPID" || true
@@ -244,11 +259,12 @@ for class in $CLASSES; do
   # non-2xx by second of the run and by upstream.
   served=$(awk -v t0="$T0" -v a="$pa" -v b="$pb" -v c="$pc" '
     $1 < t0 { next }
-    { n = split($4, u, ", "); last = u[n]; sub(/.*:/, "", last)
+    { last = $NF; sub(/.*:/, "", last)
       name = (last == a) ? "A" : (last == b) ? "B" : (last == c) ? "C" : last
       cnt[name]++ }
     END { for (k in cnt) printf "%s %d; ", k, cnt[k] }' "$dir/access.log" | sed 's/; $//')
-  bad=$(awk -v t0="$T0" '$1 >= t0 && $2 !~ /^2/ && $2 != 499 { printf "t=%.0f %s %s (%s)\n", $1 - t0, $2, $3, $4 }' "$dir/access.log" |
+  bad=$(awk -v t0="$T0" '$1 >= t0 && $2 !~ /^2/ && $2 != 499 { u = $5; for (i = 6; i <= NF; i++) u = u " " $i
+    printf "t=%.1f %s %s (%s)\n", $1 - t0, $2, $3, u }' "$dir/access.log" |
     sort | uniq -c | head -20)
   # 499: wrk closed a connection with a request in flight when its time was up (not a failure).
   c499=$(awk -v t0="$T0" '$1 >= t0 && $2 == 499' "$dir/access.log" | wc -l)
