@@ -15,12 +15,13 @@
 #   REPEAT=3 bash bench/bench.sh                          median of 3 runs per cell
 #   DURATION=5s CONNS="10 100" APPS="hello json" SERVERS="gorn granian" bash bench/bench.sh
 #   CLASS=gthread THREADS=4 bash bench/bench.sh           threaded workers everywhere
+#   BASE=7eff32e SERVERS="gorn gorn@base" bash bench/bench.sh   before/after: gorn built at BASE too
 #
 # Env (defaults): DURATION (10s) WARMUP (2s) CONNS (10; a list is a matrix axis)
 #   APPS ("hello flask json": plain WSGI hello, Flask hello, Flask ~1 KB JSON)
 #   SERVERS ("gorn gunicorn uwsgi granian") WORKERS ("1 2") MODES ("keepalive close")
 #   CLASS (sync|gthread) THREADS (4, gthread only) REPEAT (1) VENV (.bench-venv)
-#   OUT (also write the table to this file)
+#   OUT (also write the table to this file) BASE (a git revision built as the server gorn@base)
 #
 # What a worker class means for each peer: gorn and gunicorn `-k CLASS [--threads T]`;
 # uWSGI `--processes N [--threads T]`; Granian `--workers N --blocking-threads 1|T` (its
@@ -56,6 +57,12 @@ VENV=$(cd "$VENV" && pwd)
 PY="$VENV/bin/python"
 go build -o bin/gorn ./cmd/gorn
 GORN="$ROOT/bin/gorn"
+if [ -n "${BASE:-}" ]; then # the same benchmark on gorn at another revision, in the same run
+  base_tree=$(mktemp -d)
+  git worktree add -q --detach "$base_tree" "$BASE"
+  (cd "$base_tree" && go build -o "$ROOT/bin/gorn-base" ./cmd/gorn)
+  git worktree remove --force "$base_tree"
+fi
 HZ=$(getconf CLK_TCK)
 cd examples/flask
 
@@ -107,8 +114,10 @@ treecpu() {
 start() {
   local server=$1 n=$2 p=$3 mod=$4 cmd pin=()
   case $server in
-    gorn)
-      cmd=("$GORN" --python "$PY" -w "$n" -k "$CLASS" -b "127.0.0.1:$p" --log-level warning)
+    gorn | gorn@base)
+      bin=$GORN
+      [ "$server" = gorn@base ] && bin="$ROOT/bin/gorn-base"
+      cmd=("$bin" --python "$PY" -w "$n" -k "$CLASS" -b "127.0.0.1:$p" --log-level warning)
       [ "$CLASS" = gthread ] && cmd+=(--threads "$THREADS")
       cmd+=("$mod") ;;
     gunicorn)
