@@ -234,6 +234,7 @@ class Worker:
         self.alive = True
         self.in_wait = False
         self.fast_exit = False
+        self.draining = False
         self.term_at = 0.0
         self.keepalive = handler.keepalive
         self.head_timeout = handler.limits.timeout if handler.limits.timeout > 0 else float("inf")
@@ -308,21 +309,11 @@ class Worker:
 
     def _turn(self) -> None:
         """Run what is ready, then wait for the next event (or accept)."""
+        self._dispatch()
+        if not self.alive:
+            return
         ex = self.executor
-        if ex.wake_fd >= 0:
-            self._finish_all()
-        ready = self.ready
-        while ready and ex.free():
-            h, req = ready.popleft()
-            if self.listening:
-                self._listen(False)  # a registered listener would absorb wake-ups meant for idle workers
-            h.state = BUSY
-            keep = ex.submit(h, req)
-            if keep is not None:
-                self._finished(h, req, keep)
-            if not self.alive:
-                return
-        can_accept = not ready and ex.free() and len(self.conns) < self.max_conns
+        can_accept = not self.ready and ex.free() and len(self.conns) < self.max_conns
         timeout = self._expire()
         if can_accept and self.grace and self.conns:
             wait = self.kept_until - monotonic()
@@ -335,6 +326,23 @@ class Worker:
         if can_accept != self.listening and self.listeners:
             self._listen(can_accept)
         self._wait(timeout)
+
+    def _dispatch(self) -> None:
+        """Hand ready requests to the executor in arrival order while it has room."""
+        ex = self.executor
+        if ex.wake_fd >= 0:
+            self._finish_all()
+        ready = self.ready
+        while ready and ex.free():
+            h, req = ready.popleft()
+            if self.listening:
+                self._listen(False)  # a registered listener would absorb wake-ups meant for idle workers
+            h.state = BUSY
+            keep = ex.submit(h, req)
+            if keep is not None:
+                self._finished(h, req, keep)
+            if not self.alive and not self.draining:
+                return  # TERM during the request: the drain serves the rest
 
     def _wait(self, timeout: float) -> None:
         sb = self.sb
@@ -649,39 +657,17 @@ class Worker:
             queued += 1
         if queued:
             self.log.debug(f"draining {queued} queued connection(s)")
-        ex = self.executor
+        self.draining = True
         while self.conns and not self.fast_exit:
-            if ex.wake_fd >= 0:
-                self._finish_all()
-            while self.ready and ex.free():
-                h, req = self.ready.popleft()
-                h.state = BUSY
-                keep = ex.submit(h, req)
-                if keep is not None:
-                    self._finished(h, req, keep)
+            self._dispatch()
             left = deadline - monotonic()
             if not self.conns or left <= 0:
                 break
-            self.sb.beat()
-            try:
-                self.in_wait = True
-                try:
-                    events = self.epoll.poll(min(self._expire(), left))
-                finally:
-                    self.in_wait = False
-            except Wakeup:
-                self._rearm_all()
-                continue
-            for fd, _ in events:
-                held = self.conns.get(fd)
-                if held is not None:
-                    self._readable(held)
-                elif fd == ex.wake_fd:
-                    _drain_pipe(fd)
+            self._wait(min(self._expire(), left))
         for h in list(self.conns.values()):
             if h.state != BUSY:
                 self._close(h)
-        ex.stop()
+        self.executor.stop()
 
     def drain_deadline(self) -> float:
         """When draining must end: 90% of graceful_timeout after TERM, before the SIGKILL."""
