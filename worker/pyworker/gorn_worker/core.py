@@ -554,11 +554,7 @@ class Worker:
         sb = self.sb
         sb.set_accepting(1)
         try:
-            self.in_wait = True
-            try:
-                fd, addr = l.sock._accept()  # type: ignore[attr-defined]
-            finally:
-                self.in_wait = False
+            fd, addr = self._accept_waiting(l)
         except Wakeup:
             sb.set_accepting(0)
             self._rescue()
@@ -569,6 +565,14 @@ class Worker:
             return
         sb.set_accepting(0)
         self._add(self._wrap(fd, l), addr, l)
+
+    def _accept_waiting(self, l: Listener) -> tuple[int, Any]:
+        """accept() that TERM (and the race timer's SIGALRM) interrupts with Wakeup."""
+        self.in_wait = True
+        try:
+            return l.sock._accept()  # type: ignore[attr-defined,no-any-return]
+        finally:
+            self.in_wait = False
 
     def _accept_timed(self, l: Listener) -> Optional[tuple[socket.socket, Any, Listener]]:
         """accept() that gives up after ACCEPT_RACE_TIMEOUT (SIGALRM raises Wakeup).
@@ -585,11 +589,7 @@ class Worker:
         try:
             old_timer = signal.setitimer(signal.ITIMER_REAL, ACCEPT_RACE_TIMEOUT)
             try:
-                self.in_wait = True
-                try:
-                    fd, addr = l.sock._accept()  # type: ignore[attr-defined]
-                finally:
-                    self.in_wait = False
+                fd, addr = self._accept_waiting(l)
             finally:
                 signal.setitimer(signal.ITIMER_REAL, 0)
                 if previous is not handler:
