@@ -43,28 +43,11 @@ NGINX_WORKERS=${NGINX_WORKERS:-1}
 KEEP=${KEEP:-0}
 OUT=${OUT:-}
 
-command -v wrk >/dev/null || { echo "installing wrk" >&2; apt-get install -y -q wrk >/dev/null; }
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-[ -x "$NGINX" ] || { echo "installing nginx-light" >&2; apt-get install -y -q nginx-light >/dev/null; NGINX=/usr/sbin/nginx; }
-PY=${PYTHON:-}
-for cand in ${VIRTUAL_ENV:+"$VIRTUAL_ENV/bin/python"} "$ROOT/.venv/bin/python" "$ROOT/.bench-venv/bin/python"; do
-  [ -n "$PY" ] && break
-  [ -x "$cand" ] && "$cand" -c 'import flask' 2>/dev/null && PY=$cand
-done
-if [ -z "$PY" ]; then make -s venv >/dev/null && PY="$ROOT/.venv/bin/python"; fi
-go build -o bin/gorn ./cmd/gorn
-GORN="$ROOT/bin/gorn"
+. bench/lib.sh
 secs=${DURATION%s}
 
 TMP=$(mktemp -d /tmp/gorn-nginx.XXXXXX)
 GPID="" NPID="" FAILED=0
-stop_pid() { # PID SIGNAL
-  [ -n "$1" ] || return 0
-  kill "-$2" "$1" 2>/dev/null || true
-  for _ in $(seq 100); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$1" 2>/dev/null || true
-  wait "$1" 2>/dev/null || true
-}
 cleanup() {
   stop_pid "$NPID" QUIT
   stop_pid "$GPID" TERM

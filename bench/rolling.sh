@@ -62,27 +62,10 @@ APP=${APP:-app:app}
 KEEP=${KEEP:-0}
 OUT=${OUT:-}
 
-command -v wrk >/dev/null || { echo "installing wrk" >&2; apt-get install -y -q wrk >/dev/null; }
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-[ -x "$NGINX" ] || { echo "installing nginx-light" >&2; apt-get install -y -q nginx-light >/dev/null; NGINX=/usr/sbin/nginx; }
-PY=${PYTHON:-}
-for cand in ${VENV:+"$VENV/bin/python"} /work/main/.venv/bin/python "$ROOT/.venv/bin/python"; do
-  [ -n "$PY" ] && break
-  [ -x "$cand" ] && "$cand" -c 'import flask' 2>/dev/null && PY=$cand
-done
-[ -n "$PY" ] || { echo "no Python with Flask: set VENV or PYTHON (or run make venv)" >&2; exit 1; }
-go build -o bin/gorn ./cmd/gorn
-GORN="$ROOT/bin/gorn"
+. bench/lib.sh
 
 TMP=$(mktemp -d /tmp/gorn-rolling.XXXXXX)
 APID="" BPID="" CPID="" NPID="" WGPID="" WPPID="" WAPID="" FAILED=0
-stop_pid() { # PID SIGNAL: signal, wait up to 10 s, then SIGKILL
-  [ -n "$1" ] || return 0
-  kill "-$2" "$1" 2>/dev/null || true
-  for _ in $(seq 100); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$1" 2>/dev/null || true
-  wait "$1" 2>/dev/null || true
-}
 stop_all() {
   stop_pid "$WGPID" TERM
   stop_pid "$WPPID" TERM
