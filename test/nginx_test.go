@@ -238,22 +238,36 @@ func loadThroughProxy(base string, clients int, d time.Duration) *proxyLoad {
 // 502 for). bench/nginx.sh is the long version with wrk.
 func TestNginxUpstreamKeepAlive(t *testing.T) {
 	nginxBin(t)
-	for _, class := range []string{"sync", "gthread"} {
-		t.Run(class, func(t *testing.T) {
-			args := []string{"-w", "2", "-k", class}
-			if class == "gthread" {
-				args = append(args, "--threads", "4")
-			}
+	for _, tc := range []struct {
+		name  string
+		class string
+		extra []string
+		hup   bool // a HUP (rolling reload) in the middle of the load
+	}{
+		{"sync", "sync", nil, false},
+		{"gthread", "gthread", []string{"--threads", "4"}, false},
+		// Workers replaced under the load: recycled every 50 requests, then all of them by a
+		// HUP. A draining worker answers each kept connection's next request with
+		// Connection: close instead of closing it under nginx.
+		{"sync recycled and reloaded", "sync", []string{"--max-requests", "50"}, true},
+		{"gthread recycled and reloaded", "gthread", []string{"--threads", "4", "--max-requests", "50"}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append([]string{"-w", "2", "-k", tc.class}, tc.extra...)
 			g := startGorn(t, gornOpts{}, append(args, "app:app")...)
 			p := startNginx(t, g.addr)
 			if code, _ := get(t, "http://"+p.addr+"/"); code != 200 {
 				t.Fatalf("GET / through nginx: %d", code)
 			}
+			if tc.hup {
+				timer := time.AfterFunc(2*time.Second, func() { g.signal(syscall.SIGHUP) })
+				defer timer.Stop()
+			}
 			res := loadThroughProxy("http://"+p.addr, 32, 4*time.Second)
 			time.Sleep(200 * time.Millisecond) // nginx writes its log as it goes; let the last lines land
 			upstream := p.upstreamErrors(t)
 			t.Logf("%s: %d requests, %d non-2xx, %d transport errors, %d bad bodies, %d upstream errors in nginx's log",
-				class, res.requests.Load(), res.non2xx.Load(), res.transportErrors.Load(), res.badBodies.Load(), len(upstream))
+				tc.name, res.requests.Load(), res.non2xx.Load(), res.transportErrors.Load(), res.badBodies.Load(), len(upstream))
 			if res.requests.Load() < 100 {
 				t.Errorf("only %d requests in the load: nothing was measured", res.requests.Load())
 			}
