@@ -41,7 +41,6 @@ func unimplementedSettings() []unimplemented {
 		{"preload_app", []string{"preload"}, true, false, "every gorn worker imports the app itself, so HUP always reloads the code"},
 		{"worker_tmp_dir", []string{"worker-tmp-dir"}, false, false, "the heartbeat is in shared memory, not in a file"},
 		{"sendfile", []string{"no-sendfile"}, true, false, "file responses always use sendfile(2)"},
-		{"reuse_port", []string{"reuse-port"}, true, false, "gorn binds its listeners once and shares them; SO_REUSEPORT is set"},
 		{"capture_output", []string{"capture-output"}, true, false, "workers' stdout and stderr already go to gorn's"},
 		{"enable_stdio_inheritance", []string{"R", "enable-stdio-inheritance"}, true, false, "workers inherit gorn's stdio already"},
 		{"spew", []string{"spew"}, true, false, "there is no tracing mode"},

@@ -30,6 +30,7 @@ type Config struct {
 	Threads           int
 	WorkerConnections int
 	Backlog           int
+	ReusePort         bool // SO_REUSEPORT on the listeners: another process may bind the address too
 	Chdir             string
 	PythonPath        []string
 	Env               []string
@@ -109,11 +110,14 @@ func Options() []Option {
 			Help:  "threads per gthread worker; > 1 turns sync into gthread",
 			field: func(c *Config) any { return &c.Threads }},
 		{Name: "worker-connections", Gunicorn: "worker_connections", Kind: Int, Arg: "N", Default: "1000", Min: 1, Worker: "worker_connections",
-			Help:  "open connections per gthread worker, idle ones included",
+			Help:  "open connections a worker holds, idle keep-alive ones included",
 			field: func(c *Config) any { return &c.WorkerConnections }},
 		{Name: "backlog", Gunicorn: "backlog", Kind: Int, Arg: "N", Default: "2048", Min: 1, Start: true,
 			Help:  "listen queue length",
 			field: func(c *Config) any { return &c.Backlog }},
+		{Name: "reuse-port", Gunicorn: "reuse_port", Kind: Bool, Start: true,
+			Help:  "set SO_REUSEPORT, so other processes may bind the same address and share its connections",
+			field: func(c *Config) any { return &c.ReusePort }},
 		{Name: "chdir", Gunicorn: "chdir", Arg: "DIR",
 			Help:  "working directory of the workers",
 			field: func(c *Config) any { return &c.Chdir }, check: checkChdir},

@@ -128,12 +128,14 @@ func TestBindTCP(t *testing.T) {
 			for _, o := range []sockopt{
 				{unix.SOL_SOCKET, unix.SO_ACCEPTCONN, "SO_ACCEPTCONN"},
 				{unix.SOL_SOCKET, unix.SO_REUSEADDR, "SO_REUSEADDR"},
-				{unix.SOL_SOCKET, unix.SO_REUSEPORT, "SO_REUSEPORT"},
 				{unix.IPPROTO_TCP, unix.TCP_NODELAY, "TCP_NODELAY"},
 			} {
 				if sockoptInt(t, l.Fd(), o.level, o.opt) == 0 {
 					t.Errorf("%s is off", o.name)
 				}
+			}
+			if sockoptInt(t, l.Fd(), unix.SOL_SOCKET, unix.SO_REUSEPORT) != 0 {
+				t.Errorf("SO_REUSEPORT is on without ReusePort")
 			}
 			if tt.ipv6 && sockoptInt(t, l.Fd(), unix.IPPROTO_IPV6, unix.IPV6_V6ONLY) != 1 {
 				t.Errorf("IPV6_V6ONLY is off")
@@ -241,11 +243,19 @@ func TestBindAddressInUse(t *testing.T) {
 }
 
 func TestBindSamePortTwice(t *testing.T) {
-	// Two gorn masters (binary upgrade, blue/green) share a port via SO_REUSEPORT.
+	// A second gorn on a bound address fails, as gunicorn does; with --reuse-port on
+	// both (gunicorn's meaning), the two share it.
 	first := bindOne(t, "127.0.0.1:0", Options{})
-	second := bindOne(t, first.String(), Options{})
-	if second.String() != first.String() {
-		t.Errorf("second bind at %s, want %s", second, first)
+	if _, err := Bind([]Address{mustParse(t, first.String())}, Options{}); !errors.Is(err, unix.EADDRINUSE) {
+		t.Fatalf("second Bind(%s) without ReusePort: error %v, want EADDRINUSE", first, err)
+	}
+	shared := bindOne(t, "127.0.0.1:0", Options{ReusePort: true})
+	if sockoptInt(t, shared.Fd(), unix.SOL_SOCKET, unix.SO_REUSEPORT) != 1 {
+		t.Errorf("SO_REUSEPORT is off with ReusePort")
+	}
+	second := bindOne(t, shared.String(), Options{ReusePort: true})
+	if second.String() != shared.String() {
+		t.Errorf("second bind at %s, want %s", second, shared)
 	}
 }
 

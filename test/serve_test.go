@@ -166,6 +166,25 @@ func TestPortInUseExits1(t *testing.T) {
 	}
 }
 
+// TestSecondGornOnTheSameAddress: a second gorn on a bound address exits 1, as a second
+// gunicorn does, unless both say --reuse-port; then both serve it.
+func TestSecondGornOnTheSameAddress(t *testing.T) {
+	first := startGorn(t, gornOpts{}, "-w", "1", "app:app")
+	second := startGorn(t, gornOpts{noWait: true}, "-w", "1", "-b", first.addr, "app:app")
+	if code := second.wait(20 * time.Second); code != 1 {
+		t.Fatalf("second gorn on %s: exit code %d, want 1", first.addr, code)
+	}
+	if second.logs.count(first.addr) == 0 || second.logs.count("address already in use") == 0 {
+		t.Errorf("the error does not name the address:\n%s", second.logs.String())
+	}
+
+	a := startGorn(t, gornOpts{}, "-w", "1", "--reuse-port", "app:app")
+	b := startGorn(t, gornOpts{}, "-w", "1", "--reuse-port", "-b", a.addr, "app:app")
+	if code, _ := get(t, b.url("/pid")); code != 200 {
+		t.Fatalf("GET through the shared port: %d", code)
+	}
+}
+
 func TestBadFlagsExit2(t *testing.T) {
 	for _, args := range [][]string{
 		{"--no-such-flag", "app:app"},

@@ -231,7 +231,7 @@ func bindAll(cfg *config.Config, getenv func(string) string) ([]*socket.Listener
 			return nil, err
 		}
 	}
-	return socket.Bind(addrs, socket.Options{Backlog: cfg.Backlog})
+	return socket.Bind(addrs, socket.Options{Backlog: cfg.Backlog, ReusePort: cfg.ReusePort})
 }
 
 // workerSpec is how the configuration starts workers.
