@@ -41,6 +41,9 @@ func TestEveryGunicornSettingIsKnown(t *testing.T) {
 	for _, h := range append(MasterHooks(), WorkerHooks()...) {
 		claim(h, "a hook")
 	}
+	for _, s := range WorkerFileSettings() {
+		claim(s, "the workers' reading of the config file")
+	}
 	for name := range gunicorn {
 		if _, ok := known[name]; !ok {
 			t.Errorf("gunicorn setting %s is unknown to gorn", name)

@@ -88,6 +88,9 @@ func newFileLayer(options []Option, source string, f *FileSettings) (*fileLayer,
 		}
 	}
 	for _, name := range f.Other {
+		if slices.Contains(WorkerFileSettings(), name) {
+			continue
+		}
 		if u, ok := unimplementedSetting(name); ok {
 			given = append(given, u)
 		} else if fileOption(options, name) != nil {
@@ -126,4 +129,10 @@ func settingValues(raw json.RawMessage) ([]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// WorkerFileSettings are the config-file settings that are not flags (dicts, in gunicorn)
+// and that the workers read themselves when they evaluate the file for its hooks.
+func WorkerFileSettings() []string {
+	return []string{"secure_scheme_headers"}
 }

@@ -49,6 +49,7 @@ type Config struct {
 	LimitBody         int
 	RootPath          string
 	ForwardedAllowIPs []string
+	ForwardedRealIP   bool
 	AccessLog         string
 	AccessLogFormat   string
 	ErrorLog          string
@@ -172,8 +173,11 @@ func Options() []Option {
 			field: func(c *Config) any { return &c.RootPath }},
 		{Name: "forwarded-allow-ips", Gunicorn: "forwarded_allow_ips", Kind: CommaList, Arg: "L", Default: "127.0.0.1,::1",
 			Env: "FORWARDED_ALLOW_IPS", Worker: "forwarded_allow_ips",
-			Help:  "peers trusted for X-Forwarded-*",
+			Help:  "proxies trusted for the scheme headers (X-Forwarded-Proto, ...; gunicorn's secure_scheme_headers)",
 			field: func(c *Config) any { return &c.ForwardedAllowIPs }},
+		{Name: "forwarded-real-ip", Kind: Bool, Worker: "forwarded_real_ip",
+			Help:  "set REMOTE_ADDR from X-Forwarded-For: the rightmost hop not appended by a --forwarded-allow-ips proxy",
+			field: func(c *Config) any { return &c.ForwardedRealIP }},
 		{Name: "access-logfile", Gunicorn: "accesslog", Arg: "FILE", Worker: "access_log",
 			Help:  `access log ("-" = stdout; off by default)`,
 			field: func(c *Config) any { return &c.AccessLog }, worker: func(c *Config) any { return nullIfEmpty(c.AccessLog) }},

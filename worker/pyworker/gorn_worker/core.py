@@ -52,7 +52,7 @@ import time
 from time import monotonic
 from typing import Any, Iterator, Optional, Protocol
 
-from .http import Connection, HTTPError, Request, parse_request
+from .http import Connection, HTTPError, Proxy, Request, parse_request
 from .request import RequestHandler
 from .scoreboard import STATE_DRAINING, W_CONNECTIONS
 
@@ -178,14 +178,14 @@ def find_lost_connections(listeners: list[Listener]) -> list[tuple[socket.socket
 class Held:
     """A connection the worker holds, and what its requests' environ shares."""
 
-    __slots__ = ("sock", "fd", "conn", "base", "trusted", "state", "deadline", "armed", "lingered")
+    __slots__ = ("sock", "fd", "conn", "base", "proxy", "state", "deadline", "armed", "lingered")
 
-    def __init__(self, sock: socket.socket, conn: Connection, base: dict[str, Any], trusted: bool) -> None:
+    def __init__(self, sock: socket.socket, conn: Connection, base: dict[str, Any], proxy: Optional[Proxy]) -> None:
         self.sock = sock
         self.fd = sock.fileno()
         self.conn = conn
         self.base = base
-        self.trusted = trusted
+        self.proxy = proxy  # what its proxy headers may set; None: an untrusted peer
         self.state = HEAD
         self.deadline = 0.0
         self.armed = False  # registered in the epoll set (armed or spent)
@@ -392,12 +392,12 @@ class Worker:
     def _adopt(self, sock: socket.socket, addr: Any, server_name: str, server_port: str, tcp: bool) -> None:
         """A new connection: read its request if it is here already, else wait for it."""
         try:
-            conn, base, trusted = self.handler.open_connection(sock, addr, server_name, server_port, tcp)
+            conn, base, proxy = self.handler.open_connection(sock, addr, server_name, server_port, tcp)
         except OSError as e:  # reset before we got to it
             self.log.debug(f"connection error: {e}")
             sock.close()
             return
-        h = Held(sock, conn, base, trusted)
+        h = Held(sock, conn, base, proxy)
         now = monotonic()
         h.deadline = now + self.head_timeout
         self.conns[h.fd] = h
@@ -453,7 +453,7 @@ class Worker:
                 h.state = HEAD
                 self._arm(h)
                 return
-            req = parse_request(head, conn, h.base, self.handler.root_path, h.trusted)
+            req = parse_request(head, conn, h.base, self.handler.root_path, h.proxy)
         except HTTPError as e:
             self.handler.refuse(conn, e)
             self._linger(h)

@@ -281,6 +281,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         worker_class = _gthread.ThreadWorker if settings.worker_class == "gthread" else _sync.SyncWorker
         worker = worker_class(application, settings, log, sb, listeners, access)
         worker.request_hooks = hooks.request_hooks()
+        if hooks.secure_scheme_headers is not None:
+            worker.handler.set_scheme_headers(hooks.secure_scheme_headers)
         if signals.stop_requested:  # a stop during boot whose FastExit Python dropped
             raise _core.FastExit()
         if settings.reload:

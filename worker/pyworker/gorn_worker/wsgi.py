@@ -82,6 +82,9 @@ class FileWrapper:
         raise StopIteration
 
 
+GUNICORN_COMPAT = "27.0.1"  # the gunicorn release whose behaviour gorn matches
+
+
 def base_environ(
     *,
     errors: Any,
@@ -99,7 +102,9 @@ def base_environ(
         "wsgi.run_once": False,
         "wsgi.input_terminated": True,
         "wsgi.file_wrapper": FileWrapper,
-        "SERVER_SOFTWARE": server_software,
+        # Apps test for gunicorn here (httpbin accepts chunked uploads only from "gunicorn/"):
+        # say gunicorn's product first, then gorn's. The Server header stays gorn's own.
+        "SERVER_SOFTWARE": f"gunicorn/{GUNICORN_COMPAT} {server_software}",
         "SCRIPT_NAME": script_name,
     }
 
@@ -121,7 +126,7 @@ def connection_environ(
     if remote_port is not None:
         env["REMOTE_PORT"] = remote_port
     if sock is not None:
-        env["gorn.socket"] = sock
+        env["gorn.socket"] = env["gunicorn.socket"] = sock  # WebSocket libraries take it over
     return env
 
 

@@ -54,6 +54,7 @@ GROUPS: dict[str, dict[str, Any]] = {
         "limit_request_body": 16,
     },
     "unix": COMMON,  # listens on a unix socket
+    "realip": {**COMMON, "forwarded_real_ip": True, "forwarded_allow_ips": ["127.0.0.1", "10.0.0.0/8"]},
 }
 
 # The reason phrases of RFC 9110 section 15, written out here rather than imported from

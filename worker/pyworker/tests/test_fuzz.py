@@ -31,12 +31,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gorn_worker.http import (
+    SECURE_SCHEME_HEADERS,
     BodyError,
     Connection,
     HeadTimeout,
     HTTPError,
     IncompleteHead,
     Limits,
+    Proxy,
     parse_request,
 )
 from harness import Worker, parse_responses, serve_raw, start_worker
@@ -82,6 +84,7 @@ class FakeSocket:
 
 
 def run_parser(pieces: Iterable[bytes], root: str = "", trusted: bool = True) -> list[Any]:
+    proxy = Proxy(SECURE_SCHEME_HEADERS, lambda ip: ip.startswith("10.")) if trusted else None
     """Drive one connection's worth of requests through the parser; a list of outcomes.
 
     Outcomes: ("request", method, raw_uri, path_info, query, headers, body),
@@ -96,7 +99,7 @@ def run_parser(pieces: Iterable[bytes], root: str = "", trusted: bool = True) ->
             if head is None:
                 out.append(("eof",))
                 return out
-            req = parse_request(head, conn, BASE, root, trusted)
+            req = parse_request(head, conn, BASE, root, proxy)
         except HTTPError as e:
             assert e.status in ALLOWED, e
             out.append(("refused", e.status))
