@@ -736,11 +736,13 @@ def parse_request(
         raise HTTPError(400, "invalid HTTP version")
     method = _METHODS.get(mb)
     if method is None:
-        if not mb or mb.translate(None, TCHAR):
+        # A token (RFC 9110 9.1) of 3 to 20 characters without lowercase letters, as gunicorn
+        # requires (every registered method fits; anything else is more likely an attack).
+        if not 3 <= len(mb) <= 20 or mb.translate(None, TCHAR) or mb != mb.upper():
             raise HTTPError(400, "invalid request method")
         method = mb.decode("ascii")
-    if not target or b"\t" in target:
-        raise HTTPError(400, "invalid request target")
+    if not target or b"\t" in target or not target.isascii():
+        raise HTTPError(400, "invalid request target")  # raw non-ASCII bytes: 400, as gunicorn
 
     authority: Optional[bytes] = None
     if method == "CONNECT":

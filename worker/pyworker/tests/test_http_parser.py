@@ -97,9 +97,12 @@ def test_percent_decoding_is_latin1() -> None:
     assert e["RAW_URI"] == "/a%20b/%E4%B8%AD/%2F?q=%20"
 
 
-def test_raw_non_ascii_target_is_latin1() -> None:
-    e = parse("GET /caf\u00e9 HTTP/1.1\r\nHost: x\r\n\r\n".encode("utf-8")).environ
-    assert e["PATH_INFO"] == "/café".encode().decode("latin-1")
+def test_raw_non_ascii_target_is_refused() -> None:
+    """As gunicorn: a target must be percent-encoded ASCII; lowercase methods are refused too."""
+    for raw in ("GET /caf\u00e9 HTTP/1.1\r\nHost: x\r\n\r\n".encode("utf-8"), b"get / HTTP/1.1\r\nHost: x\r\n\r\n"):
+        with pytest.raises(HTTPError) as ei:
+            parse(raw)
+        assert ei.value.status == 400
 
 
 def test_fragment_is_dropped() -> None:
