@@ -219,6 +219,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     except (RuntimeError, ValueError, AttributeError, OSError):
         log.warning("faulthandler could not be enabled")
     big_altstack = enlarge_sigaltstack()
+    for stream in (sys.stdout, sys.stderr):
+        # The app's print() reaches the log line by line: a worker killed (timeout, OOM,
+        # SIGKILL) does not take a block-buffered tail of its output with it.
+        try:
+            stream.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            pass
     warning = raise_open_files_limit(settings.worker_connections)
     if warning:
         log.warning(warning)

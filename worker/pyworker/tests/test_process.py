@@ -422,3 +422,13 @@ def test_malformed_input_never_kills_the_worker() -> None:
             assert re.match(rb"HTTP/1\.1 (400|414|431) ", out), out[:100]
         assert w.get("/ok")[0] == 200
         assert w.proc.poll() is None
+
+
+def test_print_output_survives_a_kill() -> None:
+    """stdout is line-buffered: what the app printed is in the log although it was killed."""
+    with start_worker("printkill:app", env={"PYTHONUNBUFFERED": ""}) as w:  # block-buffered unless the worker says otherwise
+        with w.connect() as c:
+            c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            read_until_close(c, 5)
+        assert w.proc.wait(10) == -signal.SIGKILL
+        assert "printed before the kill" in w.stderr()
