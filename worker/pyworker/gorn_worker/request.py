@@ -126,8 +126,10 @@ class RequestHandler:
             env["wsgi.errors"] = errors
         sb = self.sb
         t0 = sb.request_start(req.method, req.path)
+        if "HTTP_UPGRADE" in env:
+            sb.request_detach()
         conn.response_started = False
-        resp = Response(conn, req, self.log, self.server_line, self.refuse_keepalive)
+        resp = Response(conn, req, self.log, self.server_line, self.refuse_keepalive, sb.request_progress)
         code = 0
         hooks = self.request_hooks
         try:

@@ -202,6 +202,7 @@ class Response:
         "log",
         "server_line",
         "refuse_keepalive",
+        "progress",
         "status",
         "code",
         "status_line",
@@ -226,6 +227,7 @@ class Response:
         log: Logger,
         server_line: bytes,
         refuse_keepalive: Callable[[], bool],
+        progress: Callable[[], None] = lambda: None,
     ) -> None:
         self.conn = conn
         self.sock = conn.sock
@@ -233,6 +235,7 @@ class Response:
         self.log = log
         self.server_line = server_line
         self.refuse_keepalive = refuse_keepalive
+        self.progress = progress  # called for each part of a streamed body after the first
         self.status: Optional[str] = None
         self.code = 0
         self.headers: list[tuple[str, str]] = []
@@ -384,6 +387,7 @@ class Response:
                 raise TypeError(f"WSGI body data must be bytes, not {type(data).__name__}")
         if self.headers_sent:
             head = b""
+            self.progress()
         else:
             if self.status is None:
                 raise AssertionError("write() before start_response()")

@@ -432,3 +432,15 @@ def test_print_output_survives_a_kill() -> None:
             read_until_close(c, 5)
         assert w.proc.wait(10) == -signal.SIGKILL
         assert "printed before the kill" in w.stderr()
+
+
+def test_a_streaming_response_that_keeps_sending_is_not_a_hang() -> None:
+    """--timeout measures from the last part of the response sent, not from the start."""
+    with start_worker("basic:app") as w, w.connect() as c:
+        c.sendall(b"GET /stream?n=6&pause=0.3 HTTP/1.1\r\nHost: x\r\n\r\n")
+        w.wait_slot(sbm.W_BUSY_SINCE, lambda v: v != 0)
+        first = w.slot[sbm.W_BUSY_SINCE]
+        time.sleep(0.8)
+        assert w.slot[sbm.W_BUSY_SINCE] > first + 400_000_000  # restarted by the chunks sent
+        status, _, body = read_response(c)
+        assert status == 200 and body.count(b"chunk") == 6

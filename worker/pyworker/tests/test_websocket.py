@@ -26,3 +26,21 @@ def test_flask_sock_echo_under_gthread() -> None:
         err = w.stderr()
     assert "Error handling request" not in err and "Traceback" not in err, err[-2000:]
     assert "took the connection over" in err
+
+
+def test_an_open_websocket_is_in_flight_but_not_a_hang() -> None:
+    """An upgraded connection is a long-lived stream by design: it counts in flight, and
+    --timeout leaves it alone (the gthread main thread keeps the heartbeat going)."""
+    from gorn_worker import scoreboard as sbm
+
+    with start_worker("websock:app", worker_class="gthread", threads=4) as w:
+        ws = simple_websocket.Client.connect(f"ws://{w.addr[0]}:{w.addr[1]}/echo")
+        try:
+            ws.send("ping")
+            assert ws.receive(timeout=5) == "ping"
+            w.wait_slot(sbm.W_IN_FLIGHT, lambda v: v == 1)
+            assert w.slot[sbm.W_BUSY_SINCE] == 0
+            ws.send("bye")
+        finally:
+            ws.close()
+        w.wait_slot(sbm.W_IN_FLIGHT, lambda v: v == 0)
