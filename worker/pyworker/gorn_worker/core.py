@@ -657,6 +657,14 @@ class Worker:
             queued += 1
         if queued:
             self.log.debug(f"draining {queued} queued connection(s)")
+        if not self.fast_exit:
+            # This worker takes no more connections: drop its copies of the listeners, so
+            # that once the master and the other workers have dropped theirs too (a full
+            # shutdown), a late connect is refused, which a proxy retries elsewhere, instead of
+            # waiting in a queue nobody will accept from.
+            for l in self.listeners:
+                l.sock.close()
+            self.lpoll = None
         self.draining = True
         while self.conns and not self.fast_exit:
             self._dispatch()

@@ -384,6 +384,9 @@ def test_forwarded_headers_from_trusted_peer() -> None:
     hdrs = {"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https"}
     with start_worker("basic:echo") as w:
         doc = json.loads(w.get("/", headers=hdrs)[2])
+        assert doc["remote_addr"] == "127.0.0.1" and doc["scheme"] == "https"  # as gunicorn
+    with start_worker("basic:echo", forwarded_real_ip=True) as w:
+        doc = json.loads(w.get("/", headers=hdrs)[2])
         assert doc["remote_addr"] == "203.0.113.7" and doc["scheme"] == "https"
     with start_worker("basic:echo", forwarded_allow_ips=["192.0.2.1"]) as w:
         doc = json.loads(w.get("/", headers=hdrs)[2])
