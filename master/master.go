@@ -34,6 +34,9 @@ type Process interface {
 	Kill() error
 	// Status reads the worker's scoreboard slot.
 	Status() scoreboard.Slot
+	// Release frees every handle on the worker once it has been reaped (its pidfd); the
+	// master calls it exactly once per exit and signals it no more.
+	Release()
 }
 
 // SpawnRequest says which slot and generation a new worker takes.
@@ -56,9 +59,12 @@ type Exit struct {
 
 // Hooks are the master's calls out to its wiring; nil hooks are skipped.
 type Hooks struct {
-	// Reload re-reads the configuration on HUP and returns the policy's new knobs (given
-	// the current ones); an error aborts the reload. A changed Workers is applied.
-	Reload func(Config) (Config, error)
+	// Reload re-reads the configuration on HUP. It runs in a goroutine of its own, given
+	// the current knobs, because a config file may take seconds to evaluate; it returns
+	// apply, which the loop calls when the result arrives, so the wiring changes its state
+	// on the loop. apply returns the policy's new knobs; a changed Workers is applied. An
+	// error aborts the reload.
+	Reload func(Config) (apply func() Config, err error)
 	// ReopenLogs reopens the master's log files on USR1.
 	ReopenLogs func()
 	// Upgrade re-executes the master binary in place on USR2; it returns only on failure.
@@ -171,15 +177,26 @@ type Master struct {
 	sized        int // the count the Resize hook last asked for
 	oomSeen      uint64
 	sourceChange uint64 // --reload: the newest source change acted on (mtime, Unix ns)
+	reloading    bool   // a Reload hook is running
+	reloadAgain  bool   // a HUP arrived while it ran: reload once more when it reports
 
 	retired scoreboard.Slot // counters of exited workers
 	spawns  uint64
 	exits   map[string]uint64
 
 	queries chan chan Snapshot
+	reloads chan reloadResult // at most one in flight, so a send never blocks
 }
 
-// New builds a master. now is a monotonic clock; rand(n) returns [0,n).
+type reloadResult struct {
+	apply func() Config
+	err   error
+}
+
+// New builds a master. now is the one monotonic clock of every policy decision, and the
+// clock the workers write in the scoreboard (CLOCK_MONOTONIC; scoreboard.Now in
+// production); zero means "not yet" in the table, so it must be positive. rand(n)
+// returns [0,n).
 func New(cfg Config, sp Spawner, hooks Hooks, log *zap.Logger, now func() time.Duration, rand func(int) int) *Master {
 	if cfg.KillGrace == 0 {
 		cfg.KillGrace = 2 * time.Second
@@ -190,7 +207,7 @@ func New(cfg Config, sp Spawner, hooks Hooks, log *zap.Logger, now func() time.D
 	return &Master{
 		cfg: cfg, spawner: sp, hooks: hooks, log: log, now: now, rand: rand,
 		desired: cfg.Workers, sized: cfg.Workers, gen: 1, exits: map[string]uint64{},
-		queries: make(chan chan Snapshot), lastResize: now(),
+		queries: make(chan chan Snapshot), reloads: make(chan reloadResult, 1), lastResize: now(),
 	}
 }
 
@@ -214,6 +231,8 @@ func (m *Master) Run(in Inputs) int {
 			m.onTick()
 		case reply := <-m.queries:
 			reply <- m.snapshot()
+		case r := <-m.reloads:
+			m.onReloaded(r)
 		}
 		m.manage()
 	}
@@ -298,23 +317,52 @@ func (m *Master) signal(w *worker, sig syscall.Signal) error {
 	return w.proc.Signal(sig)
 }
 
+// reload starts the Reload hook off the loop; onReloaded finishes the reload.
 func (m *Master) reload() {
 	if m.phase != running {
 		return
 	}
-	if m.hooks.Reload != nil {
-		next, err := m.hooks.Reload(m.cfg)
-		if err != nil {
-			m.log.Error("reload aborted: the old workers keep serving", zap.Error(err))
-			return
-		}
+	if m.hooks.Reload == nil {
+		m.rollOut()
+		return
+	}
+	if m.reloading {
+		m.reloadAgain = true
+		m.log.Info("reload already in progress; another follows it")
+		return
+	}
+	m.reloading = true
+	cur := m.cfg
+	go func() {
+		apply, err := m.hooks.Reload(cur)
+		m.reloads <- reloadResult{apply, err}
+	}()
+}
+
+func (m *Master) onReloaded(r reloadResult) {
+	m.reloading = false
+	switch {
+	case m.phase != running:
+	case r.err != nil:
+		m.log.Error("reload aborted: the old workers keep serving", zap.Error(r.err))
+	default:
+		next := r.apply()
 		next.Slots, next.KillGrace = m.cfg.Slots, m.cfg.KillGrace
 		if next.Workers != m.cfg.Workers && next.Workers > 0 {
 			m.log.Info("the configuration changes the worker count", zap.Int("from", m.desired), zap.Int("to", next.Workers))
 			m.desired, m.sized = next.Workers, next.Workers
 		}
 		m.cfg = next
+		m.rollOut()
 	}
+	if m.reloadAgain {
+		m.reloadAgain = false
+		m.reload()
+	}
+}
+
+// rollOut starts a new generation: workers are replaced one at a time.
+func (m *Master) rollOut() {
 	if m.desired == 0 {
 		m.desired = m.cfg.Workers
 	}
@@ -350,6 +398,7 @@ func (m *Master) onExit(e Exit) {
 	w := m.workers[i]
 	m.workers = slices.Delete(m.workers, i, i+1)
 	final := w.proc.Status()
+	w.proc.Release()
 	if final.PID == uint64(w.pid) {
 		m.retired.Add(final)
 	}
@@ -459,6 +508,9 @@ func (m *Master) onTick() {
 		}
 		if now >= m.killAt+5*time.Second {
 			m.log.Error("workers survived SIGKILL; exiting anyway", zap.Int("left", len(m.workers)))
+			for _, w := range m.workers {
+				w.proc.Release()
+			}
 			m.workers = nil
 		}
 	}
@@ -552,13 +604,12 @@ func (m *Master) check(w *worker, now time.Duration) {
 	if m.cfg.Timeout <= 0 {
 		return
 	}
-	mono := time.Duration(scoreboard.Now())
 	var stale time.Duration
 	switch {
 	case s.BusySince != 0:
-		stale = mono - time.Duration(s.BusySince)
+		stale = now - time.Duration(s.BusySince)
 	case !s.Accepting && s.Heartbeat != 0:
-		stale = mono - time.Duration(s.Heartbeat)
+		stale = now - time.Duration(s.Heartbeat)
 	}
 	if stale <= m.cfg.Timeout {
 		w.staleReads = 0

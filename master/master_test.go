@@ -1,8 +1,10 @@
 package master
 
 import (
+	"context"
 	"errors"
 	"os"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -14,24 +16,27 @@ import (
 )
 
 type fakeProc struct {
-	pid     int
-	slot    int
-	gen     int
-	signals []syscall.Signal
-	killed  bool
-	status  scoreboard.Slot
+	pid      int
+	slot     int
+	gen      int
+	signals  []syscall.Signal
+	killed   bool
+	released int
+	status   scoreboard.Slot
+	clock    *time.Duration // the master's
 }
 
 func (p *fakeProc) Pid() int                      { return p.pid }
 func (p *fakeProc) Signal(s syscall.Signal) error { p.signals = append(p.signals, s); return nil }
 func (p *fakeProc) Kill() error                   { p.killed = true; return nil }
 func (p *fakeProc) Status() scoreboard.Slot       { return p.status }
+func (p *fakeProc) Release()                      { p.released++ }
 func (p *fakeProc) got(s syscall.Signal) bool {
 	return len(p.signals) > 0 && p.signals[len(p.signals)-1] == s
 }
 func (p *fakeProc) ready() { p.status.PID, p.status.State = uint64(p.pid), scoreboard.StateReady }
 func (p *fakeProc) busyFor(d time.Duration, desc string) {
-	p.status.BusySince = scoreboard.Now() - uint64(d)
+	p.status.BusySince = uint64(*p.clock - d)
 	p.status.Desc = desc
 }
 
@@ -39,6 +44,7 @@ type fakeSpawner struct {
 	next  int
 	procs []*fakeProc
 	fail  bool
+	clock *time.Duration
 }
 
 func (s *fakeSpawner) Spawn(r SpawnRequest) (Process, error) {
@@ -46,7 +52,7 @@ func (s *fakeSpawner) Spawn(r SpawnRequest) (Process, error) {
 		return nil, os.ErrNotExist
 	}
 	s.next++
-	p := &fakeProc{pid: 1000 + s.next, slot: r.Slot, gen: r.Generation}
+	p := &fakeProc{pid: 1000 + s.next, slot: r.Slot, gen: r.Generation, clock: s.clock}
 	p.status.PID = uint64(p.pid)
 	p.status.State = scoreboard.StateBooting
 	s.procs = append(s.procs, p)
@@ -72,7 +78,9 @@ type harness struct {
 
 func newHarness(t *testing.T, cfg Config, hooks Hooks) *harness {
 	core, logs := observer.New(zap.DebugLevel)
-	h := &harness{t: t, sp: &fakeSpawner{}, clock: time.Second, logs: logs}
+	// The clock starts where CLOCK_MONOTONIC might be on a machine up for a day.
+	h := &harness{t: t, sp: &fakeSpawner{}, clock: 24 * time.Hour, logs: logs}
+	h.sp.clock = &h.clock
 	if cfg.GracefulTimeout == 0 {
 		cfg.GracefulTimeout = 30 * time.Second
 	}
@@ -81,8 +89,16 @@ func newHarness(t *testing.T, cfg Config, hooks Hooks) *harness {
 	return h
 }
 
-func (h *harness) advance(d time.Duration) { h.clock += d; h.m.onTick(); h.m.manage() }
-func (h *harness) signal(s syscall.Signal) { h.m.onSignal(s); h.m.manage() }
+func (h *harness) advance(d time.Duration) { h.clock += d; h.m.onTick(); h.settle(); h.m.manage() }
+func (h *harness) signal(s syscall.Signal) { h.m.onSignal(s); h.settle(); h.m.manage() }
+
+// settle waits for a reload started off the loop and hands its result to the loop, as
+// Run would.
+func (h *harness) settle() {
+	for h.m.reloading {
+		h.m.onReloaded(<-h.m.reloads)
+	}
+}
 func (h *harness) exit(p *fakeProc, ws syscall.WaitStatus) {
 	h.m.onExit(Exit{Pid: p.pid, Status: ws})
 	h.m.manage()
@@ -209,7 +225,7 @@ func TestQuickShutdown(t *testing.T) {
 
 func TestReloadIsRolling(t *testing.T) {
 	reloads := 0
-	h := newHarness(t, Config{Workers: 3}, Hooks{Reload: func(c Config) (Config, error) { reloads++; return c, nil }})
+	h := newHarness(t, Config{Workers: 3}, Hooks{Reload: func(c Config) (func() Config, error) { reloads++; return func() Config { return c }, nil }})
 	h.readyAll()
 	old := append([]*fakeProc(nil), h.sp.procs...)
 	h.signal(syscall.SIGHUP)
@@ -247,9 +263,9 @@ func TestReloadIsRolling(t *testing.T) {
 }
 
 func TestReloadAppliesTheNewConfiguration(t *testing.T) {
-	h := newHarness(t, Config{Workers: 2, Timeout: 30 * time.Second}, Hooks{Reload: func(c Config) (Config, error) {
+	h := newHarness(t, Config{Workers: 2, Timeout: 30 * time.Second}, Hooks{Reload: func(c Config) (func() Config, error) {
 		c.Workers, c.Timeout, c.MaxRequests = 5, 5*time.Second, 100
-		return c, nil
+		return func() Config { return c }, nil
 	}})
 	h.readyAll()
 	h.signal(syscall.SIGTTIN) // an operator's change stands only until the configuration changes the count
@@ -290,7 +306,7 @@ func TestSourceChangeReloadsOncePerChange(t *testing.T) {
 }
 
 func TestReloadErrorKeepsEverything(t *testing.T) {
-	h := newHarness(t, Config{Workers: 2}, Hooks{Reload: func(c Config) (Config, error) { return c, errors.New("config file: SyntaxError") }})
+	h := newHarness(t, Config{Workers: 2}, Hooks{Reload: func(c Config) (func() Config, error) { return nil, errors.New("config file: SyntaxError") }})
 	h.readyAll()
 	h.signal(syscall.SIGHUP)
 	if h.m.gen != 1 || len(h.sp.procs) != 2 {
@@ -381,7 +397,7 @@ func TestHangIsAborted(t *testing.T) {
 	hung, idle := h.sp.procs[0], h.sp.procs[1]
 	hung.busyFor(11*time.Second, "GET /slow?ms=60000")
 	idle.status.Accepting = true
-	idle.status.Heartbeat = scoreboard.Now() - uint64(time.Hour)
+	idle.status.Heartbeat = uint64(h.clock - time.Hour)
 	h.advance(50 * time.Millisecond)
 	if len(hung.signals) != 0 {
 		t.Fatal("aborted on the first stale read")
@@ -410,7 +426,7 @@ func TestSilentIdleWorkerIsAborted(t *testing.T) {
 	h := newHarness(t, Config{Workers: 1, Timeout: 10 * time.Second}, Hooks{})
 	h.readyAll()
 	p := h.sp.procs[0]
-	p.status.Heartbeat = scoreboard.Now() - uint64(time.Minute)
+	p.status.Heartbeat = uint64(h.clock - time.Minute)
 	h.advance(50 * time.Millisecond)
 	h.advance(50 * time.Millisecond)
 	if !p.got(syscall.SIGABRT) {
@@ -548,5 +564,113 @@ func TestTTINStopsAtTheMemoryCeiling(t *testing.T) {
 	h.signal(syscall.SIGTTIN)
 	if h.m.desired != 3 || h.logs.FilterMessageSnippet("TTIN refused").Len() != 1 {
 		t.Errorf("desired %d after two TTINs with room for 3", h.m.desired)
+	}
+}
+
+// TestReloadRunsOffTheLoop: while the Reload hook is still evaluating, the loop answers
+// queries and supervises (a crashed worker is replaced); the result rolls out when it
+// arrives.
+func TestReloadRunsOffTheLoop(t *testing.T) {
+	release := make(chan struct{})
+	started := make(chan struct{})
+	sp := &fakeSpawner{}
+	clock := 24 * time.Hour
+	sp.clock = &clock
+	hooks := Hooks{Reload: func(c Config) (func() Config, error) {
+		close(started)
+		<-release
+		c.MaxRequests = 7
+		return func() Config { return c }, nil
+	}}
+	m := New(Config{Workers: 2, GracefulTimeout: time.Second}, sp, hooks, zap.NewNop(), func() time.Duration { return clock }, func(n int) int { return 0 })
+	signals := make(chan os.Signal, 1)
+	exits := make(chan Exit, 1)
+	done := make(chan int)
+	go func() { done <- m.Run(Inputs{Signals: signals, Exits: exits}) }()
+	snap := func() Snapshot {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		s, err := m.Snapshot(ctx)
+		if err != nil {
+			t.Fatalf("the loop did not answer during the reload: %v", err)
+		}
+		return s
+	}
+	signals <- syscall.SIGHUP
+	<-started
+	first := snap()
+	exits <- Exit{Pid: first.Workers[0].Pid, Status: killedBy(syscall.SIGKILL)}
+	deadline := time.Now().Add(5 * time.Second)
+	for snap().Spawns != 3 {
+		if time.Now().After(deadline) {
+			t.Fatal("a worker that died during the reload was not replaced")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if s := snap(); s.Generation != 1 {
+		t.Fatalf("generation %d before the reload reported", s.Generation)
+	}
+	close(release)
+	for snap().Generation != 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("the reload's result was not applied")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	signals <- syscall.SIGQUIT
+	for _, w := range snap().Workers {
+		exits <- Exit{Pid: w.Pid, Status: killedBy(syscall.SIGQUIT)}
+	}
+	if code := <-done; code != ExitOK {
+		t.Errorf("exit code %d", code)
+	}
+	if m.cfg.MaxRequests != 7 {
+		t.Errorf("max requests %d, want the reloaded 7", m.cfg.MaxRequests)
+	}
+}
+
+// TestHUPDuringReloadReloadsAgain: a HUP while a reload evaluates is not lost (the file
+// may have changed again after the evaluation read it) and does not start a second
+// evaluation at the same time.
+func TestHUPDuringReloadReloadsAgain(t *testing.T) {
+	calls := 0
+	h := newHarness(t, Config{Workers: 1}, Hooks{Reload: func(c Config) (func() Config, error) {
+		calls++
+		return func() Config { return c }, nil
+	}})
+	h.readyAll()
+	h.m.onSignal(syscall.SIGHUP)
+	h.m.onSignal(syscall.SIGHUP) // arrives before the first evaluation reports
+	h.m.onSignal(syscall.SIGHUP)
+	h.m.onReloaded(<-h.m.reloads)
+	if !h.m.reloading {
+		t.Fatal("the HUPs during the reload were dropped")
+	}
+	h.m.onReloaded(<-h.m.reloads)
+	if h.m.reloading || calls != 2 || h.m.gen != 3 {
+		t.Errorf("reloading=%v after %d evaluations, generation %d; want 2 evaluations, generation 3", h.m.reloading, calls, h.m.gen)
+	}
+}
+
+// TestReapedWorkerIsReleased: every reaped worker's handles are released exactly once,
+// whatever ended it.
+func TestReapedWorkerIsReleased(t *testing.T) {
+	h := newHarness(t, Config{Workers: 3}, Hooks{})
+	h.readyAll()
+	h.exit(h.sp.procs[0], killedBy(syscall.SIGKILL))
+	h.exit(h.sp.procs[1], exitCode(0))
+	h.signal(syscall.SIGQUIT)
+	for _, p := range h.sp.alive(h.m) {
+		h.exit(p, killedBy(syscall.SIGQUIT))
+	}
+	for _, p := range h.sp.procs {
+		tracked := slices.ContainsFunc(h.m.workers, func(w *worker) bool { return w.proc == p })
+		if want := map[bool]int{true: 0, false: 1}[tracked]; p.released != want {
+			t.Errorf("worker %d (tracked %v) released %d times, want %d", p.pid, tracked, p.released, want)
+		}
+	}
+	if len(h.m.workers) != 0 {
+		t.Errorf("%d workers left", len(h.m.workers))
 	}
 }

@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"runtime"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -92,16 +91,20 @@ type Config struct {
 	Spec func() Spec
 	// Lifeline is an inherited pipe (read, write) after a binary upgrade; nil makes a new one.
 	Lifeline *[2]*os.File
+	// Thread forks the workers; nil starts a thread of the spawner's own.
+	Thread *Thread
+	// Reaper collects the workers' exits and sends them to Exits.
+	Reaper *Reaper
+	Exits  chan<- master.Exit
 }
 
-// Spawner starts workers from one goroutine locked to its OS thread for the life of the
-// process: Pdeathsig fires when the thread that forked a child exits, so that thread must
-// never exit. Binary upgrades exec from the same thread for the same reason.
+// Spawner starts workers from one Thread (see Thread for why) and registers each with
+// the reaper as it is forked.
 type Spawner struct {
 	cfg      Config
 	zip      *os.File
 	lifeline [2]*os.File // read end inherited by workers; write end held by the master
-	requests chan func()
+	thread   *Thread
 }
 
 // NewSpawner packs the runtime and starts the spawning thread.
@@ -110,7 +113,13 @@ func NewSpawner(cfg Config) (*Spawner, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Spawner{cfg: cfg, zip: z, requests: make(chan func())}
+	if cfg.Reaper == nil || cfg.Exits == nil {
+		return nil, fmt.Errorf("starting the spawner: no reaper")
+	}
+	s := &Spawner{cfg: cfg, zip: z, thread: cfg.Thread}
+	if s.thread == nil {
+		s.thread = StartThread()
+	}
 	if cfg.Lifeline != nil {
 		s.lifeline = *cfg.Lifeline
 	} else {
@@ -120,13 +129,6 @@ func NewSpawner(cfg Config) (*Spawner, error) {
 		}
 		s.lifeline = [2]*os.File{r, w}
 	}
-	go func() {
-		runtime.LockOSThread() // never unlocked: this thread lives as long as the process
-		for req := range s.requests {
-			req()
-		}
-		select {} // keep the thread even if the channel is closed
-	}()
 	return s, nil
 }
 
@@ -134,12 +136,8 @@ func NewSpawner(cfg Config) (*Spawner, error) {
 // master: when the master is gone, workers read EOF).
 func (s *Spawner) Lifeline() (r, w *os.File) { return s.lifeline[0], s.lifeline[1] }
 
-// OnThread runs fn on the spawning thread and waits for it.
-func (s *Spawner) OnThread(fn func()) {
-	done := make(chan struct{})
-	s.requests <- func() { fn(); close(done) }
-	<-done
-}
+// Thread is the thread that forks the workers.
+func (s *Spawner) Thread() *Thread { return s.thread }
 
 // runtimeZip writes the embedded package to a memfd as a zip the interpreter can run.
 func runtimeZip() (*os.File, error) {
@@ -184,11 +182,12 @@ func (s *Spawner) Spawn(req master.SpawnRequest) (master.Process, error) {
 		proc master.Process
 		err  error
 	)
-	s.OnThread(func() { proc, err = s.spawn(req) })
+	spec := s.cfg.Spec() // read on the caller's goroutine, which owns the configuration
+	s.thread.Do(func() { proc, err = s.spawn(req, spec) })
 	return proc, err
 }
 
-func (s *Spawner) spawn(req master.SpawnRequest) (master.Process, error) {
+func (s *Spawner) spawn(req master.SpawnRequest, spec Spec) (master.Process, error) {
 	cfg := s.cfg
 	cfg.Board.Reset(req.Slot)
 	devnull, err := os.Open(os.DevNull)
@@ -197,7 +196,6 @@ func (s *Spawner) spawn(req master.SpawnRequest) (master.Process, error) {
 	}
 	defer devnull.Close()
 	files := []*os.File{devnull, cfg.Stdout, cfg.Stderr}
-	spec := cfg.Spec()
 	set := spec.Settings
 	set.Slot, set.Generation, set.Workers = req.Slot, req.Generation, req.Workers
 	set.ListenFDs = nil
@@ -217,12 +215,20 @@ func (s *Spawner) spawn(req master.SpawnRequest) (master.Process, error) {
 	}
 	name := set.ProcName
 	argv := []string{cfg.Python, fmt.Sprintf("/proc/self/fd/%d", zipFD), fmt.Sprintf("gorn: worker [%s] slot=%d", name, req.Slot)}
-	p, err := os.StartProcess(cfg.Python, argv, &os.ProcAttr{
-		Dir:   spec.Dir,
-		Env:   append(spec.Env[:len(spec.Env):len(spec.Env)], "GORN_WORKER="+string(js)),
-		Files: files,
-		// Go sets Pdeathsig after the credentials change, which would otherwise clear it.
-		Sys: &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, Credential: spec.Credential},
+	var p *os.Process
+	_, err = cfg.Reaper.Start(cfg.Exits, func() (int, error) {
+		var err error
+		p, err = os.StartProcess(cfg.Python, argv, &os.ProcAttr{
+			Dir:   spec.Dir,
+			Env:   append(spec.Env[:len(spec.Env):len(spec.Env)], "GORN_WORKER="+string(js)),
+			Files: files,
+			// Go sets Pdeathsig after the credentials change, which would otherwise clear it.
+			Sys: &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, Credential: spec.Credential},
+		})
+		if err != nil {
+			return 0, err
+		}
+		return p.Pid, nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("starting worker %s: %w", cfg.Python, err)
@@ -238,10 +244,11 @@ func (s *Spawner) Attach(pid, slot int) master.Process {
 // Process is a running worker. Signals go through the pidfd held by os.Process where there
 // is one, so a recycled pid is never signalled by mistake.
 type Process struct {
-	pid   int
-	proc  *os.Process // nil when adopted
-	board *scoreboard.Board
-	slot  int
+	pid      int
+	proc     *os.Process // nil when adopted or released
+	board    *scoreboard.Board
+	slot     int
+	released bool
 }
 
 // Pid is the worker's process id.
@@ -249,6 +256,9 @@ func (p *Process) Pid() int { return p.pid }
 
 // Signal sends sig to the worker.
 func (p *Process) Signal(sig syscall.Signal) error {
+	if p.released {
+		return os.ErrProcessDone
+	}
 	if p.proc != nil {
 		return p.proc.Signal(sig)
 	}
@@ -257,6 +267,9 @@ func (p *Process) Signal(sig syscall.Signal) error {
 
 // Kill sends SIGKILL to the worker's process group (its own children included).
 func (p *Process) Kill() error {
+	if p.released {
+		return os.ErrProcessDone
+	}
 	err := unix.Kill(-p.pid, unix.SIGKILL)
 	if err == unix.ESRCH {
 		return p.Signal(unix.SIGKILL)
@@ -264,16 +277,15 @@ func (p *Process) Kill() error {
 	return err
 }
 
-// Wait waits for a worker started by this process when no reaper runs (--check-config).
-func (p *Process) Wait() (syscall.WaitStatus, error) {
-	if p.proc == nil {
-		return 0, fmt.Errorf("waiting for pid %d: not started here", p.pid)
+// Release frees the handles on a reaped worker: os.Process holds a pidfd that would
+// otherwise stay open until the garbage collector finalizes it. Its pid may be reused
+// at once, so nothing is signalled after Release.
+func (p *Process) Release() {
+	p.released = true
+	if p.proc != nil {
+		_ = p.proc.Release()
+		p.proc = nil
 	}
-	st, err := p.proc.Wait()
-	if err != nil {
-		return 0, fmt.Errorf("waiting for pid %d: %w", p.pid, err)
-	}
-	return st.Sys().(syscall.WaitStatus), nil
 }
 
 // Status reads the worker's scoreboard slot.

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/gornhq/gorn/internal/scoreboard"
+	"github.com/gornhq/gorn/internal/testenv"
 	"github.com/gornhq/gorn/master"
 	"github.com/gornhq/gorn/socket"
 )
@@ -44,7 +45,7 @@ func TestRuntimeZip(t *testing.T) {
 func TestSpawnServesAndReaps(t *testing.T) {
 	py, err := exec.LookPath("python3")
 	if err != nil {
-		t.Skip("no python3")
+		testenv.Missing(t, "no python3: %v", err)
 	}
 	dir := t.TempDir()
 	app := "def application(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [b'spawned']\n"
@@ -62,10 +63,11 @@ func TestSpawnServesAndReaps(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer board.Close()
-	exits := reapedExits()
+	reaper, _ := testReaper()
+	exits := make(chan master.Exit, 1)
 	sp, err := NewSpawner(Config{
 		Python: py, Listeners: []*os.File{ls[0].File()}, Board: board,
-		Stdout: os.Stdout, Stderr: os.Stderr,
+		Stdout: os.Stdout, Stderr: os.Stderr, Reaper: reaper, Exits: exits,
 		Spec: func() Spec {
 			return Spec{Dir: dir, Env: os.Environ(), Settings: Settings{App: "tiny", WorkerClass: "sync", Keepalive: 2, HeaderTimeout: 10, LimitRequestLine: 4094,
 				LimitRequestFields: 100, LimitRequestFieldSize: 8190, ForwardedAllowIPs: []string{}, PythonPath: []string{},
@@ -113,7 +115,7 @@ func TestSpawnServesAndReaps(t *testing.T) {
 		select {
 		case e := <-exits:
 			if e.Pid != proc.Pid() {
-				continue // another child of the test binary
+				t.Fatalf("reaped %+v, routed to the worker's owner", e)
 			}
 			if !e.Status.Signaled() {
 				t.Errorf("reaped %+v, want pid %d killed", e, proc.Pid())
@@ -125,10 +127,9 @@ func TestSpawnServesAndReaps(t *testing.T) {
 	}
 }
 
-// reapedExits starts the one reaper of the test binary: a second one (go test -count=2)
-// would race the first for wait4 and steal its exits.
-var reapedExits = sync.OnceValue(func() chan master.Exit {
-	exits := make(chan master.Exit, 4)
-	go Reap(exits)
-	return exits
+// testReaper is the one reaper of the test binary: a second one (go test -count=2) would
+// race the first for wait4 and steal its exits. Exits nobody routed go to the channel.
+var testReaper = sync.OnceValues(func() (*Reaper, chan master.Exit) {
+	others := make(chan master.Exit, 16)
+	return NewReaper(others), others
 })

@@ -2,11 +2,11 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"slices"
@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/gornhq/gorn/master"
 	"github.com/gornhq/gorn/worker"
 )
 
@@ -34,36 +35,96 @@ type fileSettings struct {
 // configLoader evaluates the config file source (PATH, file:PATH or python:MODULE).
 type configLoader func(python, source string) (*fileSettings, error)
 
-// configFileTimeout bounds a config file's evaluation: on HUP the master loop waits for it.
+// configFileTimeout bounds a config file's evaluation.
 const configFileTimeout = 10 * time.Second
 
-// loadConfigFile runs the config file in the given interpreter, as gunicorn executes it in
-// its own; whatever the file prints goes to stderr.
-func loadConfigFile(python, source string) (*fileSettings, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), configFileTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, python, "-c", worker.ConfigFileScript(), source)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, os.Stderr
-	err := cmd.Run()
-	if ctx.Err() != nil {
-		err = fmt.Errorf("still running after %s", configFileTimeout)
-	} else if errors.Is(err, syscall.ECHILD) {
-		// On HUP the master's reaper (wait4(-1)) may collect the exit status first; the
-		// output, read to its end regardless, says whether the evaluation succeeded.
-		err = nil
+// configFileLoader evaluates config files in children started on thread and reaped by
+// children, the process's one reaper.
+func configFileLoader(children *worker.Reaper, thread *worker.Thread) configLoader {
+	return func(python, source string) (*fileSettings, error) {
+		return loadConfigFile(children, thread, python, source)
 	}
-	if err != nil {
+}
+
+// loadConfigFile runs the config file in the given interpreter, as gunicorn executes it in
+// its own; whatever the file prints goes to stderr. It blocks its caller (on HUP, the
+// reload's own goroutine) until the evaluation ends or times out.
+func loadConfigFile(children *worker.Reaper, thread *worker.Thread, python, source string) (*fileSettings, error) {
+	fail := func(err error) (*fileSettings, error) {
 		return nil, fmt.Errorf("evaluating config file %s with %s: %w", source, python, err)
 	}
+	path, err := exec.LookPath(python)
+	if err != nil {
+		return fail(err)
+	}
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		return fail(err)
+	}
+	defer devnull.Close()
+	r, w, err := os.Pipe()
+	if err != nil {
+		return fail(err)
+	}
+	defer r.Close()
+	exited := make(chan master.Exit, 1)
+	var p *os.Process
+	thread.Do(func() {
+		_, err = children.Start(exited, func() (int, error) {
+			var err error
+			p, err = os.StartProcess(path, []string{python, "-c", worker.ConfigFileScript(), source},
+				&os.ProcAttr{Files: []*os.File{devnull, w, os.Stderr}})
+			if err != nil {
+				return 0, err
+			}
+			return p.Pid, nil
+		})
+	})
+	w.Close()
+	if err != nil {
+		return fail(err)
+	}
+	defer p.Release()
+	output := make(chan []byte, 1)
+	go func() {
+		b, _ := io.ReadAll(r)
+		output <- b
+	}()
+	timeout := time.NewTimer(configFileTimeout)
+	defer timeout.Stop()
+	var exit master.Exit
+	select {
+	case exit = <-exited:
+	case <-timeout.C:
+		_ = p.Kill()
+		<-exited
+		return fail(fmt.Errorf("still running after %s", configFileTimeout))
+	}
+	var out []byte
+	select {
+	case out = <-output:
+	case <-timeout.C: // a child of the file holds the pipe open
+		return fail(fmt.Errorf("its output still open after %s", configFileTimeout))
+	}
+	if !exit.Status.Exited() || exit.Status.ExitStatus() != 0 {
+		return fail(fmt.Errorf("the evaluator ended with %v", exitStatus(exit.Status)))
+	}
 	var fs fileSettings
-	if err := json.Unmarshal(out.Bytes(), &fs); err != nil {
-		return nil, fmt.Errorf("evaluating config file %s: unexpected output %q", source, out.String())
+	if err := json.Unmarshal(out, &fs); err != nil {
+		return nil, fmt.Errorf("evaluating config file %s: unexpected output %q", source, out)
 	}
 	if fs.Error != "" {
 		return nil, fmt.Errorf("config file %s: %s", source, fs.Error)
 	}
 	return &fs, nil
+}
+
+// exitStatus describes how a child ended.
+func exitStatus(ws syscall.WaitStatus) string {
+	if ws.Signaled() {
+		return "signal " + ws.Signal().String()
+	}
+	return fmt.Sprintf("exit status %d", ws.ExitStatus())
 }
 
 // gunicornNames maps gunicorn setting names to gorn flags where the two differ; every

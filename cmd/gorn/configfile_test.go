@@ -7,9 +7,20 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/gornhq/gorn/internal/testenv"
+	"github.com/gornhq/gorn/master"
+	"github.com/gornhq/gorn/worker"
 )
+
+// testLoader evaluates config files through the test binary's one reaper: a second
+// reaper would race it for the exits.
+var testLoader = sync.OnceValue(func() configLoader {
+	return configFileLoader(worker.NewReaper(make(chan master.Exit, 64)), worker.StartThread())
+})
 
 // fakeFile is a loader that returns settings as if a config file had set them.
 func fakeFile(t *testing.T, settings map[string]any, callables ...string) configLoader {
@@ -127,8 +138,9 @@ func TestLoadConfigFile(t *testing.T) {
 		python = "python3"
 	}
 	if _, err := exec.LookPath(python); err != nil {
-		t.Skipf("no Python interpreter %q: %v", python, err)
+		testenv.Missing(t, "no Python interpreter %q: %v", python, err)
 	}
+	loadConfigFile := testLoader()
 	dir := t.TempDir()
 	write := func(name, src string) string {
 		p := filepath.Join(dir, name)

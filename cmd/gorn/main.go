@@ -3,6 +3,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -26,17 +28,39 @@ import (
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "0.1.0"
 
+// The main goroutine stays on the main thread, which serves the worker.Thread that forks
+// every child and execs upgrades: the one thread that survives execve.
+func init() { runtime.LockOSThread() }
+
 func main() {
-	os.Exit(run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
+	th := worker.NewThread()
+	go func() {
+		os.Exit(run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr, host{thread: th}))
+	}()
+	th.Serve()
+}
+
+// host is what run gets from the process around it.
+type host struct {
+	thread *worker.Thread // the main thread; nil: a thread of its own
+	// serving is called once the master loop runs (the binary upgrade's "ready").
+	serving func()
 }
 
 // run is gorn without os.Exit: it returns the process exit code.
-func run(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+func run(args []string, getenv func(string) string, stdout, stderr io.Writer, h host) int {
 	if len(args) > 0 && args[0] == "limits" {
 		return runLimits(args[1:], getenv, stdout, stderr)
 	}
+	if h.thread == nil {
+		h.thread = worker.StartThread()
+	}
+	// Children's exits not routed to an owner (orphans) go to the master loop.
+	orphans := make(chan master.Exit, 64)
+	children := worker.NewReaper(orphans)
+	loader := configFileLoader(children, h.thread)
 	reparse := func() (*Config, error) {
-		cfg, err := parseConfig(args, getenv, loadConfigFile)
+		cfg, err := parseConfig(args, getenv, loader)
 		if err == nil && !cfg.Help && !cfg.Version {
 			err = resolvePython(cfg)
 		}
@@ -78,9 +102,9 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		log.Warn(w)
 	}
 	if cfg.CheckConfig {
-		return checkConfig(cfg, logs)
+		return checkConfig(cfg, logs, h.thread, children)
 	}
-	code, err := serve(cfg, reparse, logs, getenv)
+	code, err := serve(cfg, reparse, logs, getenv, h, children, orphans)
 	if err != nil {
 		log.Error(err.Error())
 	}
@@ -88,7 +112,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 }
 
 // serve binds, starts the master loop and returns its exit code.
-func serve(cfg *Config, reparse func() (*Config, error), logs *logFiles, getenv func(string) string) (int, error) {
+func serve(cfg *Config, reparse func() (*Config, error), logs *logFiles, getenv func(string) string, h host, children *worker.Reaper, exits chan master.Exit) (int, error) {
 	log := logs.logger
 	if os.Getpid() != 1 {
 		// Orphaned grandchildren of workers are re-parented to us and reaped by Reap.
@@ -149,6 +173,9 @@ func serve(cfg *Config, reparse func() (*Config, error), logs *logFiles, getenv 
 		Stdout:    logs.stdout,
 		Stderr:    logs.workerStderr(),
 		Spec:      reload.current,
+		Thread:    h.thread,
+		Reaper:    children,
+		Exits:     exits,
 	}
 	if in != nil {
 		wcfg.Lifeline = &in.lifeline
@@ -161,8 +188,6 @@ func serve(cfg *Config, reparse func() (*Config, error), logs *logFiles, getenv 
 	signals := make(chan os.Signal, 16)
 	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP,
 		syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH)
-	exits := make(chan master.Exit, 64)
-	go worker.Reap(exits)
 	ticker := time.NewTicker(50 * time.Millisecond)
 	defer ticker.Stop()
 
@@ -193,9 +218,8 @@ func serve(cfg *Config, reparse func() (*Config, error), logs *logFiles, getenv 
 	if cfg.Workers == 0 {
 		mcfg.ResizeInterval = cfg.ResizeInterval
 	}
-	start := time.Now()
-	// The master's clock starts at 1s, not 0: zero times mean "not yet" in its table.
-	clock := func() time.Duration { return time.Since(start) + time.Second }
+	// The workers' clock: heartbeats and busy times compare with it directly.
+	clock := func() time.Duration { return time.Duration(scoreboard.Now()) }
 	m := master.New(mcfg, spawner, hooks, log.Named("master"), clock, rand.IntN)
 	if in != nil {
 		m.Adopt(in.handover, spawner.Attach)
@@ -207,7 +231,19 @@ func serve(cfg *Config, reparse func() (*Config, error), logs *logFiles, getenv 
 		}
 		defer stop()
 	}
-	setProcTitle(fmt.Sprintf("gorn: master [%s]", cfg.Name))
+	h.thread.Do(func() {
+		if err := setProcName(procName); err != nil {
+			log.Debug("naming the process", zap.Error(err))
+		}
+	})
+	if h.serving != nil {
+		go func() {
+			// The loop answers its first query once it runs.
+			if _, err := m.Snapshot(context.Background()); err == nil {
+				h.serving()
+			}
+		}()
+	}
 	return m.Run(master.Inputs{Signals: signals, Exits: exits, Ticks: ticker.C}), nil
 }
 

@@ -13,8 +13,8 @@ import (
 // reloader re-reads the configuration on HUP (command line, environment and config file,
 // as gunicorn does) and applies it: the next generation of workers starts with the new
 // worker settings, and the master's policy takes the new timeouts, recycling and worker
-// count. Its methods run on the master loop's goroutine (spawns included), so spec needs
-// no lock.
+// count. The configuration is evaluated off the loop (reload); everything that changes the
+// reloader's state runs on the loop (apply, current), so it needs no lock.
 type reloader struct {
 	applied *Config
 	reparse func() (*Config, error)
@@ -46,12 +46,18 @@ func newReloader(cfg *Config, reparse func() (*Config, error), s *sizer, log *za
 // current is the spawner's view of the configuration.
 func (r *reloader) current() worker.Spec { return r.spec }
 
-// reload is the master's Reload hook.
-func (r *reloader) reload(mc master.Config) (master.Config, error) {
+// reload is the master's Reload hook: it evaluates the configuration (the config file runs
+// in a Python child) in the hook's goroutine and returns the step that applies it.
+func (r *reloader) reload(mc master.Config) (func() master.Config, error) {
 	next, err := r.reparse()
 	if err != nil {
-		return mc, fmt.Errorf("re-reading the configuration: %w", err)
+		return nil, fmt.Errorf("re-reading the configuration: %w", err)
 	}
+	return func() master.Config { return r.apply(mc, next) }, nil
+}
+
+// apply takes the evaluated configuration next; it runs on the master loop.
+func (r *reloader) apply(mc master.Config, next *Config) master.Config {
 	for _, w := range next.Warnings {
 		r.log.Warn(w)
 	}
@@ -78,7 +84,7 @@ func (r *reloader) reload(mc master.Config) (master.Config, error) {
 	r.sizer.cfg = next
 	r.applied, r.spec = next, workerSpec(next)
 	r.log.Info("configuration re-read", zap.String("config_file", next.ConfigFile), zap.String("app", next.App))
-	return mc, nil
+	return mc
 }
 
 // resolvePython finds the interpreter on $PATH, as exec would.

@@ -109,7 +109,7 @@ func (u *upgrader) upgrade(h master.Handover) error {
 			env = append(env, kv)
 		}
 	}
-	u.spawner.OnThread(func() { err = syscall.Exec(u.path, u.args, env) })
+	u.spawner.Thread().Do(func() { err = syscall.Exec(u.path, u.args, env) })
 	for _, fd := range fds {
 		unix.CloseOnExec(fd)
 	}
