@@ -67,7 +67,11 @@ type Hooks struct {
 	Reload func(Config) (apply func() Config, err error)
 	// ReopenLogs reopens the master's log files on USR1.
 	ReopenLogs func()
-	// Upgrade re-executes the master binary in place on USR2; it returns only on failure.
+	// Preflight checks the new binary before a USR2 upgrade hands anything over; it runs
+	// in a goroutine of its own (it loads the app) and an error refuses the upgrade.
+	Preflight func() error
+	// Upgrade re-executes the master binary in place on USR2 once Preflight passed; it
+	// returns only on failure.
 	Upgrade func(Handover) error
 	// Resize returns the worker count the limits and the load call for now (when sized
 	// automatically), given the scoreboard slots of the ready workers to measure. It is
@@ -179,6 +183,7 @@ type Master struct {
 	sourceChange uint64 // --reload: the newest source change acted on (mtime, Unix ns)
 	reloading    bool   // a Reload hook is running
 	reloadAgain  bool   // a HUP arrived while it ran: reload once more when it reports
+	upgrading    bool   // a USR2 pre-flight is running
 
 	retired scoreboard.Slot // counters of exited workers
 	spawns  uint64
@@ -186,6 +191,7 @@ type Master struct {
 
 	queries chan chan Snapshot
 	reloads chan reloadResult // at most one in flight, so a send never blocks
+	checked chan error        // the pre-flight's verdict; at most one in flight
 }
 
 type reloadResult struct {
@@ -207,7 +213,7 @@ func New(cfg Config, sp Spawner, hooks Hooks, log *zap.Logger, now func() time.D
 	return &Master{
 		cfg: cfg, spawner: sp, hooks: hooks, log: log, now: now, rand: rand,
 		desired: cfg.Workers, sized: cfg.Workers, gen: 1, exits: map[string]uint64{},
-		queries: make(chan chan Snapshot), reloads: make(chan reloadResult, 1), lastResize: now(),
+		queries: make(chan chan Snapshot), reloads: make(chan reloadResult, 1), checked: make(chan error, 1), lastResize: now(),
 	}
 }
 
@@ -233,6 +239,8 @@ func (m *Master) Run(in Inputs) int {
 			reply <- m.snapshot()
 		case r := <-m.reloads:
 			m.onReloaded(r)
+		case err := <-m.checked:
+			m.onPreflight(err)
 		}
 		m.manage()
 	}
@@ -370,10 +378,35 @@ func (m *Master) rollOut() {
 	m.log.Info("reloading: replacing workers one at a time", zap.Int("generation", m.gen))
 }
 
+// upgrade starts the new binary's pre-flight off the loop; onPreflight hands over.
 func (m *Master) upgrade() {
 	if m.hooks.Upgrade == nil || m.phase != running {
 		return
 	}
+	if m.upgrading {
+		m.log.Warn("binary upgrade already in progress; USR2 ignored")
+		return
+	}
+	m.upgrading = true
+	go func() {
+		var err error
+		if m.hooks.Preflight != nil {
+			err = m.hooks.Preflight()
+		}
+		m.checked <- err
+	}()
+}
+
+func (m *Master) onPreflight(err error) {
+	m.upgrading = false
+	if m.phase != running {
+		return
+	}
+	if err != nil {
+		m.log.Error("binary upgrade refused: the new binary failed its pre-flight; the old one keeps serving", zap.Error(err))
+		return
+	}
+	// The table as it is now, not as it was when USR2 arrived.
 	h := Handover{Desired: m.desired, Generation: m.gen}
 	for _, w := range m.workers {
 		if !w.stopping() {

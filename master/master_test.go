@@ -674,3 +674,51 @@ func TestReapedWorkerIsReleased(t *testing.T) {
 		t.Errorf("%d workers left", len(h.m.workers))
 	}
 }
+
+// TestUpgradeWaitsForThePreflight: USR2 hands over only after the pre-flight passed, with
+// the table as it is then; a failed pre-flight hands nothing over and says why.
+func TestUpgradeWaitsForThePreflight(t *testing.T) {
+	var handed []Handover
+	verdict := errors.New("exit status 2: unknown flag --frobnicate")
+	h := newHarness(t, Config{Workers: 2}, Hooks{
+		Preflight: func() error { return verdict },
+		Upgrade:   func(ho Handover) error { handed = append(handed, ho); return nil },
+	})
+	h.readyAll()
+	h.m.onSignal(syscall.SIGUSR2)
+	h.m.onSignal(syscall.SIGUSR2) // ignored: one upgrade at a time
+	if len(handed) != 0 {
+		t.Fatal("handed over before the pre-flight reported")
+	}
+	h.m.onPreflight(<-h.m.checked)
+	if len(handed) != 0 || h.logs.FilterMessageSnippet("binary upgrade refused").Len() != 1 {
+		t.Fatalf("a failed pre-flight: %d handovers, logs %v", len(handed), h.logs.All())
+	}
+	if h.m.upgrading {
+		t.Fatal("still upgrading after the verdict")
+	}
+	verdict = nil
+	h.m.onSignal(syscall.SIGUSR2)
+	h.signal(syscall.SIGTTIN) // the table changes while the pre-flight runs
+	h.m.onPreflight(<-h.m.checked)
+	if len(handed) != 1 || handed[0].Desired != 3 || len(handed[0].Workers) != 3 {
+		t.Fatalf("handovers %+v, want one with the 3 workers of the table at hand-over time", handed)
+	}
+}
+
+// TestAdoptAfterRollbackKeepsTheGeneration: the previous binary, restored, keeps its
+// workers; a successful upgrade replaces them.
+func TestAdoptAfterRollbackKeepsTheGeneration(t *testing.T) {
+	ho := Handover{Desired: 2, Generation: 4, Workers: []HandoverWorker{{Pid: 11, Slot: 0, Generation: 4}, {Pid: 12, Slot: 1, Generation: 4}}}
+	for _, rollOut := range []bool{false, true} {
+		h := newHarness(t, Config{Workers: 0}, Hooks{})
+		attach := func(pid, slot int) Process {
+			return &fakeProc{pid: pid, slot: slot, clock: &h.clock, status: scoreboard.Slot{PID: uint64(pid), State: scoreboard.StateReady}}
+		}
+		h.m.Adopt(ho, attach, rollOut)
+		h.advance(50 * time.Millisecond)
+		if replaced := len(h.sp.procs) > 0; replaced != rollOut {
+			t.Errorf("rollOut=%v: %d workers spawned to replace the adopted ones", rollOut, len(h.sp.procs))
+		}
+	}
+}

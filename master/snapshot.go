@@ -95,11 +95,15 @@ type HandoverWorker struct {
 	MaxRequests uint64 `json:"max_requests"`
 }
 
-// Adopt takes over workers started by a previous master image; call before Run. They are
-// replaced one at a time by workers of the new binary, like a reload.
-func (m *Master) Adopt(h Handover, attach func(pid, slot int) Process) {
+// Adopt takes over workers started by a previous master image; call before Run. With
+// rollOut they are replaced one at a time by workers of the new binary, like a reload;
+// without (the previous binary restored after a failed upgrade) they serve on.
+func (m *Master) Adopt(h Handover, attach func(pid, slot int) Process, rollOut bool) {
 	m.desired = h.Desired
-	m.gen = h.Generation + 1
+	m.gen = h.Generation
+	if rollOut {
+		m.gen++
+	}
 	now := m.now()
 	for _, hw := range h.Workers {
 		w := &worker{slot: hw.Slot, gen: hw.Generation, proc: attach(hw.Pid, hw.Slot), pid: hw.Pid, spawnedAt: now, readyAt: now, maxRequests: hw.MaxRequests}

@@ -208,12 +208,7 @@ func TestReloadWithBrokenCode(t *testing.T) {
 // TestUpgradeAsPID1 runs gorn as PID 1 of a new PID namespace, replaces its binary, sends
 // USR2, and checks that the PID is kept, the new binary serves, and no request fails.
 func TestUpgradeAsPID1(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for unshare --pid")
-	}
-	if err := exec.Command("unshare", "--pid", "--fork", "--mount-proc", "true").Run(); err != nil {
-		t.Skipf("unshare --pid unavailable: %v", err)
-	}
+	needPID1(t)
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "gorn")
 	copyFile(t, gornBin, bin)
@@ -289,12 +284,7 @@ func copyFile(t *testing.T, from, to string) {
 // TestPID1ReapsOrphans: as PID 1, orphaned grandchildren are reaped (no zombies), and the
 // exit code is right.
 func TestPID1ReapsOrphans(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for unshare --pid")
-	}
-	if err := exec.Command("unshare", "--pid", "--fork", "--mount-proc", "true").Run(); err != nil {
-		t.Skipf("unshare --pid unavailable: %v", err)
-	}
+	needPID1(t)
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "orphans.py"), []byte(`import subprocess
 def application(environ, start_response):

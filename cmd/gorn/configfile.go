@@ -6,16 +6,13 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"slices"
 	"sort"
 	"strings"
-	"syscall"
 	"time"
 
-	"github.com/gornhq/gorn/master"
 	"github.com/gornhq/gorn/worker"
 )
 
@@ -57,74 +54,22 @@ func loadConfigFile(children *worker.Reaper, thread *worker.Thread, python, sour
 	if err != nil {
 		return fail(err)
 	}
-	devnull, err := os.Open(os.DevNull)
+	res, err := runChild(children, thread, childCmd{path: path, args: []string{python, "-c", worker.ConfigFileScript(), source},
+		stderr: os.Stderr, timeout: configFileTimeout})
 	if err != nil {
 		return fail(err)
 	}
-	defer devnull.Close()
-	r, w, err := os.Pipe()
-	if err != nil {
-		return fail(err)
-	}
-	defer r.Close()
-	exited := make(chan master.Exit, 1)
-	var p *os.Process
-	thread.Do(func() {
-		_, err = children.Start(exited, func() (int, error) {
-			var err error
-			p, err = os.StartProcess(path, []string{python, "-c", worker.ConfigFileScript(), source},
-				&os.ProcAttr{Files: []*os.File{devnull, w, os.Stderr}})
-			if err != nil {
-				return 0, err
-			}
-			return p.Pid, nil
-		})
-	})
-	w.Close()
-	if err != nil {
-		return fail(err)
-	}
-	defer p.Release()
-	output := make(chan []byte, 1)
-	go func() {
-		b, _ := io.ReadAll(r)
-		output <- b
-	}()
-	timeout := time.NewTimer(configFileTimeout)
-	defer timeout.Stop()
-	var exit master.Exit
-	select {
-	case exit = <-exited:
-	case <-timeout.C:
-		_ = p.Kill()
-		<-exited
-		return fail(fmt.Errorf("still running after %s", configFileTimeout))
-	}
-	var out []byte
-	select {
-	case out = <-output:
-	case <-timeout.C: // a child of the file holds the pipe open
-		return fail(fmt.Errorf("its output still open after %s", configFileTimeout))
-	}
-	if !exit.Status.Exited() || exit.Status.ExitStatus() != 0 {
-		return fail(fmt.Errorf("the evaluator ended with %v", exitStatus(exit.Status)))
+	if !res.status.Exited() || res.status.ExitStatus() != 0 {
+		return fail(fmt.Errorf("the evaluator ended with %s", exitStatus(res.status)))
 	}
 	var fs fileSettings
-	if err := json.Unmarshal(out, &fs); err != nil {
-		return nil, fmt.Errorf("evaluating config file %s: unexpected output %q", source, out)
+	if err := json.Unmarshal(res.output, &fs); err != nil {
+		return nil, fmt.Errorf("evaluating config file %s: unexpected output %q", source, res.output)
 	}
 	if fs.Error != "" {
 		return nil, fmt.Errorf("config file %s: %s", source, fs.Error)
 	}
 	return &fs, nil
-}
-
-// exitStatus describes how a child ended.
-func exitStatus(ws syscall.WaitStatus) string {
-	if ws.Signaled() {
-		return "signal " + ws.Signal().String()
-	}
-	return fmt.Sprintf("exit status %d", ws.ExitStatus())
 }
 
 // gunicornNames maps gunicorn setting names to gorn flags where the two differ; every

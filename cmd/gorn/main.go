@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -34,10 +35,64 @@ func init() { runtime.LockOSThread() }
 
 func main() {
 	th := worker.NewThread()
-	go func() {
-		os.Exit(run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr, host{thread: th}))
-	}()
+	go func() { os.Exit(supervise(th)) }()
 	th.Serve()
+}
+
+// supervise is run, guarded by the way back to the previous binary when this process
+// was started by a binary upgrade (see upgrade.go).
+func supervise(th *worker.Thread) int {
+	guard, err := armRollback(os.Getenv)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "gorn: error: %v; serving on without a way back\n", err)
+	}
+	if guard == nil {
+		return run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr, host{thread: th})
+	}
+	ready := make(chan struct{})
+	done := make(chan int, 1)
+	crashed := make(chan string, 1)
+	failure := make(chan error, 1)
+	go func() {
+		defer func() {
+			if p := recover(); p != nil {
+				crashed <- fmt.Sprint(p)
+			}
+		}()
+		done <- run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr, host{
+			thread:  th,
+			serving: sync.OnceFunc(func() { close(ready) }),
+			failed:  func(err error) { failure <- err },
+		})
+	}()
+	timer := time.NewTimer(upgradeReadyTimeout)
+	var reason string
+	select {
+	case <-ready:
+		timer.Stop()
+		guard.release()
+		select {
+		case code := <-done:
+			return code
+		case p := <-crashed:
+			panic(p)
+		}
+	case code := <-done:
+		reason = fmt.Sprintf("the new binary exited with code %d before its master loop ran", code)
+		select {
+		case err := <-failure:
+			reason += ": " + err.Error()
+		default:
+		}
+	case p := <-crashed:
+		reason = "the new binary panicked before its master loop ran: " + p
+	case <-timer.C:
+		reason = fmt.Sprintf("the new binary's master loop was not running %s after exec", upgradeReadyTimeout)
+	}
+	fmt.Fprintf(os.Stderr, "gorn: binary upgrade failed (%s); restoring the previous binary\n", reason)
+	th.Do(func() { err = guard.rollback(reason) })
+	fmt.Fprintf(os.Stderr, "gorn: error: %v\n", err)
+	return master.ExitError
 }
 
 // host is what run gets from the process around it.
@@ -45,12 +100,21 @@ type host struct {
 	thread *worker.Thread // the main thread; nil: a thread of its own
 	// serving is called once the master loop runs (the binary upgrade's "ready").
 	serving func()
+	// failed is told why serving ended in an error.
+	failed func(error)
 }
 
 // run is gorn without os.Exit: it returns the process exit code.
 func run(args []string, getenv func(string) string, stdout, stderr io.Writer, h host) int {
 	if len(args) > 0 && args[0] == "limits" {
 		return runLimits(args[1:], getenv, stdout, stderr)
+	}
+	if want := getenv(formatsEnv); want != "" {
+		// An upgrade's pre-flight: refuse what this binary would misread.
+		if err := checkFormats(want); err != nil {
+			fmt.Fprintf(stderr, "gorn: error: %v\n", err)
+			return master.ExitError
+		}
 	}
 	if h.thread == nil {
 		h.thread = worker.StartThread()
@@ -107,6 +171,9 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, h 
 	code, err := serve(cfg, reparse, logs, getenv, h, children, orphans)
 	if err != nil {
 		log.Error(err.Error())
+		if h.failed != nil {
+			h.failed(err)
+		}
 	}
 	return code
 }
@@ -132,7 +199,14 @@ func serve(cfg *Config, reparse func() (*Config, error), logs *logFiles, getenv 
 	)
 	if in != nil {
 		listeners, board = in.listeners, in.board
-		log.Info("binary upgrade: adopted the previous master's sockets and workers", zap.Int("workers", len(in.handover.Workers)))
+		if err := upgradeFault(); err != nil {
+			return master.ExitError, err
+		}
+		if in.rolledBack != "" {
+			log.Error("binary upgrade rolled back: the previous binary serves on with its workers", zap.String("reason", in.rolledBack), zap.Int("workers", len(in.handover.Workers)))
+		} else {
+			log.Info("binary upgrade: adopted the previous master's sockets and workers", zap.Int("workers", len(in.handover.Workers)))
+		}
 	} else {
 		if listeners, err = bindAll(cfg, getenv); err != nil {
 			return master.ExitError, err
@@ -201,13 +275,14 @@ func serve(cfg *Config, reparse func() (*Config, error), logs *logFiles, getenv 
 		MaxRequestsJitter: cfg.MaxRequestsJitter,
 		Slots:             board.Slots(),
 	}
-	up := &upgrader{path: exe, args: os.Args, spawner: spawner, listeners: listeners, board: board}
+	up := &upgrader{path: exe, args: os.Args, spawner: spawner, children: children, listeners: listeners, board: board}
 	hooks := master.Hooks{
 		Reload:        reload.reload,
 		Resize:        sizing.resize,
 		ReopenLogs:    logs.Reopen,
 		OOMKills:      sizing.oomKills,
 		MemoryCeiling: sizing.memoryCeiling,
+		Preflight:     up.preflight,
 		Upgrade:       up.upgrade,
 		Ready: func() {
 			if err := sdNotify(getenv, "READY=1"); err != nil {
@@ -222,7 +297,7 @@ func serve(cfg *Config, reparse func() (*Config, error), logs *logFiles, getenv 
 	clock := func() time.Duration { return time.Duration(scoreboard.Now()) }
 	m := master.New(mcfg, spawner, hooks, log.Named("master"), clock, rand.IntN)
 	if in != nil {
-		m.Adopt(in.handover, spawner.Attach)
+		m.Adopt(in.handover, spawner.Attach, in.rolledBack == "")
 	}
 	if cfg.MetricsBind != "" {
 		stop, err := serveMetrics(cfg, m, listeners, sizing, log)
