@@ -46,9 +46,11 @@ type SpawnRequest struct {
 	Workers    int // desired count, for wsgi.multiprocess
 }
 
-// Spawner starts workers. Spawn returns once the pid is known.
+// Spawner starts workers. Spawn is called on the master loop and must not block: it takes
+// what it needs from the configuration there and returns start, the fork and exec, which
+// the master runs in a goroutine of its own and which returns once the pid is known.
 type Spawner interface {
-	Spawn(SpawnRequest) (Process, error)
+	Spawn(SpawnRequest) (start func() (Process, error))
 }
 
 // Exit is a reaped child.
@@ -130,8 +132,8 @@ const (
 type worker struct {
 	slot        int
 	gen         int
-	proc        Process
-	pid         int
+	proc        Process // nil while starting
+	pid         int     // 0 while starting
 	spawnedAt   time.Duration
 	readyAt     time.Duration // 0 while booting
 	maxRequests uint64        // 0 = unlimited
@@ -139,13 +141,15 @@ type worker struct {
 	replaces    *worker       // set on a surge worker until it is ready and the old one stopped
 	stopReason  string        // why the master stopped it; "" = still wanted
 	stopAt      time.Duration
-	abortAt     time.Duration // SIGABRT sent (hang)
-	sent        uint64        // bit n set: signal n was sent by the master
+	abortAt     time.Duration  // SIGABRT sent (hang)
+	sent        uint64         // bit n set: signal n was sent by the master
+	owed        syscall.Signal // sent while starting: delivered once the process exists
 	staleReads  int
 	last        scoreboard.Slot
 }
 
-func (w *worker) ready() bool { return w.readyAt != 0 }
+func (w *worker) ready() bool    { return w.readyAt != 0 }
+func (w *worker) starting() bool { return w.proc == nil }
 func (w *worker) sentSignal(sig syscall.Signal) bool {
 	return sig < 64 && w.sent&(1<<uint(sig)) != 0
 }
@@ -184,6 +188,9 @@ type Master struct {
 	reloading    bool   // a Reload hook is running
 	reloadAgain  bool   // a HUP arrived while it ran: reload once more when it reports
 	upgrading    bool   // a USR2 pre-flight is running
+	handover     bool   // the pre-flight passed: hand over once no spawn is in flight
+	starting     int    // spawns in flight
+	early        []Exit // exits of unknown pids while spawns are in flight
 
 	retired scoreboard.Slot // counters of exited workers
 	spawns  uint64
@@ -192,6 +199,13 @@ type Master struct {
 	queries chan chan Snapshot
 	reloads chan reloadResult // at most one in flight, so a send never blocks
 	checked chan error        // the pre-flight's verdict; at most one in flight
+	spawned chan spawnResult
+}
+
+type spawnResult struct {
+	w    *worker
+	proc Process
+	err  error
 }
 
 type reloadResult struct {
@@ -213,7 +227,7 @@ func New(cfg Config, sp Spawner, hooks Hooks, log *zap.Logger, now func() time.D
 	return &Master{
 		cfg: cfg, spawner: sp, hooks: hooks, log: log, now: now, rand: rand,
 		desired: cfg.Workers, sized: cfg.Workers, gen: 1, exits: map[string]uint64{},
-		queries: make(chan chan Snapshot), reloads: make(chan reloadResult, 1), checked: make(chan error, 1), lastResize: now(),
+		queries: make(chan chan Snapshot), reloads: make(chan reloadResult, 1), checked: make(chan error, 1), spawned: make(chan spawnResult, cfg.Slots), lastResize: now(),
 	}
 }
 
@@ -241,6 +255,8 @@ func (m *Master) Run(in Inputs) int {
 			m.onReloaded(r)
 		case err := <-m.checked:
 			m.onPreflight(err)
+		case r := <-m.spawned:
+			m.onSpawned(r)
 		}
 		m.manage()
 	}
@@ -319,9 +335,14 @@ func (m *Master) stop(w *worker, sig syscall.Signal, reason string) {
 	}
 }
 
-// signal sends sig to a worker and remembers it, so its death can be attributed.
+// signal sends sig to a worker and remembers it, so its death can be attributed. A
+// worker still starting gets it as soon as it exists.
 func (m *Master) signal(w *worker, sig syscall.Signal) error {
 	w.recordSignal(sig)
+	if w.starting() {
+		w.owed = sig
+		return nil
+	}
 	return w.proc.Signal(sig)
 }
 
@@ -406,6 +427,20 @@ func (m *Master) onPreflight(err error) {
 		m.log.Error("binary upgrade refused: the new binary failed its pre-flight; the old one keeps serving", zap.Error(err))
 		return
 	}
+	m.handover = true
+	m.handOver()
+}
+
+// handOver execs the new binary once no spawn is in flight: a worker forked after the
+// table was handed over would be nobody's.
+func (m *Master) handOver() {
+	if !m.handover || m.starting > 0 {
+		return
+	}
+	m.handover = false
+	if m.phase != running {
+		return
+	}
 	// The table as it is now, not as it was when USR2 arrived.
 	h := Handover{Desired: m.desired, Generation: m.gen}
 	for _, w := range m.workers {
@@ -419,11 +454,17 @@ func (m *Master) onPreflight(err error) {
 }
 
 func (m *Master) find(pid int) int {
-	return slices.IndexFunc(m.workers, func(w *worker) bool { return w.pid == pid })
+	return slices.IndexFunc(m.workers, func(w *worker) bool { return w.pid == pid && !w.starting() })
 }
 
 func (m *Master) onExit(e Exit) {
 	i := m.find(e.Pid)
+	if i < 0 && m.starting > 0 {
+		// Perhaps a worker whose start has not reported yet: the reaper may route its
+		// exit here first. onSpawned settles it.
+		m.early = append(m.early, e)
+		return
+	}
 	if i < 0 {
 		m.log.Debug("reaped orphan", zap.Int("pid", e.Pid), zap.String("status", describeStatus(e.Status)))
 		return
@@ -542,7 +583,9 @@ func (m *Master) onTick() {
 		if now >= m.killAt+5*time.Second {
 			m.log.Error("workers survived SIGKILL; exiting anyway", zap.Int("left", len(m.workers)))
 			for _, w := range m.workers {
-				w.proc.Release()
+				if !w.starting() {
+					w.proc.Release()
+				}
 			}
 			m.workers = nil
 		}
@@ -582,6 +625,9 @@ func (m *Master) resize() {
 
 // check applies readiness, recycling and the timeouts to one worker.
 func (m *Master) check(w *worker, now time.Duration) {
+	if w.starting() {
+		return
+	}
 	s := w.proc.Status()
 	if s.PID == uint64(w.pid) {
 		w.last = s
@@ -682,6 +728,9 @@ func (m *Master) promote(w *worker) {
 
 func (m *Master) kill(w *worker) {
 	w.recordSignal(syscall.SIGKILL)
+	if w.starting() {
+		return // onSpawned kills it
+	}
 	if err := w.proc.Kill(); err != nil {
 		m.log.Debug("killing worker", zap.Int("pid", w.pid), zap.Error(err))
 	}
@@ -772,24 +821,16 @@ func (m *Master) freeSlot() int {
 	return slices.Index(used, false)
 }
 
+// spawn starts a worker: the table has it at once (its slot taken, counted as booting);
+// the fork runs off the loop and onSpawned completes the entry.
 func (m *Master) spawn(replaces *worker) *worker {
 	slot := m.freeSlot()
 	if slot < 0 {
 		m.log.Error("no free scoreboard slot; not spawning", zap.Int("slots", m.cfg.Slots))
 		return nil
 	}
-	proc, err := m.spawner.Spawn(SpawnRequest{Slot: slot, Generation: m.gen, Workers: m.desired})
-	now := m.now()
-	if err != nil {
-		m.log.Error("starting worker", zap.Error(err))
-		m.crashes++
-		m.backoff()
-		if !m.everReady && m.crashes >= maxBootCrashes {
-			m.stopAll(syscall.SIGKILL, ReasonShutdown, ExitBootFailure)
-		}
-		return nil
-	}
-	w := &worker{slot: slot, gen: m.gen, proc: proc, pid: proc.Pid(), spawnedAt: now, replaces: replaces}
+	start := m.spawner.Spawn(SpawnRequest{Slot: slot, Generation: m.gen, Workers: m.desired})
+	w := &worker{slot: slot, gen: m.gen, spawnedAt: m.now(), replaces: replaces}
 	if m.cfg.MaxRequests > 0 {
 		w.maxRequests = uint64(m.cfg.MaxRequests)
 		if m.cfg.MaxRequestsJitter > 0 {
@@ -797,9 +838,52 @@ func (m *Master) spawn(replaces *worker) *worker {
 		}
 	}
 	m.workers = append(m.workers, w)
+	m.starting++
 	m.spawns++
-	m.log.Debug("worker spawned", zap.Int("pid", w.pid), zap.Int("slot", slot), zap.Int("generation", m.gen))
+	go func() {
+		proc, err := start()
+		m.spawned <- spawnResult{w, proc, err}
+	}()
 	return w
+}
+
+func (m *Master) onSpawned(r spawnResult) {
+	m.starting--
+	w := r.w
+	if r.err != nil {
+		m.workers = slices.DeleteFunc(m.workers, func(o *worker) bool { return o == w })
+		m.log.Error("starting worker", zap.Error(r.err))
+		m.spawns--
+		m.crashes++
+		m.backoff()
+		if !m.everReady && m.crashes >= maxBootCrashes && m.phase != stopping {
+			m.stopAll(syscall.SIGKILL, ReasonShutdown, ExitBootFailure)
+		}
+	} else {
+		w.proc, w.pid = r.proc, r.proc.Pid()
+		m.log.Debug("worker spawned", zap.Int("pid", w.pid), zap.Int("slot", w.slot), zap.Int("generation", w.gen))
+		switch {
+		case w.killed():
+			m.kill(w)
+		case w.owed != 0:
+			if err := w.proc.Signal(w.owed); err != nil {
+				m.log.Debug("signalling worker", zap.Int("pid", w.pid), zap.Error(err))
+			}
+		}
+		w.owed = 0
+	}
+	if m.starting == 0 {
+		early := m.early
+		m.early = nil
+		for _, e := range early {
+			m.onExit(e)
+		}
+	} else if i := slices.IndexFunc(m.early, func(e Exit) bool { return e.Pid == w.pid && w.pid != 0 }); i >= 0 {
+		e := m.early[i]
+		m.early = slices.Delete(m.early, i, i+1)
+		m.onExit(e)
+	}
+	m.handOver()
 }
 
 func describeStatus(ws syscall.WaitStatus) string {

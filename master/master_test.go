@@ -47,16 +47,18 @@ type fakeSpawner struct {
 	clock *time.Duration
 }
 
-func (s *fakeSpawner) Spawn(r SpawnRequest) (Process, error) {
+// Spawn creates the fake process on the loop, so spawns are numbered in the loop's order;
+// the master runs the returned start in a goroutine.
+func (s *fakeSpawner) Spawn(r SpawnRequest) func() (Process, error) {
 	if s.fail {
-		return nil, os.ErrNotExist
+		return func() (Process, error) { return nil, os.ErrNotExist }
 	}
 	s.next++
 	p := &fakeProc{pid: 1000 + s.next, slot: r.Slot, gen: r.Generation, clock: s.clock}
 	p.status.PID = uint64(p.pid)
 	p.status.State = scoreboard.StateBooting
 	s.procs = append(s.procs, p)
-	return p, nil
+	return func() (Process, error) { return p, nil }
 }
 
 // alive returns the fake processes the master still tracks.
@@ -85,12 +87,22 @@ func newHarness(t *testing.T, cfg Config, hooks Hooks) *harness {
 		cfg.GracefulTimeout = 30 * time.Second
 	}
 	h.m = New(cfg, h.sp, hooks, zap.New(core), func() time.Duration { return h.clock }, func(n int) int { return n - 1 })
-	h.m.manage()
+	h.manage()
 	return h
 }
 
-func (h *harness) advance(d time.Duration) { h.clock += d; h.m.onTick(); h.settle(); h.m.manage() }
-func (h *harness) signal(s syscall.Signal) { h.m.onSignal(s); h.settle(); h.m.manage() }
+// manage is the loop's step after an event, with every spawn it starts reported back, as
+// Run would (in an order of its choosing).
+func (h *harness) manage() {
+	h.m.manage()
+	for h.m.starting > 0 {
+		h.m.onSpawned(<-h.m.spawned)
+		h.m.manage()
+	}
+}
+
+func (h *harness) advance(d time.Duration) { h.clock += d; h.m.onTick(); h.settle(); h.manage() }
+func (h *harness) signal(s syscall.Signal) { h.m.onSignal(s); h.settle(); h.manage() }
 
 // settle waits for a reload started off the loop and hands its result to the loop, as
 // Run would.
@@ -101,7 +113,7 @@ func (h *harness) settle() {
 }
 func (h *harness) exit(p *fakeProc, ws syscall.WaitStatus) {
 	h.m.onExit(Exit{Pid: p.pid, Status: ws})
-	h.m.manage()
+	h.manage()
 }
 func (h *harness) readyAll() {
 	for _, p := range h.sp.alive(h.m) {
@@ -597,11 +609,17 @@ func TestReloadRunsOffTheLoop(t *testing.T) {
 		}
 		return s
 	}
+	deadline := time.Now().Add(5 * time.Second)
+	for s := snap(); s.Workers[0].Pid == 0 || s.Workers[1].Pid == 0; s = snap() {
+		if time.Now().After(deadline) {
+			t.Fatal("workers not started")
+		}
+		time.Sleep(time.Millisecond)
+	}
 	signals <- syscall.SIGHUP
 	<-started
 	first := snap()
 	exits <- Exit{Pid: first.Workers[0].Pid, Status: killedBy(syscall.SIGKILL)}
-	deadline := time.Now().Add(5 * time.Second)
 	for snap().Spawns != 3 {
 		if time.Now().After(deadline) {
 			t.Fatal("a worker that died during the reload was not replaced")
@@ -720,5 +738,106 @@ func TestAdoptAfterRollbackKeepsTheGeneration(t *testing.T) {
 		if replaced := len(h.sp.procs) > 0; replaced != rollOut {
 			t.Errorf("rollOut=%v: %d workers spawned to replace the adopted ones", rollOut, len(h.sp.procs))
 		}
+	}
+}
+
+// TestExitBeforeTheSpawnReports: the reaper may route a new worker's exit before its
+// start has reported to the loop; the exit is still that worker's, not an orphan's.
+func TestExitBeforeTheSpawnReports(t *testing.T) {
+	h := newHarness(t, Config{Workers: 1}, Hooks{})
+	h.readyAll()
+	h.m.onSignal(syscall.SIGTTIN)
+	h.m.manage() // the spawn is left in flight
+	if h.m.starting != 1 {
+		t.Fatalf("%d spawns in flight, want 1", h.m.starting)
+	}
+	early := h.sp.procs[len(h.sp.procs)-1]
+	h.m.onExit(Exit{Pid: 77, Status: exitCode(0)}) // an orphan's
+	h.m.onExit(Exit{Pid: early.pid, Status: exitCode(1)})
+	if h.m.exits[ReasonCrash] != 0 {
+		t.Fatalf("exits %v: applied before the worker was known", h.m.exits)
+	}
+	h.m.onSpawned(<-h.m.spawned)
+	if h.m.exits[ReasonCrash] != 1 || h.m.find(early.pid) >= 0 || len(h.m.early) != 0 {
+		t.Errorf("exits %v, table has the worker: %v, parked %v; want its exit applied once it reported", h.m.exits, h.m.find(early.pid) >= 0, h.m.early)
+	}
+	if n := h.logs.FilterMessage("reaped orphan").Len(); n != 1 {
+		t.Errorf("%d orphans logged, want the one", n)
+	}
+}
+
+// TestSignalToAStartingWorkerIsDelivered: a worker stopped or killed while its fork is in
+// flight gets the signal once it exists.
+func TestSignalToAStartingWorkerIsDelivered(t *testing.T) {
+	h := newHarness(t, Config{Workers: 1}, Hooks{})
+	h.readyAll()
+	h.m.onSignal(syscall.SIGTTIN)
+	h.m.manage()
+	if h.m.starting != 1 {
+		t.Fatalf("%d spawns in flight", h.m.starting)
+	}
+	h.m.onSignal(syscall.SIGQUIT)
+	h.m.onSpawned(<-h.m.spawned)
+	late := h.sp.procs[len(h.sp.procs)-1]
+	if !late.got(syscall.SIGQUIT) {
+		t.Errorf("worker started during the shutdown got %v, want SIGQUIT", late.signals)
+	}
+}
+
+// TestHandoverWaitsForSpawnsInFlight: a worker forked after the table was handed over
+// would be nobody's, so the hand-over waits for spawns in flight.
+func TestHandoverWaitsForSpawnsInFlight(t *testing.T) {
+	var handed []Handover
+	h := newHarness(t, Config{Workers: 1}, Hooks{
+		Preflight: func() error { return nil },
+		Upgrade:   func(ho Handover) error { handed = append(handed, ho); return nil },
+	})
+	h.readyAll()
+	h.m.onSignal(syscall.SIGUSR2)
+	h.m.onSignal(syscall.SIGTTIN)
+	h.m.manage()
+	h.m.onPreflight(<-h.m.checked)
+	if len(handed) != 0 {
+		t.Fatal("handed over with a spawn in flight")
+	}
+	h.m.onSpawned(<-h.m.spawned)
+	if len(handed) != 1 || len(handed[0].Workers) != 2 || handed[0].Workers[1].Pid == 0 {
+		t.Fatalf("handovers %+v, want one with both workers once the spawn reported", handed)
+	}
+}
+
+// TestSpawnRunsOffTheLoop: while a fork is slow, the loop answers queries.
+func TestSpawnRunsOffTheLoop(t *testing.T) {
+	release := make(chan struct{})
+	sp := &slowSpawner{release: release}
+	clock := 24 * time.Hour
+	m := New(Config{Workers: 1, GracefulTimeout: time.Second}, sp, Hooks{}, zap.NewNop(), func() time.Duration { return clock }, func(n int) int { return 0 })
+	signals := make(chan os.Signal, 1)
+	exits := make(chan Exit, 1)
+	done := make(chan int)
+	go func() { done <- m.Run(Inputs{Signals: signals, Exits: exits}) }()
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	s, err := m.Snapshot(ctx)
+	if err != nil {
+		t.Fatalf("the loop did not answer while a spawn was in flight: %v", err)
+	}
+	if len(s.Workers) != 1 || s.Workers[0].State != "booting" || s.Workers[0].Pid != 0 {
+		t.Errorf("snapshot %+v, want one booting worker without a pid yet", s.Workers)
+	}
+	signals <- syscall.SIGQUIT
+	close(release)
+	exits <- Exit{Pid: 4242, Status: killedBy(syscall.SIGQUIT)}
+	if code := <-done; code != ExitOK {
+		t.Errorf("exit code %d", code)
+	}
+}
+
+type slowSpawner struct{ release chan struct{} }
+
+func (s *slowSpawner) Spawn(r SpawnRequest) func() (Process, error) {
+	return func() (Process, error) {
+		<-s.release
+		return &fakeProc{pid: 4242, slot: r.Slot}, nil
 	}
 }

@@ -56,8 +56,11 @@ func (m *Master) snapshot() Snapshot {
 		s.Exits[k] = v
 	}
 	for _, w := range m.workers {
-		st := w.proc.Status()
-		if st.PID != uint64(w.pid) {
+		var st scoreboard.Slot
+		if !w.starting() {
+			st = w.proc.Status()
+		}
+		if st.PID != uint64(w.pid) || w.pid == 0 {
 			st = scoreboard.Slot{}
 		}
 		info := WorkerInfo{Slot: w.slot, Pid: w.pid, Generation: w.gen, Age: now - w.spawnedAt, Status: st}

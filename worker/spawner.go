@@ -176,15 +176,19 @@ func runtimeZip() (*os.File, error) {
 	return f, nil
 }
 
-// Spawn starts one worker; it implements master.Spawner.
-func (s *Spawner) Spawn(req master.SpawnRequest) (master.Process, error) {
-	var (
-		proc master.Process
-		err  error
-	)
-	spec := s.cfg.Spec() // read on the caller's goroutine, which owns the configuration
-	s.thread.Do(func() { proc, err = s.spawn(req, spec) })
-	return proc, err
+// Spawn implements master.Spawner: it reads the configuration's spec on the caller's
+// goroutine (the master loop, which owns it) and returns the fork and exec, which run on
+// the spawner's thread.
+func (s *Spawner) Spawn(req master.SpawnRequest) func() (master.Process, error) {
+	spec := s.cfg.Spec()
+	return func() (master.Process, error) {
+		var (
+			proc master.Process
+			err  error
+		)
+		s.thread.Do(func() { proc, err = s.spawn(req, spec) })
+		return proc, err
+	}
 }
 
 func (s *Spawner) spawn(req master.SpawnRequest, spec Spec) (master.Process, error) {

@@ -78,7 +78,7 @@ func TestSpawnServesAndReaps(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	proc, err := sp.Spawn(master.SpawnRequest{Slot: 1, Generation: 3, Workers: 1})
+	proc, err := sp.Spawn(master.SpawnRequest{Slot: 1, Generation: 3, Workers: 1})()
 	if err != nil {
 		t.Fatal(err)
 	}

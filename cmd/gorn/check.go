@@ -33,7 +33,7 @@ func checkConfig(cfg *Config, logs *logFiles, thread *worker.Thread, children *w
 		log.Error(err.Error())
 		return master.ExitError
 	}
-	proc, err := sp.Spawn(master.SpawnRequest{Workers: 1})
+	proc, err := sp.Spawn(master.SpawnRequest{Workers: 1})()
 	if err != nil {
 		log.Error(err.Error())
 		return master.ExitBootFailure
