@@ -89,33 +89,53 @@ func TestSlowConfigFileDoesNotBlockProbes(t *testing.T) {
 	g := startGorn(t, gornOpts{dir: dir, workers: 2}, "-c", conf, "--metrics-bind", "127.0.0.1:0", "tiny:application")
 	maddr := g.metricsAddr()
 	writeFile(t, conf, "import time\ntime.sleep(4)\nworkers = 3\n")
+	// probe asks once, within 100 ms.
+	probe := func(path string) (time.Duration, error) {
+		c := client()
+		c.Timeout = 100 * time.Millisecond
+		t0 := time.Now()
+		resp, err := c.Get("http://" + maddr + path)
+		if err != nil {
+			return time.Since(t0), err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return time.Since(t0), fmt.Errorf("status %d", resp.StatusCode)
+		}
+		return time.Since(t0), nil
+	}
 	hup := time.Now()
 	g.signal(syscall.SIGHUP)
-	probes, worst := 0, time.Duration(0)
+	probes, late, worst := 0, 0, time.Duration(0)
 	for time.Since(hup) < 5*time.Second {
 		for _, path := range []string{"/healthz", "/readyz"} {
-			c := client()
-			c.Timeout = 100 * time.Millisecond
-			t0 := time.Now()
-			resp, err := c.Get("http://" + maddr + path)
-			took := time.Since(t0)
-			if err != nil {
-				t.Fatalf("%s %s after HUP: %v", path, time.Since(hup).Round(time.Millisecond), err)
+			took, err := probe(path)
+			// A loaded machine stalls a probe past 100 ms now and then (seen on a
+			// shared 2-CPU host, on endpoints that do not ask the loop either); a
+			// loop busy with the 4-second evaluation fails three probes in a row.
+			for try := 1; err != nil && try < 3; try++ {
+				late++
+				took, err = probe(path)
 			}
-			resp.Body.Close()
-			if resp.StatusCode != 200 {
-				t.Fatalf("%s %s after HUP: status %d", path, time.Since(hup).Round(time.Millisecond), resp.StatusCode)
+			if err != nil {
+				t.Fatalf("%s %s after HUP, asked three times: %v", path, time.Since(hup).Round(time.Millisecond), err)
 			}
 			probes++
 			worst = max(worst, took)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	t.Logf("%d probes, %d asked again, slowest answer %s", probes, late, worst)
+	if late > probes/20 {
+		t.Errorf("%d of %d probes took over 100 ms", late, probes)
+	}
 	g.waitLog("configuration re-read", 1, 10*time.Second)
 	for _, l := range g.logLines() {
-		if l["msg"] == "configuration re-read" {
-			ts, _ := l["ts"].(float64)
-			t.Logf("%d probes, slowest %s; configuration re-read logged at %v", probes, worst, ts)
+		if ts, _ := l["ts"].(float64); l["msg"] == "configuration re-read" {
+			// The probes above covered the evaluation: it took its 4 seconds.
+			if at := time.Unix(0, int64(ts*1e9)); at.Sub(hup) < 3900*time.Millisecond {
+				t.Errorf("configuration re-read %s after HUP: the file did not take its 4 s", at.Sub(hup))
+			}
 		}
 	}
 	g.waitLog("worker ready", 5, 30*time.Second) // 2 at start, then 3 of the new generation
