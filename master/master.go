@@ -76,9 +76,10 @@ type Hooks struct {
 	// returns only on failure.
 	Upgrade func(Handover) error
 	// Resize returns the worker count the limits and the load call for now (when sized
-	// automatically), given the scoreboard slots of the ready workers to measure. It is
-	// called when the first worker is ready and every ResizeInterval after.
-	Resize func(ready []scoreboard.Slot) (workers int, reason string, ok bool)
+	// automatically), given the master's clock and the scoreboard slots of the ready
+	// workers to measure. It is called when the first worker is ready and every
+	// ResizeInterval after.
+	Resize func(now time.Duration, ready []scoreboard.Slot) (workers int, reason string, ok bool)
 	// MemoryCeiling is how many workers fit in memory (0: unknown); TTIN stops there.
 	MemoryCeiling func() int
 	// OOMKills returns the cgroup's OOM-kill counter, to tell OOM kills from other SIGKILLs.
@@ -612,7 +613,7 @@ func (m *Master) resize() {
 	}
 	// Only a change in what the limits call for moves the count, so a TTIN/TTOU by an
 	// operator stands until the limits themselves change.
-	n, reason, ok := m.hooks.Resize(ready)
+	n, reason, ok := m.hooks.Resize(m.now(), ready)
 	if !ok || n <= 0 || n == m.sized {
 		return
 	}

@@ -488,7 +488,7 @@ func TestWinchStopsAllKeepsMaster(t *testing.T) {
 
 func TestResizeFollowsLimits(t *testing.T) {
 	want := 2
-	h := newHarness(t, Config{Workers: 2, ResizeInterval: 30 * time.Second}, Hooks{Resize: func([]scoreboard.Slot) (int, string, bool) { return want, "test", true }})
+	h := newHarness(t, Config{Workers: 2, ResizeInterval: 30 * time.Second}, Hooks{Resize: func(time.Duration, []scoreboard.Slot) (int, string, bool) { return want, "test", true }})
 	h.readyAll()
 	want = 4
 	h.advance(29 * time.Second)

@@ -26,7 +26,7 @@ type sizer struct {
 	// Load adaptation (sync workers): the counters at the last resize, and how many
 	// workers the load added above the CPU rule's count.
 	samples   map[uint64]workerSample
-	sampledAt time.Time
+	sampledAt time.Duration // the master's clock
 	extra     int
 }
 
@@ -77,7 +77,7 @@ func (s *sizer) initial() (int, string) {
 // resize re-reads the limits and measures the ready workers: their footprint (the
 // largest PSS) for the memory cap and, for sync workers, their load since the last call,
 // which moves the count one worker at a time above the CPU rule's (sizing.Adapt).
-func (s *sizer) resize(ready []scoreboard.Slot) (int, string, bool) {
+func (s *sizer) resize(now time.Duration, ready []scoreboard.Slot) (int, string, bool) {
 	if s.cfg.Workers > 0 {
 		return 0, "", false
 	}
@@ -92,7 +92,7 @@ func (s *sizer) resize(ready []scoreboard.Slot) (int, string, bool) {
 		s.log.Warn("re-reading limits", zap.Error(err))
 		return 0, "", false
 	}
-	load := s.measure(ready)
+	load := s.measure(now, ready)
 	if s.cfg.WorkerClass != "sync" {
 		return p.Workers, p.Explanation, true
 	}
@@ -115,10 +115,9 @@ func (s *sizer) resize(ready []scoreboard.Slot) (int, string, bool) {
 
 // measure returns the ready workers' load since the previous call (workers seen both
 // times) and keeps this call's counters for the next.
-func (s *sizer) measure(ready []scoreboard.Slot) sizing.Load {
-	now := time.Now()
+func (s *sizer) measure(now time.Duration, ready []scoreboard.Slot) sizing.Load {
 	next := make(map[uint64]workerSample, len(ready))
-	load := sizing.Load{Interval: now.Sub(s.sampledAt)}
+	load := sizing.Load{Interval: now - s.sampledAt}
 	for _, w := range ready {
 		cpu, err := sizing.ReadCPUTime("", int(w.PID))
 		if err != nil {
