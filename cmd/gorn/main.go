@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/gornhq/gorn/internal/scoreboard"
+	"github.com/gornhq/gorn/internal/upgrade"
 	"github.com/gornhq/gorn/master"
 	"github.com/gornhq/gorn/socket"
 	"github.com/gornhq/gorn/worker"
@@ -40,9 +41,9 @@ func main() {
 }
 
 // supervise is run, guarded by the way back to the previous binary when this process
-// was started by a binary upgrade (see upgrade.go).
+// was started by a binary upgrade (see internal/upgrade).
 func supervise(th *worker.Thread) int {
-	guard, err := armRollback(os.Getenv)
+	guard, err := upgrade.Arm(os.Getenv)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "gorn: error: %v; serving on without a way back\n", err)
 	}
@@ -65,12 +66,12 @@ func supervise(th *worker.Thread) int {
 			failed:  func(err error) { failure <- err },
 		})
 	}()
-	timer := time.NewTimer(upgradeReadyTimeout)
+	timer := time.NewTimer(upgrade.ReadyTimeout)
 	var reason string
 	select {
 	case <-ready:
 		timer.Stop()
-		guard.release()
+		guard.Release()
 		select {
 		case code := <-done:
 			return code
@@ -87,10 +88,10 @@ func supervise(th *worker.Thread) int {
 	case p := <-crashed:
 		reason = "the new binary panicked before its master loop ran: " + p
 	case <-timer.C:
-		reason = fmt.Sprintf("the new binary's master loop was not running %s after exec", upgradeReadyTimeout)
+		reason = fmt.Sprintf("the new binary's master loop was not running %s after exec", upgrade.ReadyTimeout)
 	}
 	fmt.Fprintf(os.Stderr, "gorn: binary upgrade failed (%s); restoring the previous binary\n", reason)
-	th.Do(func() { err = guard.rollback(reason) })
+	th.Do(func() { err = guard.Rollback(reason) })
 	fmt.Fprintf(os.Stderr, "gorn: error: %v\n", err)
 	return master.ExitError
 }
@@ -109,9 +110,9 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, h 
 	if len(args) > 0 && args[0] == "limits" {
 		return runLimits(args[1:], getenv, stdout, stderr)
 	}
-	if want := getenv(formatsEnv); want != "" {
+	if want := getenv(upgrade.EnvFormats); want != "" {
 		// An upgrade's pre-flight: refuse what this binary would misread.
-		if err := checkFormats(want); err != nil {
+		if err := upgrade.CheckFormats(want); err != nil {
 			fmt.Fprintf(stderr, "gorn: error: %v\n", err)
 			return master.ExitError
 		}
@@ -401,8 +402,8 @@ func workerConfigFile(source string) string {
 // workerEnv is the master's environment plus -e pairs, minus gorn's own plumbing.
 func workerEnv(cfg *Config) []string {
 	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "GORN_WORKER=") && !strings.HasPrefix(kv, "GORN_UPGRADE=") {
+	for _, kv := range upgrade.CleanEnv(os.Environ()) {
+		if !strings.HasPrefix(kv, "GORN_WORKER=") {
 			env = append(env, kv)
 		}
 	}
