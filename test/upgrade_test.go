@@ -1,6 +1,7 @@
 package test
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -134,4 +135,39 @@ func slicesEqual(a, b []int) bool {
 		}
 	}
 	return true
+}
+
+// TestWorkerLostDuringAFailedUpgrade: a worker that dies while a new binary hangs is
+// reaped by that binary, so no exit will ever reach the restored one; it must not keep
+// the dead worker in its table, but replace it.
+func TestWorkerLostDuringAFailedUpgrade(t *testing.T) {
+	needPID1(t)
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "gorn")
+	copyFile(t, gornBin, bin)
+	g := startGornBinary(t, bin, "-w", "2", "app:app")
+	pid1 := g.innerPid(t)
+	buildGorn(t, bin+".new", "9.9.9-hangs", "gorn_fault_hang")
+	if err := os.Rename(bin+".new", bin); err != nil {
+		t.Fatal(err)
+	}
+	workers := childPids(pid1)
+	ready := g.logs.count("worker ready")
+	syscall.Kill(pid1, syscall.SIGUSR2)
+	// The running binary was renamed over: its exe link says "(deleted)" until the new
+	// one is exec'd.
+	deadline := time.Now().Add(30 * time.Second)
+	for exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid1)); strings.HasSuffix(exe, "(deleted)"); exe, _ = os.Readlink(fmt.Sprintf("/proc/%d/exe", pid1)) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the new binary was not exec'd:\n%s", g.logs.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	syscall.Kill(workers[0], syscall.SIGKILL)
+	g.waitLog("binary upgrade rolled back", 1, 30*time.Second)
+	g.waitLog("handed-over workers are gone", 1, 5*time.Second)
+	g.waitLog("worker ready", ready+1, 30*time.Second)
+	if got := childPids(pid1); len(got) != 2 || slicesEqual(got, workers) {
+		t.Errorf("workers %v after losing one of %v, want it replaced", got, workers)
+	}
 }

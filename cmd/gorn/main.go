@@ -203,6 +203,9 @@ func serve(cfg *Config, reparse func() (*Config, error), logs *logFiles, getenv 
 		if err := upgradeFault(); err != nil {
 			return master.ExitError, err
 		}
+		if len(in.gone) > 0 {
+			log.Warn("binary upgrade: handed-over workers are gone (exited during the hand-over)", zap.Ints("pids", in.gone))
+		}
 		if in.rolledBack != "" {
 			log.Error("binary upgrade rolled back: the previous binary serves on with its workers", zap.String("reason", in.rolledBack), zap.Int("workers", len(in.handover.Workers)))
 		} else {

@@ -26,6 +26,10 @@ type inherited struct {
 	handover  master.Handover
 	// rolledBack is why this binary is back after a failed upgrade ("" after a good one).
 	rolledBack string
+	// gone are handed-over workers that are no longer this process's children: reaped
+	// while the handover was in flight (by a new image that then failed), so no exit
+	// will ever report them.
+	gone []int
 }
 
 // adoptUpgrade reads the handover, if present, and unsets it.
@@ -40,6 +44,18 @@ func adoptUpgrade(getenv func(string) string) (*inherited, error) {
 		return nil, err
 	}
 	in := &inherited{handover: st.Handover}
+	in.handover.Workers = nil
+	// A /proc of another PID namespace would make every worker look gone: trust it
+	// only when it knows this process by its pid.
+	self, _ := os.Readlink("/proc/self")
+	procIsOurs := self == strconv.Itoa(os.Getpid())
+	for _, w := range st.Handover.Workers {
+		if !procIsOurs || parentOf(w.Pid) == os.Getpid() {
+			in.handover.Workers = append(in.handover.Workers, w)
+		} else {
+			in.gone = append(in.gone, w.Pid)
+		}
+	}
 	if rb := getenv(upgrade.EnvRolledBack); rb != "" {
 		os.Unsetenv(upgrade.EnvRolledBack)
 		in.rolledBack = upgrade.Reason(rb)
@@ -69,6 +85,26 @@ func adoptUpgrade(getenv func(string) string) (*inherited, error) {
 		}
 	}
 	return in, nil
+}
+
+// parentOf is pid's parent from /proc/PID/stat, or 0. A child that exited but was not
+// reaped yet is still there, with its parent.
+func parentOf(pid int) int {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// pid (comm) state ppid ...; comm may hold spaces and parentheses: cut at the last ')'.
+	i := strings.LastIndexByte(string(stat), ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(stat[i+1:]))
+	if len(f) < 2 {
+		return 0
+	}
+	ppid, _ := strconv.Atoi(f[1])
+	return ppid
 }
 
 // upgrader runs the pre-flight and re-executes the master binary in place on USR2.
