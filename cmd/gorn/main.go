@@ -20,7 +20,9 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
+	"github.com/gornhq/gorn/internal/cgroup"
 	"github.com/gornhq/gorn/internal/scoreboard"
+	"github.com/gornhq/gorn/internal/sizing"
 	"github.com/gornhq/gorn/internal/upgrade"
 	"github.com/gornhq/gorn/master"
 	"github.com/gornhq/gorn/socket"
@@ -235,15 +237,16 @@ func serve(cfg *Config, reparse func() (*Config, error), logs *logFiles, getenv 
 		defer os.Remove(cfg.PidFile)
 	}
 
-	sizing := newSizer(cfg, log)
-	desired, why := sizing.initial()
+	var limitsInfo sizingInfo
+	sizer := sizing.NewSizer(sizingSettings(cfg), sizing.SystemProbes(cgroup.Options{}), log, limitsInfo.decided)
+	desired, why := sizer.Initial()
 	log.Info(why, zap.Int("workers", desired))
 
 	files := make([]*os.File, len(listeners))
 	for i, l := range listeners {
 		files[i] = l.File()
 	}
-	reload := newReloader(cfg, reparse, sizing, log.Named("reload"))
+	reload := newReloader(cfg, reparse, sizer, log.Named("reload"))
 	wcfg := worker.Config{
 		Python:    cfg.Python,
 		Listeners: files,
@@ -282,10 +285,10 @@ func serve(cfg *Config, reparse func() (*Config, error), logs *logFiles, getenv 
 	up := &upgrader{path: exe, args: os.Args, spawner: spawner, children: children, listeners: listeners, board: board}
 	hooks := master.Hooks{
 		Reload:        reload.reload,
-		Resize:        sizing.resize,
+		Resize:        sizer.Resize,
 		ReopenLogs:    logs.Reopen,
-		OOMKills:      sizing.oomKills,
-		MemoryCeiling: sizing.memoryCeiling,
+		OOMKills:      sizer.OOMKills,
+		MemoryCeiling: sizer.MemoryCeiling,
 		Preflight:     up.preflight,
 		Upgrade:       up.upgrade,
 		Ready: func() {
@@ -304,7 +307,7 @@ func serve(cfg *Config, reparse func() (*Config, error), logs *logFiles, getenv 
 		m.Adopt(in.handover, spawner.Attach, in.rolledBack == "")
 	}
 	if cfg.MetricsBind != "" {
-		stop, err := serveMetrics(cfg, m, listeners, sizing, log)
+		stop, err := serveMetrics(cfg, m, listeners, limitsInfo.info, log)
 		if err != nil {
 			return master.ExitError, err
 		}

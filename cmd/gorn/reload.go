@@ -6,6 +6,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/gornhq/gorn/internal/sizing"
 	"github.com/gornhq/gorn/master"
 	"github.com/gornhq/gorn/worker"
 )
@@ -19,7 +20,7 @@ type reloader struct {
 	applied *Config
 	reparse func() (*Config, error)
 	spec    worker.Spec
-	sizer   *sizer
+	sizer   *sizing.Sizer
 	log     *zap.Logger
 }
 
@@ -39,7 +40,7 @@ var fixedSettings = []struct {
 	{"min-ready", func(c *Config) any { return c.MinReady }},
 }
 
-func newReloader(cfg *Config, reparse func() (*Config, error), s *sizer, log *zap.Logger) *reloader {
+func newReloader(cfg *Config, reparse func() (*Config, error), s *sizing.Sizer, log *zap.Logger) *reloader {
 	return &reloader{applied: cfg, reparse: reparse, spec: workerSpec(cfg), sizer: s, log: log}
 }
 
@@ -81,7 +82,7 @@ func (r *reloader) apply(mc master.Config, next *Config) master.Config {
 	}
 	// Sizing inputs (--cpus, --max-workers, -w) take effect at the next resize.
 	next.Python = r.applied.Python // resolved at start; a changed one was warned about above
-	r.sizer.cfg = next
+	r.sizer.SetSettings(sizingSettings(next))
 	r.applied, r.spec = next, workerSpec(next)
 	r.log.Info("configuration re-read", zap.String("config_file", next.ConfigFile), zap.String("app", next.App))
 	return mc
