@@ -225,6 +225,7 @@ func TestUpgradeAsPID1(t *testing.T) {
 	if err := os.Rename(bin+".new", bin); err != nil {
 		t.Fatal(err)
 	}
+	fdsBefore, _ := masterUsage(t, pid1)
 	syscall.Kill(pid1, syscall.SIGUSR2)
 	g.waitLog("binary upgrade: adopted", 1, 20*time.Second)
 	deadline := time.Now().Add(30 * time.Second)
@@ -249,6 +250,13 @@ func TestUpgradeAsPID1(t *testing.T) {
 	}
 	if got := g.innerPid(t); got != pid1 {
 		t.Errorf("master pid changed from %d to %d", pid1, got)
+	}
+	// The adopted workers are replaced and reaped: their pidfds, the way back to the old
+	// binary and its handover duplicates are all closed.
+	fdsAfter, _ := masterUsage(t, pid1)
+	t.Logf("master fds: %d before the upgrade, %d after", fdsBefore, fdsAfter)
+	if fdsAfter > fdsBefore {
+		t.Errorf("the master holds %d fds after the upgrade, %d before", fdsAfter, fdsBefore)
 	}
 	syscall.Kill(pid1, syscall.SIGTERM)
 	if code := g.wait(30 * time.Second); code != 0 {

@@ -240,16 +240,24 @@ func (s *Spawner) spawn(req master.SpawnRequest, spec Spec) (master.Process, err
 	return &Process{pid: p.Pid, proc: p, board: cfg.Board, slot: req.Slot}, nil
 }
 
-// Attach wraps an already running worker (adopted after a binary upgrade).
+// Attach wraps an already running worker (adopted after a binary upgrade), with a pidfd
+// of its own when the kernel has pidfd_open (5.3); Release closes it.
 func (s *Spawner) Attach(pid, slot int) master.Process {
-	return &Process{pid: pid, board: s.cfg.Board, slot: slot}
+	p := &Process{pid: pid, board: s.cfg.Board, slot: slot}
+	if fd, err := unix.PidfdOpen(pid, 0); err == nil {
+		p.pidfd, p.hasPidfd = fd, true
+	}
+	return p
 }
 
-// Process is a running worker. Signals go through the pidfd held by os.Process where there
-// is one, so a recycled pid is never signalled by mistake.
+// Process is a running worker. Signals go through a pidfd where there is one (held by
+// os.Process for a spawned worker, opened by Attach for an adopted one), so a recycled
+// pid is never signalled by mistake.
 type Process struct {
 	pid      int
 	proc     *os.Process // nil when adopted or released
+	pidfd    int         // an adopted worker's, when hasPidfd
+	hasPidfd bool
 	board    *scoreboard.Board
 	slot     int
 	released bool
@@ -265,6 +273,9 @@ func (p *Process) Signal(sig syscall.Signal) error {
 	}
 	if p.proc != nil {
 		return p.proc.Signal(sig)
+	}
+	if p.hasPidfd {
+		return unix.PidfdSendSignal(p.pidfd, sig, nil, 0)
 	}
 	return unix.Kill(p.pid, sig)
 }
@@ -289,6 +300,10 @@ func (p *Process) Release() {
 	if p.proc != nil {
 		_ = p.proc.Release()
 		p.proc = nil
+	}
+	if p.hasPidfd {
+		unix.Close(p.pidfd)
+		p.hasPidfd = false
 	}
 }
 

@@ -9,8 +9,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/gornhq/gorn/internal/scoreboard"
 	"github.com/gornhq/gorn/internal/testenv"
@@ -133,3 +136,51 @@ var testReaper = sync.OnceValues(func() (*Reaper, chan master.Exit) {
 	others := make(chan master.Exit, 16)
 	return NewReaper(others), others
 })
+
+// TestAttachHoldsAndReleasesAPidfd: an adopted worker is signalled through a pidfd of its
+// own, which Release closes.
+func TestAttachHoldsAndReleasesAPidfd(t *testing.T) {
+	board, err := scoreboard.New(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer board.Close()
+	reaper, _ := testReaper()
+	exited := make(chan master.Exit, 1)
+	var child *os.Process
+	if _, err := reaper.Start(exited, func() (int, error) {
+		var err error
+		child, err = os.StartProcess("/bin/sleep", []string{"sleep", "30"}, &os.ProcAttr{})
+		if err != nil {
+			return 0, err
+		}
+		return child.Pid, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer child.Release()
+	sp := &Spawner{cfg: Config{Board: board}}
+	p := sp.Attach(child.Pid, 0).(*Process)
+	if !p.hasPidfd {
+		t.Fatal("no pidfd on the adopted worker")
+	}
+	fd := p.pidfd
+	if err := p.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case e := <-exited:
+		if !e.Status.Signaled() || e.Status.Signal() != syscall.SIGTERM {
+			t.Errorf("exit %+v, want SIGTERM", e)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the signal did not arrive")
+	}
+	p.Release()
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err == nil {
+		t.Error("the pidfd is still open after Release")
+	}
+	if err := p.Signal(syscall.SIGTERM); err == nil {
+		t.Error("a released worker was signalled")
+	}
+}
