@@ -582,7 +582,7 @@ $GUNICORN_CMD_ARGS); the command line wins, then the environment, then the file.
       --initgroups             give the workers the user's supplementary groups too
   -m, --umask MODE             the workers' umask, e.g. 022
   -p, --pid FILE               write the master's pid here
-  -n, --name NAME              process title suffix (default: the app)
+  -n, --name NAME              in the workers' titles, gorn: worker [NAME] (default: the app)
       --metrics-bind ADDR      serve /metrics, /healthz and /readyz here (off)
       --min-ready N            workers ready for /readyz to pass (1)
       --reload                 reload the workers (as HUP does) when a source file changes
