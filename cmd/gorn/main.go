@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -52,45 +51,11 @@ func supervise(th *worker.Thread) int {
 	if guard == nil {
 		return run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr, host{thread: th})
 	}
-	ready := make(chan struct{})
-	done := make(chan int, 1)
-	crashed := make(chan string, 1)
-	failure := make(chan error, 1)
-	go func() {
-		defer func() {
-			if p := recover(); p != nil {
-				crashed <- fmt.Sprint(p)
-			}
-		}()
-		done <- run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr, host{
-			thread:  th,
-			serving: sync.OnceFunc(func() { close(ready) }),
-			failed:  func(err error) { failure <- err },
-		})
-	}()
-	timer := time.NewTimer(upgrade.ReadyTimeout)
-	var reason string
-	select {
-	case <-ready:
-		timer.Stop()
-		guard.Release()
-		select {
-		case code := <-done:
-			return code
-		case p := <-crashed:
-			panic(p)
-		}
-	case code := <-done:
-		reason = fmt.Sprintf("the new binary exited with code %d before its master loop ran", code)
-		select {
-		case err := <-failure:
-			reason += ": " + err.Error()
-		default:
-		}
-	case p := <-crashed:
-		reason = "the new binary panicked before its master loop ran: " + p
-	case <-timer.C:
-		reason = fmt.Sprintf("the new binary's master loop was not running %s after exec", upgrade.ReadyTimeout)
+	code, reason := upgrade.Watch(upgrade.ReadyTimeout, func(serving func(), failed func(error)) int {
+		return run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr, host{thread: th, serving: serving, failed: failed})
+	}, guard.Release)
+	if reason == "" {
+		return code
 	}
 	fmt.Fprintf(os.Stderr, "gorn: binary upgrade failed (%s); restoring the previous binary\n", reason)
 	th.Do(func() { err = guard.Rollback(reason) })

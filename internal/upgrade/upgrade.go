@@ -34,6 +34,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -239,4 +240,54 @@ func (g *Guard) Rollback(reason string) error {
 		return fmt.Errorf("re-executing the previous binary (%s): %w", path, err)
 	}
 	return errors.New("unreachable")
+}
+
+// Watch runs run, the new image's whole life, and waits for it to call serving (its
+// master loop runs) within timeout; onServing is called then. It returns run's exit code
+// and "" once run returns after serving; otherwise why serving never came (run returned
+// or panicked first, or the timeout passed; a hung run is left behind), for Rollback.
+func Watch(timeout time.Duration, run func(serving func(), failed func(error)) int, onServing func()) (code int, why string) {
+	ready := make(chan struct{})
+	done := make(chan int, 1)
+	crashed := make(chan any, 1)
+	failure := make(chan error, 1)
+	go func() {
+		defer func() {
+			if p := recover(); p != nil {
+				crashed <- p
+			}
+		}()
+		var once sync.Once
+		done <- run(func() { once.Do(func() { close(ready) }) }, func(err error) {
+			select {
+			case failure <- err:
+			default:
+			}
+		})
+	}()
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	select {
+	case <-ready:
+		timer.Stop()
+		onServing()
+		select {
+		case code := <-done:
+			return code, ""
+		case p := <-crashed:
+			panic(p) // as if unguarded: the new image serves, a crash is its own
+		}
+	case code := <-done:
+		why = fmt.Sprintf("the new binary exited with code %d before its master loop ran", code)
+		select {
+		case err := <-failure:
+			why += ": " + err.Error()
+		default:
+		}
+		return code, why
+	case p := <-crashed:
+		return 1, fmt.Sprintf("the new binary panicked before its master loop ran: %v", p)
+	case <-timer.C:
+		return 1, fmt.Sprintf("the new binary's master loop was not running %s after exec", timeout)
+	}
 }

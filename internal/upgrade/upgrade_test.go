@@ -2,10 +2,12 @@ package upgrade
 
 import (
 	"encoding/json"
+	"errors"
 	"os"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -133,5 +135,45 @@ func TestGuardRestoresTheHandover(t *testing.T) {
 	unix.Close(exe)
 	if saved != 2 || g.saved != nil {
 		t.Errorf("saved %d descriptors, %d after Release", saved, len(g.saved))
+	}
+}
+
+// TestWatch: the new image is trusted once its loop runs; before that, an exit, a panic or
+// a hang each come back as the reason to roll back.
+func TestWatch(t *testing.T) {
+	const bound = 200 * time.Millisecond
+	for _, tc := range []struct {
+		name     string
+		run      func(serving func(), failed func(error)) int
+		code     int
+		why      string
+		released bool
+	}{
+		{"serves, then exits", func(serving func(), _ func(error)) int {
+			serving()
+			serving() // called once per loop start, idempotent
+			return 0
+		}, 0, "", true},
+		{"exits first", func(_ func(), failed func(error)) int {
+			failed(errors.New("adopting listeners: bad fd"))
+			return 1
+		}, 1, "exited with code 1 before its master loop ran: adopting listeners: bad fd", false},
+		{"panics first", func(func(), func(error)) int { panic("nil map") }, 1, "panicked before its master loop ran: nil map", false},
+		{"hangs", func(func(), func(error)) int { select {} }, 1, "was not running 200ms after exec", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			released := 0
+			start := time.Now()
+			code, why := Watch(bound, tc.run, func() { released++ })
+			if code != tc.code || (tc.why == "") != (why == "") || !strings.Contains(why, tc.why) {
+				t.Errorf("Watch = %d %q, want %d %q", code, why, tc.code, tc.why)
+			}
+			if (released == 1) != tc.released || released > 1 {
+				t.Errorf("the way back released %d times", released)
+			}
+			if took := time.Since(start); tc.why != "" && !strings.Contains(tc.why, "running") && took >= bound {
+				t.Errorf("waited %s for a run that ended at once", took)
+			}
+		})
 	}
 }
