@@ -154,20 +154,51 @@ func TestWorkerLostDuringAFailedUpgrade(t *testing.T) {
 	workers := childPids(pid1)
 	ready := g.logs.count("worker ready")
 	syscall.Kill(pid1, syscall.SIGUSR2)
-	// The running binary was renamed over: its exe link says "(deleted)" until the new
-	// one is exec'd.
-	deadline := time.Now().Add(30 * time.Second)
-	for exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid1)); strings.HasSuffix(exe, "(deleted)"); exe, _ = os.Readlink(fmt.Sprintf("/proc/%d/exe", pid1)) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the new binary was not exec'd:\n%s", g.logs.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	g.waitExec(pid1)
 	syscall.Kill(workers[0], syscall.SIGKILL)
 	g.waitLog("binary upgrade rolled back", 1, 30*time.Second)
 	g.waitLog("handed-over workers are gone", 1, 5*time.Second)
 	g.waitLog("worker ready", ready+1, 30*time.Second)
 	if got := childPids(pid1); len(got) != 2 || slicesEqual(got, workers) {
 		t.Errorf("workers %v after losing one of %v, want it replaced", got, workers)
+	}
+}
+
+// waitExec waits until pid runs the binary that replaced its own on disk: the running
+// one's exe link says "(deleted)" until then.
+func (g *gorn) waitExec(pid int) {
+	g.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); strings.HasSuffix(exe, "(deleted)"); exe, _ = os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)) {
+		if time.Now().After(deadline) {
+			g.t.Fatalf("the new binary was not exec'd:\n%s", g.logs.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestStopDuringAFailedUpgrade: a TERM that reaches a new binary hanging before its loop
+// runs (as PID 1, which ignores a signal it has no handler for) is not lost: the restored
+// binary shuts down gracefully.
+func TestStopDuringAFailedUpgrade(t *testing.T) {
+	needPID1(t)
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "gorn")
+	copyFile(t, gornBin, bin)
+	g := startGornBinary(t, bin, "-w", "2", "app:app")
+	pid1 := g.innerPid(t)
+	buildGorn(t, bin+".new", "9.9.9-hangs", "gorn_fault_hang")
+	if err := os.Rename(bin+".new", bin); err != nil {
+		t.Fatal(err)
+	}
+	syscall.Kill(pid1, syscall.SIGUSR2)
+	g.waitExec(pid1)
+	syscall.Kill(pid1, syscall.SIGTERM)
+	g.waitLog("binary upgrade rolled back", 1, 30*time.Second)
+	if code := g.wait(30 * time.Second); code != 0 {
+		t.Errorf("exit code %d", code)
+	}
+	if g.logs.count(`"reason":"shutdown"`) != 2 {
+		t.Errorf("the workers were not stopped gracefully:\n%s", g.logs.String())
 	}
 }

@@ -51,14 +51,28 @@ func supervise(th *worker.Thread) int {
 	if guard == nil {
 		return run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr, host{thread: th})
 	}
+	stops := make(chan os.Signal, 8)
+	signal.Notify(stops, upgrade.StopSignals()...)
 	code, reason := upgrade.Watch(upgrade.ReadyTimeout, func(serving func(), failed func(error)) int {
 		return run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr, host{thread: th, serving: serving, failed: failed})
-	}, guard.Release)
+	}, func() {
+		// The master loop runs with its own channel for signals; one caught before that
+		// channel existed is raised again (a stop signal twice is a stop signal).
+		signal.Stop(stops)
+		for len(stops) > 0 {
+			_ = syscall.Kill(os.Getpid(), (<-stops).(syscall.Signal))
+		}
+		guard.Release()
+	})
 	if reason == "" {
 		return code
 	}
+	why := upgrade.RolledBack{Reason: reason}
+	for len(stops) > 0 {
+		why.Stops = append(why.Stops, (<-stops).(syscall.Signal))
+	}
 	fmt.Fprintf(os.Stderr, "gorn: binary upgrade failed (%s); restoring the previous binary\n", reason)
-	th.Do(func() { err = guard.Rollback(reason) })
+	th.Do(func() { err = guard.Rollback(why) })
 	fmt.Fprintf(os.Stderr, "gorn: error: %v\n", err)
 	return master.ExitError
 }
@@ -234,6 +248,12 @@ func serve(cfg *Config, reparse func() (*Config, error), logs *logFiles, getenv 
 	signals := make(chan os.Signal, 16)
 	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP,
 		syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH)
+	if in != nil {
+		for _, sig := range in.stops {
+			log.Warn("acting on a signal the failed binary received", zap.String("signal", sig.String()))
+			signals <- sig
+		}
+	}
 	ticker := time.NewTicker(50 * time.Millisecond)
 	defer ticker.Stop()
 

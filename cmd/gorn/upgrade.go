@@ -26,6 +26,8 @@ type inherited struct {
 	handover  master.Handover
 	// rolledBack is why this binary is back after a failed upgrade ("" after a good one).
 	rolledBack string
+	// stops are the stop signals the failed image received, to act on.
+	stops []syscall.Signal
 	// gone are handed-over workers that are no longer this process's children: reaped
 	// while the handover was in flight (by a new image that then failed), so no exit
 	// will ever report them.
@@ -58,7 +60,8 @@ func adoptUpgrade(getenv func(string) string) (*inherited, error) {
 	}
 	if rb := getenv(upgrade.EnvRolledBack); rb != "" {
 		os.Unsetenv(upgrade.EnvRolledBack)
-		in.rolledBack = upgrade.Reason(rb)
+		why := upgrade.DecodeRolledBack(rb)
+		in.rolledBack, in.stops = why.Reason, why.Stops
 	}
 	addrs := make([]socket.Address, len(st.Listeners))
 	for i, fd := range st.Listeners {

@@ -89,7 +89,16 @@ type Rollback struct {
 // RolledBack is what a restored binary is told.
 type RolledBack struct {
 	Reason string `json:"reason"`
+	// Stops are the stop signals (TERM, INT, QUIT) the failed image received: the
+	// restored binary acts on them.
+	Stops []syscall.Signal `json:"stops,omitempty"`
 }
+
+// StopSignals are the signals a failed image keeps for the binary it restores; a new
+// image catches them from its first instant, so that neither a hang (PID 1 ignores a
+// signal it has no handler for) nor the default action (anyone else dies of it, and the
+// workers with it) loses an orchestrator's stop.
+func StopSignals() []os.Signal { return []os.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT} }
 
 // Formats is the value of EnvFormats this binary sends and accepts.
 func Formats() string {
@@ -133,13 +142,13 @@ func Decode(raw string) (State, error) {
 	return st, nil
 }
 
-// Reason decodes EnvRolledBack.
-func Reason(raw string) string {
+// DecodeRolledBack decodes EnvRolledBack.
+func DecodeRolledBack(raw string) RolledBack {
 	var why RolledBack
 	if err := json.Unmarshal([]byte(raw), &why); err != nil || why.Reason == "" {
-		return raw
+		return RolledBack{Reason: raw}
 	}
-	return why.Reason
+	return why
 }
 
 // Env is the environment for the new binary: environ without the protocol's variables,
@@ -226,15 +235,15 @@ func (g *Guard) restore() error {
 
 // Rollback re-executes the previous binary with the original handover; it returns only
 // on failure. Call it from the thread that forked the workers (see worker.Thread).
-func (g *Guard) Rollback(reason string) error {
+func (g *Guard) Rollback(why RolledBack) error {
 	if err := g.restore(); err != nil {
 		return err
 	}
-	why, err := json.Marshal(RolledBack{Reason: reason})
+	js, err := json.Marshal(why)
 	if err != nil {
 		return fmt.Errorf("encoding the reason: %w", err)
 	}
-	env := append(CleanEnv(os.Environ()), EnvState+"="+g.handover, EnvRolledBack+"="+string(why))
+	env := append(CleanEnv(os.Environ()), EnvState+"="+g.handover, EnvRolledBack+"="+string(js))
 	path := "/proc/self/fd/" + strconv.Itoa(g.rb.Exe)
 	if err := syscall.Exec(path, g.rb.Args, env); err != nil {
 		return fmt.Errorf("re-executing the previous binary (%s): %w", path, err)

@@ -6,6 +6,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -80,8 +81,11 @@ func TestEnvRoundTrip(t *testing.T) {
 	if err := json.Unmarshal([]byte(vars[EnvRollback]), &rb); err != nil || rb.Exe != 9 || len(rb.Fds) != 4 {
 		t.Errorf("way back %+v, %v", rb, err)
 	}
-	if Reason(`{"reason":"hung"}`) != "hung" || Reason("plain") != "plain" {
-		t.Error("Reason")
+	if rb := DecodeRolledBack(`{"reason":"hung","stops":[15]}`); rb.Reason != "hung" || len(rb.Stops) != 1 || rb.Stops[0] != syscall.SIGTERM {
+		t.Errorf("DecodeRolledBack: %+v", rb)
+	}
+	if DecodeRolledBack("plain").Reason != "plain" {
+		t.Error("DecodeRolledBack of a plain reason")
 	}
 }
 
