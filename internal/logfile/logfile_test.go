@@ -69,4 +69,3 @@ func TestOpenFailsClearly(t *testing.T) {
 		t.Errorf("error %v", err)
 	}
 }
-
