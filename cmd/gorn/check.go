@@ -7,6 +7,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/gornhq/gorn/config"
+	"github.com/gornhq/gorn/internal/logfile"
 	"github.com/gornhq/gorn/internal/scoreboard"
 	"github.com/gornhq/gorn/master"
 	"github.com/gornhq/gorn/worker"
@@ -14,8 +15,8 @@ import (
 
 // checkConfig loads the app once in a worker that binds and serves nothing (gunicorn's
 // --check-config): exit 0 if it imports, 4 if not.
-func checkConfig(cfg *config.Config, logs *logFiles, thread *worker.Thread, children *worker.Reaper) int {
-	log := logs.logger
+func checkConfig(cfg *config.Config, logs *logfile.Files, thread *worker.Thread, children *worker.Reaper) int {
+	log := logs.Logger
 	board, err := scoreboard.New(1)
 	if err != nil {
 		log.Error(err.Error())
@@ -26,7 +27,7 @@ func checkConfig(cfg *config.Config, logs *logFiles, thread *worker.Thread, chil
 	spec.Settings.Check = true
 	exited := make(chan master.Exit, 1)
 	sp, err := worker.NewSpawner(worker.Config{
-		Python: cfg.Python, Board: board, Stdout: logs.stdout, Stderr: logs.workerStderr(),
+		Python: cfg.Python, Board: board, Stdout: os.Stdout, Stderr: logs.WorkerStderr(),
 		Spec:   func() worker.Spec { return spec },
 		Thread: thread, Reaper: children, Exits: exited,
 	})

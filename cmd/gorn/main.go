@@ -21,6 +21,7 @@ import (
 
 	"github.com/gornhq/gorn/config"
 	"github.com/gornhq/gorn/internal/cgroup"
+	"github.com/gornhq/gorn/internal/logfile"
 	"github.com/gornhq/gorn/internal/scoreboard"
 	"github.com/gornhq/gorn/internal/sizing"
 	"github.com/gornhq/gorn/internal/upgrade"
@@ -135,13 +136,13 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, h 
 		config.Print(stdout, cfg)
 		return master.ExitOK
 	}
-	logs, err := openLogs(cfg, stdout, stderr)
+	logs, err := logfile.Open(cfg.ErrorLog, cfg.LogFormat, cfg.LogLevel, stderr, os.Stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "gorn: error: %v\n", err)
 		return master.ExitError
 	}
 	defer logs.Close()
-	log := logs.logger
+	log := logs.Logger
 	if cfg.ConfigFile != "" {
 		log.Info("read the config file", zap.String("config_file", cfg.ConfigFile))
 	}
@@ -162,8 +163,8 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, h 
 }
 
 // serve binds, starts the master loop and returns its exit code.
-func serve(cfg *config.Config, reparse func() (*config.Config, error), logs *logFiles, getenv func(string) string, h host, children *worker.Reaper, exits chan master.Exit) (int, error) {
-	log := logs.logger
+func serve(cfg *config.Config, reparse func() (*config.Config, error), logs *logfile.Files, getenv func(string) string, h host, children *worker.Reaper, exits chan master.Exit) (int, error) {
+	log := logs.Logger
 	if os.Getpid() != 1 {
 		// Orphaned grandchildren of workers are re-parented to us and reaped by Reap.
 		_ = unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
@@ -231,8 +232,8 @@ func serve(cfg *config.Config, reparse func() (*config.Config, error), logs *log
 		Python:    cfg.Python,
 		Listeners: files,
 		Board:     board,
-		Stdout:    logs.stdout,
-		Stderr:    logs.workerStderr(),
+		Stdout:    os.Stdout,
+		Stderr:    logs.WorkerStderr(),
 		Spec:      reload.current,
 		Thread:    h.thread,
 		Reaper:    children,
