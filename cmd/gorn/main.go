@@ -35,6 +35,9 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	if len(args) > 0 && args[0] == "limits" {
 		return runLimits(args[1:], getenv, stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "bench" {
+		return runBench(args[1:], stdout, stderr)
+	}
 	reparse := func() (*Config, error) {
 		cfg, err := parseConfig(args, getenv, loadConfigFile)
 		if err == nil && !cfg.Help && !cfg.Version {
