@@ -374,6 +374,10 @@ func (o *Options) measure(ctx context.Context, p plan, rep *Report, live func(*l
 		default:
 		}
 	}
+	run.OtherCPU = max(0, (after.machine-before.machine).Seconds()/elapsed-run.CPUUsed-run.GeneratorCPU)
+	if run.OtherCPU > busyOthers*float64(o.MachineCPUs) {
+		run.Note = fmt.Sprintf("noisy: other processes on the machine used %.2f CPUs during this run", run.OtherCPU)
+	}
 	if bound, why := GeneratorBound(run.GeneratorCPU, run.CPUUsed, run.CPULimit, float64(o.MachineCPUs)); bound {
 		run.GeneratorBound, run.Note = true, why
 	}
@@ -407,6 +411,7 @@ type counters struct {
 	throttled   int64
 	throttledNs int64
 	throttleOK  bool
+	machine     time.Duration // busy time of all the machine's CPUs
 }
 
 func (o *Options) sample(pods []pod) counters {
@@ -427,6 +432,7 @@ func (o *Options) sample(pods []pod) counters {
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err == nil {
 		c.generator = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 	}
+	c.machine = machineBusyTime()
 	c.at = time.Now()
 	return c
 }

@@ -108,7 +108,7 @@ func newCgroupLimit(root string, cpus float64) (*cgroupLimit, error) {
 	} else {
 		g.home = filepath.Join(root, c.Dir, "tasks")
 	}
-	dir, err := os.MkdirTemp(mount, "gorn-bench-")
+	dir, err := os.MkdirTemp(mount, "gorn-bench-run-")
 	if err != nil {
 		return nil, fmt.Errorf("creating a cgroup under %s: %w", mount, err)
 	}

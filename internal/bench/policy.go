@@ -37,6 +37,7 @@ type Run struct {
 	PSSBytes    int64   `json:"pss_bytes"` // the server tree's (master and workers) at the end
 
 	GeneratorCPU   float64  `json:"generator_cpu"`
+	OtherCPU       float64  `json:"other_cpu"` // what the rest of the machine used meanwhile
 	GeneratorBound bool     `json:"generator_bound"`
 	Note           string   `json:"note,omitempty"`
 	ErrorSamples   []string `json:"error_samples,omitempty"`
@@ -72,6 +73,9 @@ const (
 	// machineBusy and quotaUsed decide GeneratorBound.
 	machineBusy = 0.9
 	quotaUsed   = 0.9
+	// busyOthers is the share of the machine other processes may use before a run is
+	// called noisy: they compete with the server and the generator for the same CPUs.
+	busyOthers = 0.15
 )
 
 // GeneratorBound says whether a run measured the load generator rather than the server:
