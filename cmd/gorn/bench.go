@@ -78,7 +78,7 @@ var benchFlags = map[string]bool{
 
 // runBench implements `gorn bench`; it returns the exit code.
 func runBench(args []string, stdout, stderr io.Writer) int {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
 	exe, err := os.Executable()
 	if err != nil {

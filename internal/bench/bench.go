@@ -332,26 +332,23 @@ func (o *Options) measure(ctx context.Context, p plan, rep *Report, live func(*l
 		}
 	}
 
+	var before counters
 	cfg := loadgen.Config{
 		Addrs: addrs, Requests: o.Requests, Connections: o.Connections, Rate: o.Rate,
-		KeepAlive: o.KeepAlive, MaxRequests: o.MaxRequests,
+		KeepAlive: o.KeepAlive, MaxRequests: o.MaxRequests, Warmup: o.Warmup, Duration: o.Duration,
+		OnMeasure: func() { before = o.sample(pods) },
 	}
-	if o.Warmup > 0 {
-		cfg.Duration = o.Warmup
-		if _, err := loadgen.Run(ctx, cfg); err != nil {
-			return run, fmt.Errorf("warming up: %w", err)
-		}
-	}
-	cfg.Duration = o.Duration
 	runner, err := loadgen.NewRunner(cfg)
 	if err != nil {
 		return run, fmt.Errorf("preparing the load: %w", err)
 	}
-	before := o.sample(pods)
 	live(runner)
 	res := runner.Run(ctx)
 	after := o.sample(pods)
 	live(nil)
+	if before.at.IsZero() { // interrupted during the warm-up
+		return run, ctx.Err()
+	}
 
 	elapsed := after.at.Sub(before.at).Seconds()
 	run.Requests, run.Errors, run.RPS = res.Answered, res.Errors, res.RPS()
@@ -376,6 +373,7 @@ func (o *Options) measure(ctx context.Context, p plan, rep *Report, live func(*l
 	}
 	run.OtherCPU = max(0, (after.machine-before.machine).Seconds()/elapsed-run.CPUUsed-run.GeneratorCPU)
 	if run.OtherCPU > busyOthers*float64(o.MachineCPUs) {
+		run.Noisy = true
 		run.Note = fmt.Sprintf("noisy: other processes on the machine used %.2f CPUs during this run", run.OtherCPU)
 	}
 	if bound, why := GeneratorBound(run.GeneratorCPU, run.CPUUsed, run.CPULimit, float64(o.MachineCPUs)); bound {

@@ -38,6 +38,7 @@ type Run struct {
 
 	GeneratorCPU   float64  `json:"generator_cpu"`
 	OtherCPU       float64  `json:"other_cpu"` // what the rest of the machine used meanwhile
+	Noisy          bool     `json:"noisy"`     // OtherCPU was high enough to blur the figures
 	GeneratorBound bool     `json:"generator_bound"`
 	Note           string   `json:"note,omitempty"`
 	ErrorSamples   []string `json:"error_samples,omitempty"`
@@ -148,6 +149,15 @@ func Recommend(runs []Run) Recommendation {
 		reason += "; more workers add memory, not throughput"
 	} else if largest(runs, p) && pick == best {
 		reason += "; it had the most workers tried: measure higher counts too"
+	}
+	noisy := 0
+	for _, r := range runs {
+		if r.Noisy {
+			noisy++
+		}
+	}
+	if noisy > 0 {
+		reason += fmt.Sprintf("; but %d of %d runs shared the machine with other busy processes: repeat on a quiet machine", noisy, len(runs))
 	}
 	return Recommendation{Index: pick, Label: p.Label(), Reason: reason}
 }

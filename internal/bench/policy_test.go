@@ -31,6 +31,9 @@ func TestRecommend(t *testing.T) {
 			{Class: "sync", Workers: 2, Requests: 1000, RPS: 900, P99: 50, GeneratorBound: true},
 			{Class: "sync", Workers: 3, Requests: 1000, Errors: 100, RPS: 800, P99: 50},
 		}, 0, []string{"1 sync worker:"}},
+		{"noisy runs are said so", []Run{
+			syncRun(1, 200, 100, 30), {Class: "sync", Workers: 2, Requests: 1000, RPS: 300, P99: 80, Noisy: true},
+		}, 1, []string{"but 1 of 2 runs shared the machine"}},
 		{"none valid", []Run{{Class: "sync", Workers: 1, GeneratorBound: true, Requests: 5}}, -1, []string{"no recommendation"}},
 		{"layouts", []Run{
 			{Class: "sync", Layout: "1x2", Pods: 1, Workers: 5, Requests: 1000, RPS: 800, P99: 60},

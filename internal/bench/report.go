@@ -33,7 +33,7 @@ func (r Report) WriteText(w io.Writer) {
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	layouts := len(r.Runs) > 0 && r.Runs[0].Layout != ""
-	head := "class\tworkers\treq/s\tp50\tp90\tp99\tmax\terrors\tcpu used/limit\tthrottled\tpss\t"
+	head := "class\tworkers\treq/s\tp50\tp90\tp99\tmax\terrors\tcpu used/limit\tthrottled\tpss\tloadgen cpu\t"
 	if layouts {
 		head = "layout\t" + head
 	}
@@ -54,10 +54,10 @@ func (r Report) WriteText(w io.Writer) {
 		if run.Threads > 0 {
 			class = fmt.Sprintf("%s/%dt", run.Class, run.Threads)
 		}
-		row := fmt.Sprintf("%s\t%s\t%.0f\t%s\t%s\t%s\t%s\t%d\t%s/%s\t%s\t%s\t%s",
+		row := fmt.Sprintf("%s\t%s\t%.0f\t%s\t%s\t%s\t%s\t%d\t%s/%s\t%s\t%s\t%.2f\t%s",
 			class, workers, run.RPS, FormatMs(run.P50), FormatMs(run.P90), FormatMs(run.P99), FormatMs(run.Max),
 			run.Errors, fmt.Sprintf("%.2f", run.CPUUsed), sizing.FormatCPUs(run.CPULimit), throttled(run),
-			sizing.FormatBytes(run.PSSBytes), mark)
+			sizing.FormatBytes(run.PSSBytes), run.GeneratorCPU, mark)
 		if layouts {
 			row = run.Layout + "\t" + row
 		}
@@ -113,9 +113,9 @@ type progress struct {
 	label   string
 	index   int
 	runner  *loadgen.Runner
-	since   time.Time
 	stopped chan struct{}
 	ticker  *time.Ticker
+	ended   bool // set by finish under mu: a tick that races it draws nothing
 }
 
 func newProgress(w io.Writer, total int, perRun time.Duration) *progress {
@@ -150,7 +150,7 @@ func (p *progress) start(i int, pl plan) func(*loadgen.Runner) {
 	p.mu.Unlock()
 	return func(r *loadgen.Runner) {
 		p.mu.Lock()
-		p.runner, p.since = r, time.Now()
+		p.runner = r
 		p.mu.Unlock()
 	}
 }
@@ -158,12 +158,17 @@ func (p *progress) start(i int, pl plan) func(*loadgen.Runner) {
 func (p *progress) draw() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.ended {
+		return
+	}
 	elapsed := time.Since(p.began).Truncate(time.Second)
 	total := (p.perRun * time.Duration(p.total)).Truncate(time.Second)
 	line := fmt.Sprintf("run %d/%d: %s, %s of about %s", p.index+1, p.total, p.label, elapsed, total)
 	if p.runner != nil {
-		if s := time.Since(p.since).Seconds(); s > 0 {
-			line += fmt.Sprintf(", %.0f req/s", float64(p.runner.Done())/s)
+		if rate := p.runner.Rate(); rate > 0 {
+			line += fmt.Sprintf(", %.0f req/s", rate)
+		} else {
+			line += ", warming up"
 		}
 	} else {
 		line += ", starting"
@@ -179,5 +184,6 @@ func (p *progress) finish() {
 	close(p.stopped)
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.ended = true
 	fmt.Fprint(p.w, "\r\033[K")
 }

@@ -3,10 +3,12 @@ package loadgen
 import (
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -171,5 +173,40 @@ func TestErrorsAndBounds(t *testing.T) {
 		if _, err := Run(context.Background(), bad); err == nil {
 			t.Errorf("%+v: no error", bad)
 		}
+	}
+}
+
+// TestWarmupKeepsConnections: the warm-up's requests are not counted, its connections
+// carry on into the measurement, and OnMeasure marks the boundary once.
+func TestWarmupKeepsConnections(t *testing.T) {
+	srv, _ := serve(t)
+	var conns atomic.Int64
+	s := httptest.NewUnstartedServer(srv)
+	s.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	s.Start()
+	defer s.Close()
+	var marks atomic.Int64
+	res, err := Run(context.Background(), Config{
+		Addrs: []string{strings.TrimPrefix(s.URL, "http://")}, Connections: 3, KeepAlive: true,
+		Warmup: 200 * time.Millisecond, Duration: 200 * time.Millisecond, OnMeasure: func() { marks.Add(1) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.mu.Lock()
+	served := int64(srv.paths["/"])
+	srv.mu.Unlock()
+	if marks.Load() != 1 || res.Answered == 0 || served < res.Answered+res.Answered/2 {
+		t.Errorf("marks %d, measured %d of %d served: the warm-up was counted or did not run", marks.Load(), res.Answered, served)
+	}
+	if conns.Load() != 3 {
+		t.Errorf("%d connections, want the warm-up's 3 kept", conns.Load())
+	}
+	if res.Elapsed > 300*time.Millisecond {
+		t.Errorf("elapsed %s includes the warm-up", res.Elapsed)
 	}
 }

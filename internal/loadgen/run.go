@@ -41,7 +41,14 @@ type Config struct {
 	Rate float64
 	// KeepAlive reuses connections; false sends "Connection: close" on every request.
 	KeepAlive bool
-	// Duration bounds the measurement; MaxRequests (when > 0) bounds how many are sent.
+	// Warmup is load before the measurement, on the same connections: what it sends is not
+	// counted, and the measurement starts with connections already spread over the
+	// server's workers as they settled, not with a burst of new ones.
+	Warmup time.Duration
+	// OnMeasure, when set, is called as the measurement starts (after Warmup), for
+	// counters to be read at the same moment.
+	OnMeasure func()
+	// Duration bounds the measurement; MaxRequests (when > 0) bounds how many it sends.
 	Duration    time.Duration
 	MaxRequests int64
 	// Timeout bounds each request (default 30 s).
@@ -78,6 +85,7 @@ type Runner struct {
 	cum     []int    // cumulative weights
 	started atomic.Int64
 	done    atomic.Int64
+	from    atomic.Int64 // when the measurement started, UnixNano; 0 during the warm-up
 }
 
 // NewRunner checks cfg and prepares the requests.
@@ -90,6 +98,9 @@ func NewRunner(cfg Config) (*Runner, error) {
 	}
 	if cfg.Duration <= 0 {
 		return nil, fmt.Errorf("preparing load: duration %s: want > 0", cfg.Duration)
+	}
+	if cfg.Warmup < 0 {
+		return nil, fmt.Errorf("preparing load: warm-up %s: want >= 0", cfg.Warmup)
 	}
 	if cfg.Rate < 0 {
 		return nil, fmt.Errorf("preparing load: rate %v: want >= 0", cfg.Rate)
@@ -127,8 +138,21 @@ func (q Request) serialise(keepAlive bool) []byte {
 	return append(b, q.Body...)
 }
 
-// Done is the number of requests answered or failed so far.
+// Done is the number of measured requests answered or failed so far.
 func (r *Runner) Done() int64 { return r.done.Load() }
+
+// Rate is Done per second of measurement so far; 0 during the warm-up.
+func (r *Runner) Rate() float64 {
+	from := r.from.Load()
+	if from == 0 {
+		return 0
+	}
+	s := time.Since(time.Unix(0, from)).Seconds()
+	if s <= 0 {
+		return 0
+	}
+	return float64(r.Done()) / s
+}
 
 // Run generates the load until the duration or request bound is reached or ctx ends, and
 // waits for the requests in flight.
@@ -142,10 +166,18 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 
 // Run is the package-level Run on a prepared Runner; call it once.
 func (r *Runner) Run(ctx context.Context) Result {
-	ctx, cancel := context.WithTimeout(ctx, r.cfg.Duration)
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.Warmup+r.cfg.Duration)
 	defer cancel()
 	start := time.Now()
-	end := start.Add(r.cfg.Duration)
+	measure := start.Add(r.cfg.Warmup)
+	end := measure.Add(r.cfg.Duration)
+	began := time.AfterFunc(r.cfg.Warmup, func() {
+		if r.cfg.OnMeasure != nil {
+			r.cfg.OnMeasure()
+		}
+		r.from.Store(time.Now().UnixNano())
+	})
+	defer began.Stop()
 	results := make([]client, r.cfg.Connections)
 	var wg sync.WaitGroup
 	for i := range results {
@@ -157,11 +189,11 @@ func (r *Runner) Run(ctx context.Context) Result {
 		go func() {
 			defer wg.Done()
 			defer c.close()
-			r.loop(ctx, c, start, end)
+			r.loop(ctx, c, start, measure, end)
 		}()
 	}
 	wg.Wait()
-	res := Result{Status: map[int]int64{}, Latency: &Histogram{}, Elapsed: time.Since(start)}
+	res := Result{Status: map[int]int64{}, Latency: &Histogram{}, Elapsed: time.Since(measure)}
 	for i := range results {
 		c := &results[i]
 		res.Sent += c.sent
@@ -196,21 +228,31 @@ type client struct {
 	samples  []string
 }
 
-func (r *Runner) loop(ctx context.Context, c *client, start, end time.Time) {
+// loop sends requests until end; those due (closed loop: sent) before measure are the
+// warm-up and not counted. The request bound counts the measured ones.
+func (r *Runner) loop(ctx context.Context, c *client, start, measure, end time.Time) {
 	var interval time.Duration
 	if r.cfg.Rate > 0 {
 		interval = time.Duration(float64(time.Second) / r.cfg.Rate)
 	}
 	for ctx.Err() == nil {
-		n := r.started.Add(1) - 1
-		if r.cfg.MaxRequests > 0 && n >= r.cfg.MaxRequests {
+		var n int64
+		t0 := time.Now()
+		warm := t0.Before(measure)
+		if interval > 0 {
+			n = r.started.Add(1) - 1
+			t0 = start.Add(time.Duration(n) * interval)
+			warm = t0.Before(measure)
+			n -= int64(r.cfg.Warmup / interval) // slots before measure are the warm-up's
+		} else if !warm {
+			n = r.started.Add(1) - 1
+		}
+		if !warm && r.cfg.MaxRequests > 0 && n >= r.cfg.MaxRequests {
 			return
 		}
-		t0 := time.Now()
 		if interval > 0 {
 			// The shared counter hands out due times in order: a client that fell behind
 			// takes a slot that is already due, and its latency includes the wait.
-			t0 = start.Add(time.Duration(n) * interval)
 			if !t0.Before(end) {
 				return
 			}
@@ -222,8 +264,10 @@ func (r *Runner) loop(ctx context.Context, c *client, start, end time.Time) {
 				}
 			}
 		}
-		r.one(c, r.pick(c.rng), t0)
-		r.done.Add(1)
+		r.one(c, r.pick(c.rng), t0, !warm)
+		if !warm {
+			r.done.Add(1)
+		}
 	}
 }
 
@@ -243,12 +287,18 @@ func (r *Runner) pick(rng *rand.Rand) []byte {
 // one sends a request and records its outcome. A request on a reused keep-alive
 // connection that the server closed before answering any byte is retried once on a new
 // connection (RFC 9112 section 9.3.1), as real clients do.
-func (r *Runner) one(c *client, wire []byte, t0 time.Time) {
-	c.sent++
+func (r *Runner) one(c *client, wire []byte, t0 time.Time, count bool) {
 	resp, err := r.exchange(c, wire)
 	if err != nil && errors.Is(err, errIdleClosed) {
 		resp, err = r.exchange(c, wire)
 	}
+	if !count {
+		if err != nil || !r.cfg.KeepAlive || resp.Close {
+			c.close()
+		}
+		return
+	}
+	c.sent++
 	if err != nil {
 		c.errors++
 		c.sample(err.Error())
