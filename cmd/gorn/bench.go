@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -62,6 +63,8 @@ The load (only ever to the servers it starts on 127.0.0.1):
 
 Output:
   --json                 one JSON object instead of the table
+  --chart FILE           also draw req/s and p99 against workers (or layouts) into
+                         FILE.svg or FILE.png
   A progress line is shown while running when stderr is a terminal.
 
 Serving flags passed to gorn: --chdir DIR, --python PATH, -c/--config FILE,
@@ -103,7 +106,7 @@ func benchCommand(ctx context.Context, args []string, exe string, progress, stdo
 		fmt.Fprintf(stderr, "gorn bench: error: %v (see gorn bench --help)\n", strings.TrimPrefix(err.Error(), "usage: "))
 		return master.ExitUsage
 	}
-	o, asJSON, err := parseBench(args)
+	o, out, err := parseBench(args)
 	if errors.Is(err, flag.ErrHelp) {
 		fmt.Fprint(stdout, benchUsage)
 		return master.ExitOK
@@ -120,7 +123,13 @@ func benchCommand(ctx context.Context, args []string, exe string, progress, stdo
 		fmt.Fprintf(stderr, "gorn bench: error: %v\n", err)
 		return master.ExitError
 	}
-	if asJSON {
+	if out.chart != "" && len(rep.Runs) > 0 {
+		if err := rep.WriteChart(out.chart); err != nil {
+			fmt.Fprintf(stderr, "gorn bench: error: %v\n", err)
+			return master.ExitError
+		}
+	}
+	if out.json {
 		if err := rep.WriteJSON(stdout); err != nil {
 			fmt.Fprintf(stderr, "gorn bench: error: %v\n", err)
 			return master.ExitError
@@ -134,8 +143,15 @@ func benchCommand(ctx context.Context, args []string, exe string, progress, stdo
 	return master.ExitOK
 }
 
+// benchOutput says how to print the report.
+type benchOutput struct {
+	json  bool
+	chart string // "" for none
+}
+
 // parseBench parses the command line into options; errors wrap bench.ErrUsage.
-func parseBench(args []string) (bench.Options, bool, error) {
+func parseBench(args []string) (bench.Options, benchOutput, error) {
+	var out benchOutput
 	o := bench.Options{KeepAlive: true}
 	var passthrough []string
 	if i := slices.Index(args, "--"); i >= 0 {
@@ -161,7 +177,8 @@ func parseBench(args []string) (bench.Options, bool, error) {
 	fs.DurationVar(&o.Warmup, "warmup", time.Second, "")
 	fs.IntVar(&o.Repeats, "repeats", 1, "")
 	fs.Int64Var(&o.MaxRequests, "request-limit", bench.DefaultMaxRequests, "")
-	asJSON := fs.Bool("json", false, "")
+	fs.BoolVar(&out.json, "json", false, "")
+	fs.StringVar(&out.chart, "chart", "", "")
 	bind := fs.String("b", "", "")
 	fs.StringVar(bind, "bind", "", "")
 	for name, takesValue := range benchFlags {
@@ -181,9 +198,9 @@ func parseBench(args []string) (bench.Options, bool, error) {
 	for {
 		if err := fs.Parse(args); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
-				return o, false, err
+				return o, out, err
 			}
-			return o, false, fmt.Errorf("%w: %v", bench.ErrUsage, err)
+			return o, out, fmt.Errorf("%w: %v", bench.ErrUsage, err)
 		}
 		if fs.NArg() == 0 {
 			break
@@ -192,7 +209,7 @@ func parseBench(args []string) (bench.Options, bool, error) {
 		args = fs.Args()[1:]
 	}
 	if len(positional) != 1 {
-		return o, false, fmt.Errorf("%w: want one MODULE:APP, got %q", bench.ErrUsage, positional)
+		return o, out, fmt.Errorf("%w: want one MODULE:APP, got %q", bench.ErrUsage, positional)
 	}
 	o.Module = positional[0]
 	o.AppArgs = append(appArgs, passthrough...)
@@ -202,22 +219,22 @@ func parseBench(args []string) (bench.Options, bool, error) {
 		// The bench always binds 127.0.0.1 on a free port itself; a bind elsewhere is refused
 		// rather than silently ignored.
 		if err := bench.CheckLoopback(*bind); err != nil {
-			return o, false, err
+			return o, out, err
 		}
 	}
 	for _, a := range passthrough {
 		if a == "-b" || a == "--bind" || strings.HasPrefix(a, "--bind=") || a == "-w" || a == "--workers" {
-			return o, false, fmt.Errorf("%w: %s after --: gorn bench sets the bind and the worker count itself", bench.ErrUsage, a)
+			return o, out, fmt.Errorf("%w: %s after --: gorn bench sets the bind and the worker count itself", bench.ErrUsage, a)
 		}
 	}
 	c, err := sizing.ParseCPUs(*cpus)
 	if err != nil {
-		return o, false, fmt.Errorf("%w: --cpus: %v", bench.ErrUsage, err)
+		return o, out, fmt.Errorf("%w: --cpus: %v", bench.ErrUsage, err)
 	}
 	o.CPUs = c
 	if *workers != "" {
 		if o.Workers, err = bench.ParseWorkers(*workers); err != nil {
-			return o, false, err
+			return o, out, err
 		}
 	}
 	for _, k := range strings.Split(*classes, ",") {
@@ -227,10 +244,10 @@ func parseBench(args []string) (bench.Options, bool, error) {
 	}
 	if *layouts != "" {
 		if *workers != "" {
-			return o, false, fmt.Errorf("%w: --layouts and --workers: each pod of a layout sizes itself", bench.ErrUsage)
+			return o, out, fmt.Errorf("%w: --layouts and --workers: each pod of a layout sizes itself", bench.ErrUsage)
 		}
 		if o.Layouts, err = bench.ParseLayouts(*layouts); err != nil {
-			return o, false, err
+			return o, out, err
 		}
 	}
 	sources := 0
@@ -240,12 +257,12 @@ func parseBench(args []string) (bench.Options, bool, error) {
 		}
 	}
 	if sources > 1 {
-		return o, false, fmt.Errorf("%w: use one of --url, --urls and --requests", bench.ErrUsage)
+		return o, out, fmt.Errorf("%w: use one of --url, --urls and --requests", bench.ErrUsage)
 	}
 	for _, u := range urls {
 		r, err := bench.ParseURL(u)
 		if err != nil {
-			return o, false, err
+			return o, out, err
 		}
 		o.Requests = append(o.Requests, r)
 	}
@@ -257,8 +274,13 @@ func parseBench(args []string) (bench.Options, bool, error) {
 		reqs, err = bench.ReadAccessLog(*replay)
 	}
 	if err != nil {
-		return o, false, err
+		return o, out, err
 	}
 	o.Requests = append(o.Requests, reqs...)
-	return o, *asJSON, nil
+	if out.chart != "" {
+		if ext := strings.ToLower(filepath.Ext(out.chart)); ext != ".svg" && ext != ".png" {
+			return o, out, fmt.Errorf("%w: --chart %q: want a .svg or .png file", bench.ErrUsage, out.chart)
+		}
+	}
+	return o, out, nil
 }

@@ -32,6 +32,7 @@ func TestBenchBadInput(t *testing.T) {
 		{"unknown class", []string{"-k", "sync,tornado", "app:app"}, "worker class"},
 		{"unknown flag", []string{"--frobnicate", "app:app"}, "frobnicate"},
 		{"two load sources", []string{"--url", "/", "--urls", "x", "app:app"}, "one of --url"},
+		{"chart format", []string{"--chart", "c.gif", "app:app"}, "want a .svg or .png"},
 		{"zero duration", []string{"--duration", "0s", "app:app"}, "--duration"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -57,14 +58,14 @@ func TestBenchHelp(t *testing.T) {
 // TestParseBenchPassThrough: serving flags reach gorn in order, flags may follow the app,
 // and everything after -- is passed as is.
 func TestParseBenchPassThrough(t *testing.T) {
-	o, asJSON, err := parseBench([]string{"--chdir", "examples/flask", "app:app", "--python", "/py", "--preload",
-		"--workers", "1..2", "--json", "-k", "gthread", "--threads", "4", "--no-keepalive", "--", "--timeout", "60"})
+	o, out, err := parseBench([]string{"--chdir", "examples/flask", "app:app", "--python", "/py", "--preload",
+		"--workers", "1..2", "--json", "--chart", "x.svg", "-k", "gthread", "--threads", "4", "--no-keepalive", "--", "--timeout", "60"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := []string{"--chdir", "examples/flask", "--python", "/py", "--preload", "--timeout", "60"}
-	if !slices.Equal(o.AppArgs, want) || o.Module != "app:app" || !asJSON || o.KeepAlive || o.Threads != 4 ||
+	if !slices.Equal(o.AppArgs, want) || o.Module != "app:app" || !out.json || out.chart != "x.svg" || o.KeepAlive || o.Threads != 4 ||
 		!slices.Equal(o.Workers, []int{1, 2}) || !slices.Equal(o.Classes, []string{"gthread"}) || o.CPUs != 1 {
-		t.Errorf("got %+v json=%v", o, asJSON)
+		t.Errorf("got %+v %+v", o, out)
 	}
 }

@@ -2,6 +2,8 @@ package bench
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -116,5 +118,37 @@ func TestDefaultWorkers(t *testing.T) {
 		if got := fmt.Sprint(DefaultWorkers(tc.class, tc.cpus)); got != tc.want {
 			t.Errorf("%s %v: %s, want %s", tc.class, tc.cpus, got, tc.want)
 		}
+	}
+}
+
+func TestWriteChart(t *testing.T) {
+	dir := t.TempDir()
+	r := Report{Module: "app:app", CPUs: 1, Runs: []Run{
+		syncRun(1, 200, 180, 30), syncRun(2, 390, 90, 50), syncRun(3, 395, 95, 70),
+		{Class: "gthread", Threads: 4, Workers: 1, RPS: 380, P99: 85, Requests: 10},
+		{Class: "gthread", Threads: 4, Workers: 2, RPS: 900, P99: 10, Requests: 10, GeneratorBound: true},
+	}}
+	for _, name := range []string{"c.svg", "c.png"} {
+		p := filepath.Join(dir, name)
+		if err := r.WriteChart(p); err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(p)
+		if err != nil || len(b) < 1000 {
+			t.Fatalf("%s: %d bytes, %v", name, len(b), err)
+		}
+		if name == "c.svg" && (!strings.Contains(string(b), "<svg") || !strings.Contains(string(b), "gthread, 4 threads")) {
+			t.Errorf("the SVG lacks the legend")
+		}
+	}
+	lay := Report{Module: "app:app", CPUs: 2, Runs: []Run{
+		{Class: "sync", Layout: "1x2", Workers: 5, RPS: 800, P99: 60, Requests: 10},
+		{Class: "sync", Layout: "2x1", Workers: 6, RPS: 700, P99: 90, Requests: 10},
+	}}
+	if err := lay.WriteChart(filepath.Join(dir, "l.svg")); err != nil {
+		t.Fatal(err)
+	}
+	if err := lay.WriteChart(filepath.Join(dir, "l.gif")); !IsUsage(err) {
+		t.Errorf("a .gif: %v", err)
 	}
 }
