@@ -263,3 +263,62 @@ func TestBenchInterruptCleansUp(t *testing.T) {
 	}
 	checkNoLeftovers(t, before)
 }
+
+// TestBenchUnprivilegedFallsBack: a user who cannot create cgroups gets the affinity
+// fallback, and the report says so and why. As root the test drops to nobody, with
+// Debian's python3 (the runtime needs only the standard library) and a plain WSGI app in
+// a directory that user can read.
+func TestBenchUnprivilegedFallsBack(t *testing.T) {
+	const py = "/usr/bin/python3"
+	if _, err := os.Stat(py); err != nil {
+		t.Skipf("no %s: %v", py, err)
+	}
+	dir, err := os.MkdirTemp("", "gorn-bench-nobody-") // t.TempDir's parent is private
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o755)
+	bin := filepath.Join(dir, "gorn")
+	data, err := os.ReadFile(gornBin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(dir, "hello.py"), `def application(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"hello"]
+`)
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "bench", "--python", py, "--workers", "1", "--duration", "500ms", "--warmup", "0s",
+		"--connections", "2", "--json", "hello")
+	cmd.Dir = dir
+	cmd.Env = append(cleanEnv(), "HOME="+dir)
+	if os.Geteuid() == 0 {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	}
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("gorn bench as an unprivileged user: %v\n%s\n%s", err, out.String(), errb.String())
+	}
+	var r struct {
+		Isolation string `json:"isolation"`
+		Note      string `json:"isolation_note"`
+		Runs      []struct {
+			Requests int64 `json:"requests"`
+			Errors   int64 `json:"errors"`
+		} `json:"runs"`
+	}
+	if err := json.Unmarshal(out.Bytes(), &r); err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	if !strings.Contains(r.Isolation, "affinity") || !strings.Contains(r.Isolation, "weaker") ||
+		!strings.Contains(r.Note, "needs root") || !strings.Contains(r.Note, "falling back to CPU affinity") {
+		t.Errorf("the fallback is not said: %q / %q", r.Isolation, r.Note)
+	}
+	if len(r.Runs) != 1 || r.Runs[0].Requests < 20 || r.Runs[0].Errors != 0 {
+		t.Errorf("runs: %s", out.String())
+	}
+}
