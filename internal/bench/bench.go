@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -66,9 +67,10 @@ const (
 
 // Pick is the count gorn would choose by itself for a class on the run's CPUs.
 type Pick struct {
-	Class   string `json:"class"`
-	Workers int    `json:"workers"`
-	Formula string `json:"formula"`
+	Class   string  `json:"class"`
+	CPUs    float64 `json:"cpus"` // of a run, or of one pod of a layout
+	Workers int     `json:"workers"`
+	Formula string  `json:"formula"`
 }
 
 // Report is the outcome of a bench.
@@ -212,13 +214,20 @@ func Sweep(ctx context.Context, o Options) (Report, error) {
 	if len(o.Layouts) > 0 {
 		rep.CPUs = o.Layouts[0].Total()
 	}
-	for _, c := range o.Classes {
-		cpus := o.CPUs
-		if len(o.Layouts) > 0 {
-			cpus = o.Layouts[0].CPUs // a pod's pick
+	cpus := []float64{o.CPUs}
+	if len(o.Layouts) > 0 {
+		cpus = nil
+		for _, l := range o.Layouts {
+			if !slices.Contains(cpus, l.CPUs) {
+				cpus = append(cpus, l.CPUs) // what each pod picks
+			}
 		}
-		n, formula, _ := sizing.ForCPUs(c, cpus)
-		rep.GornPicks = append(rep.GornPicks, Pick{Class: c, Workers: n, Formula: formula})
+	}
+	for _, c := range o.Classes {
+		for _, n := range cpus {
+			w, formula, _ := sizing.ForCPUs(c, n)
+			rep.GornPicks = append(rep.GornPicks, Pick{Class: c, CPUs: n, Workers: w, Formula: formula})
+		}
 	}
 	plans := o.plans()
 	prog := newProgress(o.Progress, len(plans), o.Warmup+o.Duration)

@@ -164,7 +164,7 @@ func writeFile(path, value string) error {
 }
 
 func (g *cgroupLimit) describe() string {
-	return fmt.Sprintf("cgroup v%d %s, cpu quota %s CPUs", g.version, g.dir, sizing.FormatCPUs(g.cpus))
+	return fmt.Sprintf("cgroup v%d CPU quota, a new group for each server under %s", g.version, filepath.Dir(g.dir))
 }
 
 func (g *cgroupLimit) budget() float64 { return g.cpus }

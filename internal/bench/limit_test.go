@@ -62,7 +62,7 @@ func TestCgroupV2Limit(t *testing.T) {
 	if p := g.pids(); len(p) != 2 || p[1] != 34 {
 		t.Errorf("pids %v", p)
 	}
-	if g.budget() != 1.5 || !strings.Contains(g.describe(), "cgroup v2") {
+	if g.budget() != 1.5 || !strings.Contains(g.describe(), "cgroup v2 CPU quota") {
 		t.Errorf("budget %v, %s", g.budget(), g.describe())
 	}
 }

@@ -52,7 +52,7 @@ func (r Run) Label() string {
 		class = fmt.Sprintf("%s (%d threads)", r.Class, r.Threads)
 	}
 	if r.Layout != "" {
-		return fmt.Sprintf("layout %s (%d pods, %s)", r.Layout, r.Pods, plural(r.Workers, class+" worker"))
+		return fmt.Sprintf("layout %s (%s, %s)", r.Layout, plural(r.Pods, "pod"), plural(r.Workers, class+" worker"))
 	}
 	return plural(r.Workers, class+" worker")
 }

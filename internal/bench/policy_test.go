@@ -40,7 +40,7 @@ func TestRecommend(t *testing.T) {
 		{"layouts", []Run{
 			{Class: "sync", Layout: "1x2", Pods: 1, Workers: 5, Requests: 1000, RPS: 800, P99: 60},
 			{Class: "sync", Layout: "2x1", Pods: 2, Workers: 6, Requests: 1000, RPS: 700, P99: 90},
-		}, 0, []string{"layout 1x2 (1 pods, 5 sync workers)"}},
+		}, 0, []string{"layout 1x2 (1 pod, 5 sync workers)"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := Recommend(tc.runs)

@@ -66,9 +66,9 @@ func (r Report) WriteText(w io.Writer) {
 	tw.Flush()
 	fmt.Fprintln(w)
 	for _, p := range r.GornPicks {
-		what := sizing.FormatCPUs(r.CPUs) + " CPUs"
+		what := "a limit of " + cpuCount(p.CPUs)
 		if layouts {
-			what = "a pod of the first layout"
+			what = "a pod of " + cpuCount(p.CPUs)
 		}
 		fmt.Fprintf(w, "* gorn's own choice for %s: %s (%s)\n", what, plural(p.Workers, p.Class+" worker"), p.Formula)
 	}
@@ -86,9 +86,17 @@ func (r Report) WriteText(w io.Writer) {
 	fmt.Fprintf(w, "recommendation: %s\n", r.Recommendation.Reason)
 }
 
+// cpuCount says "1 CPU" or "1.5 CPUs".
+func cpuCount(c float64) string {
+	if c == 1 {
+		return "1 CPU"
+	}
+	return sizing.FormatCPUs(c) + " CPUs"
+}
+
 func (r Report) isPick(run Run) bool {
 	for _, p := range r.GornPicks {
-		if p.Class == run.Class && p.Workers == run.Workers {
+		if p.Class == run.Class && p.Workers == run.Workers && p.CPUs == run.CPULimit {
 			return true
 		}
 	}
