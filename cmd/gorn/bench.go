@@ -73,12 +73,6 @@ gorn flag after "--". Ctrl-C stops the run in progress, removes its cgroups and 
 and prints what was measured. Exit status 2 for bad input.
 `
 
-// benchFlags are the serving flags passed through to gorn: name -> takes a value.
-var benchFlags = map[string]bool{
-	"chdir": true, "python": true, "c": true, "config": true, "pythonpath": true, "e": true, "env": true,
-	"timeout": true, "worker-connections": true, "preload": false,
-}
-
 // runBench implements `gorn bench`; it returns the exit code.
 func runBench(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
@@ -181,7 +175,12 @@ func parseBench(args []string) (bench.Options, benchOutput, error) {
 	fs.StringVar(&out.chart, "chart", "", "")
 	bind := fs.String("b", "", "")
 	fs.StringVar(bind, "bind", "", "")
-	for name, takesValue := range benchFlags {
+	// The serving flags passed through to gorn: name -> takes a value.
+	passed := map[string]bool{
+		"chdir": true, "python": true, "c": true, "config": true, "pythonpath": true, "e": true, "env": true,
+		"timeout": true, "worker-connections": true, "preload": false,
+	}
+	for name, takesValue := range passed {
 		flagName := "--" + name
 		if len(name) == 1 {
 			flagName = "-" + name
