@@ -3,6 +3,7 @@ package loadgen
 import (
 	"context"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -100,7 +101,7 @@ func TestClosedLoopWeightsAndKeepAlive(t *testing.T) {
 		a, b, p := srv.paths["/a"], srv.paths["/b"], srv.paths["/p"]
 		closes, bodies := srv.closes, srv.bodies
 		srv.mu.Unlock()
-		if ratio := float64(a) / float64(b); ratio < 2 || ratio > 4.5 {
+		if a <= b || b == 0 { // the exact proportions are TestPickFollowsWeights'
 			t.Errorf("/a:/b = %d:%d, want about 3:1", a, b)
 		}
 		if p == 0 || bodies != 3*p {
@@ -208,5 +209,24 @@ func TestWarmupKeepsConnections(t *testing.T) {
 	}
 	if res.Elapsed > 300*time.Millisecond {
 		t.Errorf("elapsed %s includes the warm-up", res.Elapsed)
+	}
+}
+
+func TestPickFollowsWeights(t *testing.T) {
+	r, err := NewRunner(Config{Addrs: []string{"x"}, Connections: 1, Duration: time.Second,
+		Requests: []Request{{Path: "/a", Weight: 3}, {Path: "/b", Weight: 1}, {Path: "/c"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	counts := map[string]int{}
+	for range 50000 {
+		w := string(r.pick(rng))
+		counts[w[4:6]]++
+	}
+	for path, want := range map[string]float64{"/a": 0.6, "/b": 0.2, "/c": 0.2} {
+		if got := float64(counts[path]) / 50000; got < want-0.01 || got > want+0.01 {
+			t.Errorf("%s drawn %.3f of the time, want %.1f", path, got, want)
+		}
 	}
 }

@@ -171,13 +171,19 @@ func (r *Runner) Run(ctx context.Context) Result {
 	start := time.Now()
 	measure := start.Add(r.cfg.Warmup)
 	end := measure.Add(r.cfg.Duration)
+	marked := make(chan struct{})
 	began := time.AfterFunc(r.cfg.Warmup, func() {
+		defer close(marked)
 		if r.cfg.OnMeasure != nil {
 			r.cfg.OnMeasure()
 		}
 		r.from.Store(time.Now().UnixNano())
 	})
-	defer began.Stop()
+	defer func() {
+		if !began.Stop() {
+			<-marked // OnMeasure ran or is running: the caller may read what it wrote
+		}
+	}()
 	results := make([]client, r.cfg.Connections)
 	var wg sync.WaitGroup
 	for i := range results {
