@@ -147,7 +147,7 @@ func (o *Options) Validate() error {
 	case o.Repeats < 0 || o.Repeats > MaxRepeats:
 		return usagef("--repeats %d: want 1..%d", o.Repeats, MaxRepeats)
 	case o.MaxRequests < 0:
-		return usagef("--max-requests %d: want >= 0", o.MaxRequests)
+		return usagef("--request-limit %d: want >= 0", o.MaxRequests)
 	}
 	if o.Repeats == 0 {
 		o.Repeats = 1
