@@ -108,6 +108,7 @@ func newCgroupLimit(root string, cpus float64) (*cgroupLimit, error) {
 	} else {
 		g.home = filepath.Join(root, c.Dir, "tasks")
 	}
+	removeStale(mount)
 	dir, err := os.MkdirTemp(mount, "gorn-bench-run-")
 	if err != nil {
 		return nil, fmt.Errorf("creating a cgroup under %s: %w", mount, err)
@@ -126,6 +127,22 @@ func newCgroupLimit(root string, cpus float64) (*cgroupLimit, error) {
 		return nil, fmt.Errorf("setting the CPU quota of %s: %w", dir, err)
 	}
 	return g, nil
+}
+
+// staleAge is how old a bench's empty cgroup must be to count as left behind: a run lives
+// minutes (--duration is at most 10), so no running bench still owns one this old.
+const staleAge = time.Hour
+
+// removeStale removes empty cgroups that a bench killed with SIGKILL left behind (its
+// servers leave when it dies, their groups stay). rmdir fails on a group with processes,
+// so a live run's group is never touched.
+func removeStale(mount string) {
+	old, _ := filepath.Glob(filepath.Join(mount, "gorn-bench-run-*"))
+	for _, d := range old {
+		if st, err := os.Stat(d); err == nil && time.Since(st.ModTime()) > staleAge {
+			_ = os.Remove(d)
+		}
+	}
 }
 
 // enableCPU makes the cpu controller available to children of a v2 mount's root.

@@ -78,9 +78,20 @@ func TestCgroupV2WithoutCPU(t *testing.T) {
 func TestCgroupV1Limit(t *testing.T) {
 	root := fixture(t, "3:cpu,cpuacct:/user\n0::/", "32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct",
 		"/sys/fs/cgroup/cpu,cpuacct", map[string]string{"user/tasks": ""})
+	stale := filepath.Join(root, "sys/fs/cgroup/cpu,cpuacct/gorn-bench-run-1")
+	recent := filepath.Join(root, "sys/fs/cgroup/cpu,cpuacct/gorn-bench-run-2")
+	os.Mkdir(stale, 0o755)
+	os.Mkdir(recent, 0o755)
+	os.Chtimes(stale, time.Now().Add(-2*time.Hour), time.Now().Add(-2*time.Hour))
 	g, err := newCgroupLimit(root, 0.5)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if _, err := os.Stat(stale); !os.IsNotExist(err) {
+		t.Errorf("a group left behind an hour ago is still there: %v", err)
+	}
+	if _, err := os.Stat(recent); err != nil {
+		t.Errorf("a recent group was removed: %v", err)
 	}
 	if g.version != 1 || g.home != filepath.Join(root, "sys/fs/cgroup/cpu,cpuacct/user/tasks") {
 		t.Errorf("version %d home %s", g.version, g.home)
