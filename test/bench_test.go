@@ -132,7 +132,7 @@ func TestBenchSweepFindsThePlateau(t *testing.T) {
 	}
 	for _, run := range r.Runs {
 		switch {
-		case run.Requests < 50 || run.Errors != 0:
+		case run.Requests < 20 || run.Errors != 0:
 			t.Errorf("%d workers: %d requests, %d errors", run.Workers, run.Requests, run.Errors)
 		case !(0 < run.P50 && run.P50 <= run.P90 && run.P90 <= run.P99 && run.P99 <= run.Max):
 			t.Errorf("%d workers: percentiles out of order: %v %v %v %v", run.Workers, run.P50, run.P90, run.P99, run.Max)
