@@ -318,8 +318,8 @@ func (o *Options) measure(ctx context.Context, p plan, rep *Report, live func(*l
 		}
 	}()
 	var addrs []string
-	for range nPods {
-		lim, note, err := newLimit(o.Isolation, podCPUs)
+	for i := range nPods {
+		lim, note, err := newLimit(o.Isolation, podCPUs, i)
 		if err != nil {
 			return run, fmt.Errorf("creating the CPU limit: %w", err)
 		}

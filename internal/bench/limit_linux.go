@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -66,9 +67,9 @@ type cgroupLimit struct {
 	home string
 }
 
-// newLimit creates the CPU limit for cpus CPUs in the given mode; note says why a weaker
-// mode was used.
-func newLimit(mode string, cpus float64) (l limit, note string, err error) {
+// newLimit creates the CPU limit for cpus CPUs in the given mode for the pod-th server of
+// a run; note says why a weaker mode was used.
+func newLimit(mode string, cpus float64, pod int) (l limit, note string, err error) {
 	if mode != IsolationAffinity {
 		cg, err := newCgroupLimit("", cpus)
 		if err == nil {
@@ -79,7 +80,7 @@ func newLimit(mode string, cpus float64) (l limit, note string, err error) {
 		}
 		note = fmt.Sprintf("no cgroup (%v): falling back to CPU affinity, which is weaker", err)
 	}
-	a, err := newAffinityLimit(cpus)
+	a, err := newAffinityLimit(cpus, pod)
 	if err != nil {
 		return nil, "", err
 	}
@@ -321,7 +322,7 @@ type affinityLimit struct {
 	cpus []int
 }
 
-func newAffinityLimit(cpus float64) (*affinityLimit, error) {
+func newAffinityLimit(cpus float64, pod int) (*affinityLimit, error) {
 	var mine unix.CPUSet
 	if err := unix.SchedGetaffinity(0, &mine); err != nil {
 		return nil, fmt.Errorf("reading the CPU affinity: %w", err)
@@ -336,10 +337,15 @@ func newAffinityLimit(cpus float64) (*affinityLimit, error) {
 	if k > len(all) {
 		return nil, usagef("--cpus %s: this process may run on %d CPUs only", sizing.FormatCPUs(cpus), len(all))
 	}
-	a := &affinityLimit{cpus: all[len(all)-k:]} // the last ones: the generator tends to start on CPU 0
-	for _, c := range a.cpus {
+	// From the last CPU down, the pod-th block of k: the generator tends to start on CPU 0,
+	// and pods of a layout get CPUs of their own while there are enough.
+	a := &affinityLimit{}
+	for i := range k {
+		c := all[(len(all)-1-pod*k-i+len(all)*(pod+1)*k)%len(all)]
+		a.cpus = append(a.cpus, c)
 		a.set.Set(c)
 	}
+	slices.Sort(a.cpus)
 	return a, nil
 }
 

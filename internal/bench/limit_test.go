@@ -126,3 +126,28 @@ func TestNoCgroupHierarchy(t *testing.T) {
 		t.Errorf("want a clear error, got %v", err)
 	}
 }
+
+func TestAffinityPodsGetTheirOwnCPUs(t *testing.T) {
+	n := Machine()
+	if n < 2 {
+		t.Skip("one CPU")
+	}
+	a, err := newAffinityLimit(1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := newAffinityLimit(1, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(a.cpus) != 1 || len(b.cpus) != 1 || a.cpus[0] == b.cpus[0] {
+		t.Errorf("two 1-CPU pods share CPUs: %v and %v", a.cpus, b.cpus)
+	}
+	c, err := newAffinityLimit(1.5, 0)
+	if err != nil || len(c.cpus) != 2 || c.budget() != 2 || !strings.Contains(c.describe(), "weaker") {
+		t.Errorf("1.5 CPUs: %v %v", c, err)
+	}
+	if _, err := newAffinityLimit(float64(n+1), 0); !IsUsage(err) {
+		t.Errorf("more CPUs than the machine: %v", err)
+	}
+}
