@@ -243,7 +243,7 @@ func Sweep(ctx context.Context, o Options) (Report, error) {
 		}
 		rep.Runs = append(rep.Runs, r)
 	}
-	rep.Recommendation = Recommend(rep.Runs)
+	rep.Recommendation = RecommendMedians(rep.Runs)
 	return rep, nil
 }
 

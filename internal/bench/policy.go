@@ -3,6 +3,7 @@ package bench
 import (
 	"fmt"
 	"math"
+	"sort"
 	"strings"
 
 	"github.com/gornhq/gorn/internal/sizing"
@@ -160,6 +161,41 @@ func Recommend(runs []Run) Recommendation {
 		reason += fmt.Sprintf("; but %d of %d runs shared the machine with other busy processes: repeat on a quiet machine", noisy, len(runs))
 	}
 	return Recommendation{Index: pick, Label: p.Label(), Reason: reason}
+}
+
+// RecommendMedians is Recommend over one run per configuration: with --repeats, the run
+// with the median throughput of its configuration's repeats, so one lucky or unlucky
+// repeat does not decide. The index refers to runs.
+func RecommendMedians(runs []Run) Recommendation {
+	type key struct {
+		class, layout    string
+		threads, workers int
+	}
+	groups := map[key][]int{}
+	var order []key
+	for i, r := range runs {
+		k := key{r.Class, r.Layout, r.Threads, r.Workers}
+		if _, ok := groups[k]; !ok {
+			order = append(order, k)
+		}
+		groups[k] = append(groups[k], i)
+	}
+	var medians []Run
+	var index []int
+	for _, k := range order {
+		g := groups[k]
+		sort.Slice(g, func(a, b int) bool { return runs[g[a]].RPS < runs[g[b]].RPS })
+		m := g[(len(g)-1)/2]
+		medians, index = append(medians, runs[m]), append(index, m)
+	}
+	rec := Recommend(medians)
+	if rec.Index >= 0 {
+		rec.Index = index[rec.Index]
+		if len(medians) < len(runs) {
+			rec.Reason += " (medians of the repeats)"
+		}
+	}
+	return rec
 }
 
 func valid(r Run) bool {

@@ -152,3 +152,20 @@ func TestWriteChart(t *testing.T) {
 		t.Errorf("a .gif: %v", err)
 	}
 }
+
+func TestRecommendMedians(t *testing.T) {
+	rep := func(workers int, rps float64, repeat int) Run {
+		r := syncRun(workers, rps, 100, 30)
+		r.Repeat = repeat
+		return r
+	}
+	// 2 workers has one lucky repeat (500): its median (300) is below 3 workers' (400).
+	runs := []Run{rep(2, 290, 1), rep(2, 500, 2), rep(2, 300, 3), rep(3, 400, 1), rep(3, 390, 2), rep(3, 410, 3)}
+	got := RecommendMedians(runs)
+	if got.Index != 3 || !strings.Contains(got.Reason, "3 sync workers") || !strings.Contains(got.Reason, "medians of the repeats") {
+		t.Errorf("got %+v", got)
+	}
+	if got := RecommendMedians(runs[:1]); got.Index != 0 || strings.Contains(got.Reason, "medians") {
+		t.Errorf("one run: %+v", got)
+	}
+}
