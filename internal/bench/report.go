@@ -50,6 +50,9 @@ func (r Report) WriteText(w io.Writer) {
 		if !layouts && r.isPick(run) {
 			workers += "*"
 		}
+		if run.Repeat > 0 {
+			workers += fmt.Sprintf(" #%d", run.Repeat)
+		}
 		class := run.Class
 		if run.Threads > 0 {
 			class = fmt.Sprintf("%s/%dt", run.Class, run.Threads)
