@@ -57,8 +57,13 @@ func (r Report) WriteText(w io.Writer) {
 		if run.Threads > 0 {
 			class = fmt.Sprintf("%s/%dt", run.Class, run.Threads)
 		}
-		row := fmt.Sprintf("%s\t%s\t%.0f\t%s\t%s\t%s\t%s\t%d\t%s/%s\t%s\t%s\t%.2f\t%s",
-			class, workers, run.RPS, FormatMs(run.P50), FormatMs(run.P90), FormatMs(run.P99), FormatMs(run.Max),
+		rps, p50, p90, p99, pmax := fmt.Sprintf("%.0f", run.RPS), FormatMs(run.P50), FormatMs(run.P90), FormatMs(run.P99), FormatMs(run.Max)
+		if run.GeneratorBound {
+			// Not the server's figures: it served at least this much, its capacity is unknown.
+			rps, p50, p90, p99, pmax = ">="+rps, "-", "-", "-", "-"
+		}
+		row := fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s/%s\t%s\t%s\t%.2f\t%s",
+			class, workers, rps, p50, p90, p99, pmax,
 			run.Errors, fmt.Sprintf("%.2f", run.CPUUsed), sizing.FormatCPUs(run.CPULimit), throttled(run),
 			sizing.FormatBytes(run.PSSBytes), run.GeneratorCPU, mark)
 		if layouts {

@@ -58,7 +58,7 @@ func TestWriteText(t *testing.T) {
 	r.WriteText(&b)
 	out := b.String()
 	for _, want := range []string{"3*", "250", "1.5ms", "20ms", "0.70/1", "2/40, 1.5ms", "75MiB", "<- recommended",
-		"n/a", "(generator-bound: not a server figure)", "gorn's own choice for a limit of 1 CPU: 3 sync workers (2*1+1)",
+		"n/a", ">=900", "(generator-bound: not a server figure)", "gorn's own choice for a limit of 1 CPU: 3 sync workers (2*1+1)",
 		"recommendation: 3 sync workers"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("the text lacks %q:\n%s", want, out)
