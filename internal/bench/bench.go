@@ -376,17 +376,18 @@ func (o *Options) measure(ctx context.Context, p plan, rep *Report, live func(*l
 		run.PSSBytes += treePSS(pd.srv.pids())
 		select {
 		case <-pd.srv.done:
-			run.Note = errExited.Error()
+			run.addNote(errExited.Error())
 		default:
 		}
 	}
 	run.OtherCPU = max(0, (after.machine-before.machine).Seconds()/elapsed-run.CPUUsed-run.GeneratorCPU)
 	if run.OtherCPU > busyOthers*float64(o.MachineCPUs) {
 		run.Noisy = true
-		run.Note = fmt.Sprintf("noisy: other processes on the machine used %.2f CPUs during this run", run.OtherCPU)
+		run.addNote(fmt.Sprintf("noisy: other processes on the machine used %.2f CPUs during this run", run.OtherCPU))
 	}
 	if bound, why := GeneratorBound(run.GeneratorCPU, run.CPUUsed, run.CPULimit, float64(o.MachineCPUs)); bound {
-		run.GeneratorBound, run.Note = true, why
+		run.GeneratorBound = true
+		run.addNote(why)
 	}
 	return run, nil
 }

@@ -45,6 +45,13 @@ type Run struct {
 	ErrorSamples   []string `json:"error_samples,omitempty"`
 }
 
+func (r *Run) addNote(n string) {
+	if r.Note != "" {
+		r.Note += "; "
+	}
+	r.Note += n
+}
+
 // Label names the run in a recommendation: "4 sync workers" or "layout 2x1 (2 pods, 6
 // sync workers)".
 func (r Run) Label() string {
