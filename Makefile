@@ -21,13 +21,19 @@ venv: $(PY)
 run: build venv
 	VIRTUAL_ENV=$(abspath $(VENV)) $(BIN) --chdir examples/flask --access-logfile - --metrics-bind 127.0.0.1:9191 app:app
 
-## test: vet, format check, Go unit and integration tests (race detector), Python runtime tests.
+## test: linters, Go unit and integration tests (race detector), Python runtime tests.
+## GORN_TEST_STRICT=1 (set by .ci/run) fails the tests whose prerequisites are missing.
 test: lint gotest pytest
 
-lint:
+## lint: gofmt, go vet and staticcheck (pinned in go.mod's tool block); ruff and mypy (pinned
+## in requirements-test.txt, configured in worker/pyworker/pyproject.toml).
+lint: venv
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) tool staticcheck ./...
+	cd worker/pyworker && $(abspath $(VENV))/bin/ruff check --no-cache .
+	cd worker/pyworker && $(abspath $(VENV))/bin/mypy
 
 gotest: venv
 	GORN_TEST_PYTHON=$(abspath $(PY)) $(GO) test -race -count=1 -timeout 20m ./...

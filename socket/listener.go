@@ -24,6 +24,13 @@ type Options struct {
 	// effective value.
 	Backlog int
 
+	// ReusePort sets SO_REUSEPORT on TCP listeners, as gunicorn's --reuse-port:
+	// other sockets with it may then bind the same address, and the kernel
+	// splits new connections between them. Off, a second server on a bound
+	// address fails with EADDRINUSE (a forgotten gorn cannot silently share
+	// it). A binary upgrade needs neither: it inherits the listening fds.
+	ReusePort bool
+
 	// UnixMode, if non-zero, is set on unix socket files with chmod(2)
 	// right after bind(2). Zero keeps the mode bind(2) creates, 0o777 &^ the
 	// process umask; gunicorn's equivalent is 0o777 &^ its --umask, which
@@ -117,9 +124,7 @@ func (l *Listener) Close() error {
 // what it had already bound and returns an error naming the address, which
 // wraps the system error (errors.Is(err, unix.EADDRINUSE) works).
 //
-// TCP sockets get SO_REUSEADDR, SO_REUSEPORT (so a second gorn master, as
-// in a binary upgrade, can bind the same address, and then shares its new
-// connections; any process of the same user can do the same), TCP_NODELAY
+// TCP sockets get SO_REUSEADDR, SO_REUSEPORT only with Options.ReusePort, TCP_NODELAY
 // (inherited by accepted connections) and, for IPv6, IPV6_V6ONLY. A host
 // name is resolved and bound to its first IPv4 address, or its first IPv6
 // address if it has none (gunicorn binds host names as IPv4 only).
@@ -176,7 +181,7 @@ func Bind(addrs []Address, opts Options) ([]*Listener, error) {
 		case KindFD:
 			continue
 		case KindTCP:
-			l, err = bindTCP(a, backlog)
+			l, err = bindTCP(a, backlog, opts.ReusePort)
 		case KindUnix:
 			l, err = bindUnix(a, backlog, opts.UnixMode.Perm())
 		default:
@@ -199,7 +204,7 @@ func closeAll(ls []*Listener) {
 	}
 }
 
-func bindTCP(a Address, backlog int) (*Listener, error) {
+func bindTCP(a Address, backlog int, reusePort bool) (*Listener, error) {
 	ip, err := resolve(a.Host)
 	if err != nil {
 		return nil, fmt.Errorf("binding %s: %w", a, err)
@@ -211,8 +216,10 @@ func bindTCP(a Address, backlog int) (*Listener, error) {
 	family := unix.AF_INET
 	opts := []sockopt{
 		{unix.SOL_SOCKET, unix.SO_REUSEADDR, "SO_REUSEADDR"},
-		{unix.SOL_SOCKET, unix.SO_REUSEPORT, "SO_REUSEPORT"},
 		{unix.IPPROTO_TCP, unix.TCP_NODELAY, "TCP_NODELAY"},
+	}
+	if reusePort {
+		opts = append(opts, sockopt{unix.SOL_SOCKET, unix.SO_REUSEPORT, "SO_REUSEPORT"})
 	}
 	if ip.Is6() {
 		family = unix.AF_INET6

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/gornhq/gorn/internal/testenv"
 )
 
 func mustParse(t *testing.T, s string) Address {
@@ -57,7 +59,7 @@ func requireIPv6(t *testing.T) {
 		err = unix.Bind(fd, &unix.SockaddrInet6{Addr: [16]byte{15: 1}})
 	}
 	if err != nil {
-		t.Skipf("IPv6 loopback unavailable: %v", err)
+		testenv.Missing(t, "IPv6 loopback unavailable: %v", err)
 	}
 }
 
@@ -126,12 +128,14 @@ func TestBindTCP(t *testing.T) {
 			for _, o := range []sockopt{
 				{unix.SOL_SOCKET, unix.SO_ACCEPTCONN, "SO_ACCEPTCONN"},
 				{unix.SOL_SOCKET, unix.SO_REUSEADDR, "SO_REUSEADDR"},
-				{unix.SOL_SOCKET, unix.SO_REUSEPORT, "SO_REUSEPORT"},
 				{unix.IPPROTO_TCP, unix.TCP_NODELAY, "TCP_NODELAY"},
 			} {
 				if sockoptInt(t, l.Fd(), o.level, o.opt) == 0 {
 					t.Errorf("%s is off", o.name)
 				}
+			}
+			if sockoptInt(t, l.Fd(), unix.SOL_SOCKET, unix.SO_REUSEPORT) != 0 {
+				t.Errorf("SO_REUSEPORT is on without ReusePort")
 			}
 			if tt.ipv6 && sockoptInt(t, l.Fd(), unix.IPPROTO_IPV6, unix.IPV6_V6ONLY) != 1 {
 				t.Errorf("IPV6_V6ONLY is off")
@@ -194,7 +198,7 @@ func readInt(t *testing.T, path string) int {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {
-		t.Skip(err)
+		testenv.Missing(t, "%v", err)
 	}
 	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
 	if err != nil {
@@ -239,11 +243,19 @@ func TestBindAddressInUse(t *testing.T) {
 }
 
 func TestBindSamePortTwice(t *testing.T) {
-	// Two gorn masters (binary upgrade, blue/green) share a port via SO_REUSEPORT.
+	// A second gorn on a bound address fails, as gunicorn does; with --reuse-port on
+	// both (gunicorn's meaning), the two share it.
 	first := bindOne(t, "127.0.0.1:0", Options{})
-	second := bindOne(t, first.String(), Options{})
-	if second.String() != first.String() {
-		t.Errorf("second bind at %s, want %s", second, first)
+	if _, err := Bind([]Address{mustParse(t, first.String())}, Options{}); !errors.Is(err, unix.EADDRINUSE) {
+		t.Fatalf("second Bind(%s) without ReusePort: error %v, want EADDRINUSE", first, err)
+	}
+	shared := bindOne(t, "127.0.0.1:0", Options{ReusePort: true})
+	if sockoptInt(t, shared.Fd(), unix.SOL_SOCKET, unix.SO_REUSEPORT) != 1 {
+		t.Errorf("SO_REUSEPORT is off with ReusePort")
+	}
+	second := bindOne(t, shared.String(), Options{ReusePort: true})
+	if second.String() != shared.String() {
+		t.Errorf("second bind at %s, want %s", second, shared)
 	}
 }
 

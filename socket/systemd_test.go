@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/gornhq/gorn/internal/testenv"
 )
 
 // helperEnv makes the test binary act as a socket-activated service
@@ -90,7 +92,7 @@ func systemdHelper() int {
 func TestFromSystemdSubprocess(t *testing.T) {
 	sh, err := exec.LookPath("sh")
 	if err != nil {
-		t.Skip("no sh to set LISTEN_PID before exec")
+		testenv.Missing(t, "no sh to set LISTEN_PID before exec")
 	}
 	tcp := bindOne(t, "127.0.0.1:0", Options{})
 	sock := filepath.Join(shortTempDir(t), "act.sock")

@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gornhq/gorn/internal/testenv"
 )
 
 var (
@@ -61,7 +63,7 @@ func python(t testing.TB) string {
 		}
 	}
 	if err := exec.Command(py, "-c", "import flask").Run(); err != nil {
-		t.Skipf("no Python with Flask (%s: %v); run `make test`, which creates .venv", py, err)
+		testenv.Missing(t, "no Python with Flask (%s: %v); run `make test`, which creates .venv", py, err)
 	}
 	return py
 }

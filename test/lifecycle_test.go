@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/gornhq/gorn/internal/loadgen"
+	"github.com/gornhq/gorn/internal/testenv"
 )
 
 // chaosPaths is the request mix of the load tests.
@@ -21,9 +22,7 @@ var chaosPaths = []string{"/", "/json", "/pid", "/slow?ms=5"}
 // the master is stopped with connections queued. Nothing may fail but the one request
 // inside the SIGKILLed worker.
 func TestChaos(t *testing.T) {
-	if testing.Short() {
-		t.Skip("chaos test is long")
-	}
+	testenv.Short(t, "chaos test is long")
 	for class, args := range workerClasses {
 		t.Run(class, func(t *testing.T) { chaos(t, args) })
 	}
@@ -209,10 +208,10 @@ func TestReloadWithBrokenCode(t *testing.T) {
 // USR2, and checks that the PID is kept, the new binary serves, and no request fails.
 func TestUpgradeAsPID1(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("needs root for unshare --pid")
+		testenv.Missing(t, "needs root for unshare --pid")
 	}
 	if err := exec.Command("unshare", "--pid", "--fork", "--mount-proc", "true").Run(); err != nil {
-		t.Skipf("unshare --pid unavailable: %v", err)
+		testenv.Missing(t, "unshare --pid unavailable: %v", err)
 	}
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "gorn")
@@ -290,10 +289,10 @@ func copyFile(t *testing.T, from, to string) {
 // exit code is right.
 func TestPID1ReapsOrphans(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("needs root for unshare --pid")
+		testenv.Missing(t, "needs root for unshare --pid")
 	}
 	if err := exec.Command("unshare", "--pid", "--fork", "--mount-proc", "true").Run(); err != nil {
-		t.Skipf("unshare --pid unavailable: %v", err)
+		testenv.Missing(t, "unshare --pid unavailable: %v", err)
 	}
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "orphans.py"), []byte(`import subprocess

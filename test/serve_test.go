@@ -2,6 +2,7 @@ package test
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -17,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gornhq/gorn/internal/testenv"
 )
 
 // workerClasses are the worker classes end-to-end tests run with, as extra arguments.
@@ -163,6 +166,25 @@ func TestPortInUseExits1(t *testing.T) {
 	}
 }
 
+// TestSecondGornOnTheSameAddress: a second gorn on a bound address exits 1, as a second
+// gunicorn does, unless both say --reuse-port; then both serve it.
+func TestSecondGornOnTheSameAddress(t *testing.T) {
+	first := startGorn(t, gornOpts{}, "-w", "1", "app:app")
+	second := startGorn(t, gornOpts{noWait: true}, "-w", "1", "-b", first.addr, "app:app")
+	if code := second.wait(20 * time.Second); code != 1 {
+		t.Fatalf("second gorn on %s: exit code %d, want 1", first.addr, code)
+	}
+	if second.logs.count(first.addr) == 0 || second.logs.count("address already in use") == 0 {
+		t.Errorf("the error does not name the address:\n%s", second.logs.String())
+	}
+
+	a := startGorn(t, gornOpts{}, "-w", "1", "--reuse-port", "app:app")
+	b := startGorn(t, gornOpts{}, "-w", "1", "--reuse-port", "-b", a.addr, "app:app")
+	if code, _ := get(t, b.url("/pid")); code != 200 {
+		t.Fatalf("GET through the shared port: %d", code)
+	}
+}
+
 func TestBadFlagsExit2(t *testing.T) {
 	for _, args := range [][]string{
 		{"--no-such-flag", "app:app"},
@@ -233,7 +255,9 @@ func TestUnixSocketAndPidFile(t *testing.T) {
 	sock := filepath.Join(dir, "gorn.sock")
 	pidfile := filepath.Join(dir, "gorn.pid")
 	g := startGorn(t, gornOpts{}, "-b", "unix:"+sock, "-p", pidfile, "app:app")
-	c := &http.Client{Transport: &http.Transport{Dial: func(_, _ string) (net.Conn, error) { return net.Dial("unix", sock) }}}
+	c := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+	}}}
 	resp, err := c.Get("http://gorn/pid")
 	if err != nil {
 		t.Fatal(err)
@@ -256,12 +280,12 @@ func TestUnixSocketAndPidFile(t *testing.T) {
 // with the root filesystem mounted read-only (Kubernetes readOnlyRootFilesystem).
 func TestReadOnlyRootFilesystem(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("needs root to remount / read-only in a private mount namespace")
+		testenv.Missing(t, "needs root to remount / read-only in a private mount namespace")
 	}
 	wrap := []string{"unshare", "--mount", "--propagation", "private", "sh", "-c",
 		`mount -o remount,ro,bind / / && ! touch /gorn-rofs-probe 2>/dev/null && exec "$0" "$@"`}
 	if err := exec.Command(wrap[0], append(wrap[1:], "true")...).Run(); err != nil {
-		t.Skipf("cannot remount / read-only here: %v", err)
+		testenv.Missing(t, "cannot remount / read-only here: %v", err)
 	}
 	g := startGorn(t, gornOpts{wrap: wrap}, "-w", "2", "app:app")
 	for _, path := range []string{"/", "/json", "/stream", "/error"} {
@@ -280,10 +304,10 @@ func TestReadOnlyRootFilesystem(t *testing.T) {
 // stays root, and the workers still serve on the sockets the master bound.
 func TestWorkersRunAsUserAndGroup(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("needs root to start workers as another user")
+		testenv.Missing(t, "needs root to start workers as another user")
 	}
 	if _, err := user.Lookup("nobody"); err != nil {
-		t.Skipf("no user nobody: %v", err)
+		testenv.Missing(t, "no user nobody: %v", err)
 	}
 	nobody, _ := user.Lookup("nobody")
 	uid, _ := strconv.Atoi(nobody.Uid)
@@ -298,7 +322,7 @@ func TestWorkersRunAsUserAndGroup(t *testing.T) {
 		}
 	}
 	if py == "" {
-		t.Skip("no Python interpreter that user nobody may run")
+		testenv.Missing(t, "no Python interpreter that user nobody may run")
 	}
 	dir := t.TempDir()
 	for _, d := range []string{filepath.Dir(dir), dir} {

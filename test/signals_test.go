@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/gornhq/gorn/internal/cgroup/cgrouptest"
+	"github.com/gornhq/gorn/internal/testenv"
 )
 
 // USR1 reopens the log files in the master and the workers (logrotate's convention).
@@ -111,7 +112,7 @@ func TestOOMKillIsRecognised(t *testing.T) {
 	mem := cgrouptest.NewV1(t, "memory", fmt.Sprintf("gorn-test-oom-%d", os.Getpid()))
 	mem.SetMemoryLimit(150 << 20)
 	if b, err := os.ReadFile("/proc/sys/vm/overcommit_memory"); err == nil && strings.TrimSpace(string(b)) == "2" {
-		t.Skip("vm.overcommit_memory=2: allocations fail instead of invoking the OOM killer")
+		testenv.Missing(t, "vm.overcommit_memory=2: allocations fail instead of invoking the OOM killer")
 	}
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "greedy.py"), []byte(`hoard = []

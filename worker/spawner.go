@@ -23,44 +23,51 @@ import (
 //go:embed pyworker/__main__.py pyworker/gorn_worker/*.py
 var runtimeFS embed.FS
 
-// Settings is the JSON object a worker reads from $GORN_WORKER (the contract's table).
+// Settings is the JSON object a worker reads from $GORN_WORKER (the contract's table): the
+// configuration's settings, keyed as in the contract (built by the config package's
+// registry), plus the fields the spawner fills in for each worker.
 type Settings struct {
-	App                   string   `json:"app"`
-	Slot                  int      `json:"slot"`
-	Generation            int      `json:"generation"`
-	ListenFDs             []int    `json:"listen_fds"`
-	ScoreboardFD          int      `json:"scoreboard_fd"`
-	LifelineFD            int      `json:"lifeline_fd"`
-	WorkerClass           string   `json:"worker_class"`
-	Threads               int      `json:"threads"`
-	WorkerConnections     int      `json:"worker_connections"`
-	Workers               int      `json:"workers"`
-	Keepalive             float64  `json:"keepalive"`
-	HeaderTimeout         float64  `json:"header_timeout"`
-	GracefulTimeout       float64  `json:"graceful_timeout"`
-	LimitRequestLine      int      `json:"limit_request_line"`
-	LimitRequestFields    int      `json:"limit_request_fields"`
-	LimitRequestFieldSize int      `json:"limit_request_field_size"`
-	LimitRequestBody      int64    `json:"limit_request_body"`
-	RootPath              string   `json:"root_path"`
-	ForwardedAllowIPs     []string `json:"forwarded_allow_ips"`
-	AccessLog             *string  `json:"access_log"`
-	AccessLogFormat       string   `json:"access_log_format"`
-	ErrorLog              string   `json:"error_log"`
-	LogLevel              string   `json:"log_level"`
-	LogFormat             string   `json:"log_format"`
-	ProcName              string   `json:"proc_name"`
-	ServerSoftware        string   `json:"server_software"`
-	PythonPath            []string `json:"pythonpath"`
-	// ConfigFile is the Python config file whose worker-side hooks the worker runs.
-	ConfigFile string `json:"config_file,omitempty"`
-	// Reload makes the worker watch its source files and ask the master for a reload.
-	Reload           bool     `json:"reload,omitempty"`
-	ReloadExtraFiles []string `json:"reload_extra_files,omitempty"`
-	// Umask is set by the worker at start; -1 keeps the inherited one.
-	Umask int `json:"umask"`
+	Options      map[string]any `json:"-"`
+	Slot         int            `json:"slot"`
+	Generation   int            `json:"generation"`
+	ListenFDs    []int          `json:"listen_fds"`
+	ScoreboardFD int            `json:"scoreboard_fd"`
+	LifelineFD   int            `json:"lifeline_fd"`
+	Workers      int            `json:"workers"`
 	// Check makes the worker import the app and exit: 0 if it loads, 4 if not.
 	Check bool `json:"check,omitempty"`
+}
+
+// MarshalJSON writes Options and the per-worker fields as one object.
+func (s Settings) MarshalJSON() ([]byte, error) {
+	type perWorker Settings // without this method: the tagged fields only
+	own, err := json.Marshal(perWorker(s))
+	if err != nil {
+		return nil, fmt.Errorf("encoding per-worker settings: %w", err)
+	}
+	m := map[string]json.RawMessage{}
+	if err := json.Unmarshal(own, &m); err != nil {
+		return nil, fmt.Errorf("decoding per-worker settings: %w", err)
+	}
+	for k, v := range s.Options {
+		if _, clash := m[k]; clash {
+			return nil, fmt.Errorf("encoding worker settings: option %q is set per worker", k)
+		}
+		raw, err := json.Marshal(v)
+		if err != nil {
+			return nil, fmt.Errorf("encoding worker setting %s: %w", k, err)
+		}
+		m[k] = raw
+	}
+	return json.Marshal(m)
+}
+
+// procName is the name in the worker's process title.
+func (s Settings) procName() string {
+	if name, ok := s.Options["proc_name"].(string); ok && name != "" {
+		return name
+	}
+	return "gorn"
 }
 
 // Spec is what the current configuration says about new workers; it changes on HUP.
@@ -215,8 +222,7 @@ func (s *Spawner) spawn(req master.SpawnRequest) (master.Process, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encoding worker settings: %w", err)
 	}
-	name := set.ProcName
-	argv := []string{cfg.Python, fmt.Sprintf("/proc/self/fd/%d", zipFD), fmt.Sprintf("gorn: worker [%s] slot=%d", name, req.Slot)}
+	argv := []string{cfg.Python, fmt.Sprintf("/proc/self/fd/%d", zipFD), fmt.Sprintf("gorn: worker [%s] slot=%d", set.procName(), req.Slot)}
 	p, err := os.StartProcess(cfg.Python, argv, &os.ProcAttr{
 		Dir:   spec.Dir,
 		Env:   append(spec.Env[:len(spec.Env):len(spec.Env)], "GORN_WORKER="+string(js)),

@@ -5,7 +5,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/gornhq/gorn/internal/scoreboard"
+	"github.com/gornhq/gorn/internal/testenv"
 	"github.com/gornhq/gorn/master"
 	"github.com/gornhq/gorn/socket"
 )
@@ -42,10 +42,7 @@ func TestRuntimeZip(t *testing.T) {
 // TestSpawnServesAndReaps starts one real worker from the embedded runtime, waits for its
 // scoreboard slot to say ready, serves a request, stops it and reaps it.
 func TestSpawnServesAndReaps(t *testing.T) {
-	py, err := exec.LookPath("python3")
-	if err != nil {
-		t.Skip("no python3")
-	}
+	py := testenv.Python(t)
 	dir := t.TempDir()
 	app := "def application(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [b'spawned']\n"
 	if err := os.WriteFile(filepath.Join(dir, "tiny.py"), []byte(app), 0o644); err != nil {
@@ -67,10 +64,11 @@ func TestSpawnServesAndReaps(t *testing.T) {
 		Python: py, Listeners: []*os.File{ls[0].File()}, Board: board,
 		Stdout: os.Stdout, Stderr: os.Stderr,
 		Spec: func() Spec {
-			return Spec{Dir: dir, Env: os.Environ(), Settings: Settings{App: "tiny", WorkerClass: "sync", Keepalive: 2, HeaderTimeout: 10, LimitRequestLine: 4094,
-				LimitRequestFields: 100, LimitRequestFieldSize: 8190, ForwardedAllowIPs: []string{}, PythonPath: []string{},
-				ErrorLog: "-", LogLevel: "info", LogFormat: "text", ServerSoftware: "gorn/test", AccessLogFormat: "json",
-				Threads: 1, WorkerConnections: 1000, Umask: -1}}
+			return Spec{Dir: dir, Env: os.Environ(), Settings: Settings{Options: map[string]any{"app": "tiny", "worker_class": "sync",
+				"keepalive": 2, "header_timeout": 10, "limit_request_line": 4094, "limit_request_fields": 100,
+				"limit_request_field_size": 8190, "forwarded_allow_ips": []string{}, "pythonpath": []string{},
+				"error_log": "-", "log_level": "info", "log_format": "text", "server_software": "gorn/test",
+				"access_log_format": "json", "threads": 1, "worker_connections": 1000, "umask": -1}}}
 		},
 	})
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/gornhq/gorn/config"
 	"github.com/gornhq/gorn/internal/scoreboard"
 	"github.com/gornhq/gorn/master"
 	"github.com/gornhq/gorn/worker"
@@ -13,7 +14,7 @@ import (
 
 // checkConfig loads the app once in a worker that binds and serves nothing (gunicorn's
 // --check-config): exit 0 if it imports, 4 if not.
-func checkConfig(cfg *Config, logs *logFiles) int {
+func checkConfig(cfg *config.Config, logs *logFiles) int {
 	log := logs.logger
 	board, err := scoreboard.New(1)
 	if err != nil {

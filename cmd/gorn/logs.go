@@ -8,6 +8,8 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+
+	"github.com/gornhq/gorn/config"
 )
 
 // logFiles owns the master's log destinations and reopens them on USR1.
@@ -53,7 +55,7 @@ func (r *reopenable) reopen() error {
 	return old.Close()
 }
 
-func openLogs(cfg *Config, stdout, stderr io.Writer) (*logFiles, error) {
+func openLogs(cfg *config.Config, stdout, stderr io.Writer) (*logFiles, error) {
 	lf := &logFiles{stdout: os.Stdout, stderr: os.Stderr}
 	var sink zapcore.WriteSyncer = zapcore.Lock(zapcore.AddSync(stderr))
 	if cfg.ErrorLog != "-" && cfg.ErrorLog != "" {

@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
+	"github.com/gornhq/gorn/config"
 	"github.com/gornhq/gorn/internal/scoreboard"
 	"github.com/gornhq/gorn/master"
 	"github.com/gornhq/gorn/socket"
@@ -38,8 +39,8 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	if len(args) > 0 && args[0] == "bench" {
 		return runBench(args[1:], stdout, stderr)
 	}
-	reparse := func() (*Config, error) {
-		cfg, err := parseConfig(args, getenv, loadConfigFile)
+	reparse := func() (*config.Config, error) {
+		cfg, err := config.Parse(args, getenv, loadConfigFile)
 		if err == nil && !cfg.Help && !cfg.Version {
 			err = resolvePython(cfg)
 		}
@@ -47,16 +48,16 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	}
 	cfg, err := reparse()
 	if err != nil {
-		var ue *usageError
+		var ue *config.UsageError
 		if errors.As(err, &ue) {
-			fmt.Fprintf(stderr, "gorn: error: %s (see gorn --help)\n", ue.msg)
+			fmt.Fprintf(stderr, "gorn: error: %s (see gorn --help)\n", ue.Msg)
 			return master.ExitUsage
 		}
 		fmt.Fprintf(stderr, "gorn: error: %v\n", err)
 		return master.ExitError
 	}
 	if cfg.Help {
-		fmt.Fprint(stdout, usageText)
+		config.Usage(stdout)
 		return master.ExitOK
 	}
 	if cfg.Version {
@@ -64,7 +65,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		return master.ExitOK
 	}
 	if cfg.PrintConfig {
-		printConfig(stdout, cfg)
+		config.Print(stdout, cfg)
 		return master.ExitOK
 	}
 	logs, err := openLogs(cfg, stdout, stderr)
@@ -91,7 +92,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 }
 
 // serve binds, starts the master loop and returns its exit code.
-func serve(cfg *Config, reparse func() (*Config, error), logs *logFiles, getenv func(string) string) (int, error) {
+func serve(cfg *config.Config, reparse func() (*config.Config, error), logs *logFiles, getenv func(string) string) (int, error) {
 	log := logs.logger
 	if os.Getpid() != 1 {
 		// Orphaned grandchildren of workers are re-parented to us and reaped by Reap.
@@ -216,7 +217,7 @@ func serve(cfg *Config, reparse func() (*Config, error), logs *logFiles, getenv 
 
 // bindAll binds every address, or adopts systemd's sockets (then other binds are ignored,
 // as gunicorn does).
-func bindAll(cfg *Config, getenv func(string) string) ([]*socket.Listener, error) {
+func bindAll(cfg *config.Config, getenv func(string) string) ([]*socket.Listener, error) {
 	ls, err := socket.FromSystemd(getenv, os.Getpid())
 	if err != nil {
 		return nil, fmt.Errorf("adopting systemd sockets: %w", err)
@@ -233,65 +234,16 @@ func bindAll(cfg *Config, getenv func(string) string) ([]*socket.Listener, error
 			return nil, err
 		}
 	}
-	return socket.Bind(addrs, socket.Options{Backlog: cfg.Backlog})
+	return socket.Bind(addrs, socket.Options{Backlog: cfg.Backlog, ReusePort: cfg.ReusePort})
 }
 
 // workerSpec is how the configuration starts workers.
-func workerSpec(cfg *Config) worker.Spec {
-	return worker.Spec{Dir: cfg.Chdir, Env: workerEnv(cfg), Credential: cfg.Credential, Settings: workerSettings(cfg)}
-}
-
-func workerSettings(cfg *Config) worker.Settings {
-	s := worker.Settings{
-		App:                   cfg.App,
-		WorkerClass:           cfg.WorkerClass,
-		Threads:               cfg.Threads,
-		WorkerConnections:     cfg.WorkerConnections,
-		Keepalive:             cfg.Keepalive.Seconds(),
-		HeaderTimeout:         cfg.HeaderTimeout.Seconds(),
-		GracefulTimeout:       cfg.GracefulTimeout.Seconds(),
-		LimitRequestLine:      cfg.LimitRequestLine,
-		LimitRequestFields:    cfg.LimitFields,
-		LimitRequestFieldSize: cfg.LimitFieldSize,
-		LimitRequestBody:      cfg.LimitBody,
-		RootPath:              cfg.RootPath,
-		ForwardedAllowIPs:     append([]string{}, cfg.ForwardedAllowIPs...),
-		AccessLogFormat:       cfg.AccessLogFormat,
-		ErrorLog:              cfg.ErrorLog,
-		LogLevel:              cfg.LogLevel,
-		LogFormat:             cfg.LogFormat,
-		ProcName:              cfg.Name,
-		ServerSoftware:        "gorn/" + version,
-		PythonPath:            append([]string{}, cfg.PythonPath...),
-		ConfigFile:            workerConfigFile(cfg.ConfigFile),
-		Reload:                cfg.Reload,
-		Umask:                 cfg.Umask,
-		ReloadExtraFiles:      append([]string{}, cfg.ReloadExtraFiles...),
-	}
-	if cfg.AccessLog != "" {
-		s.AccessLog = &cfg.AccessLog
-	}
-	return s
-}
-
-// workerConfigFile is the config file as the workers name it: a path made absolute, since
-// a worker's working directory is --chdir.
-func workerConfigFile(source string) string {
-	if source == "" {
-		return ""
-	}
-	path, isPath := strings.CutPrefix(source, "file:")
-	if !isPath && strings.HasPrefix(source, "python:") {
-		return source
-	}
-	if abs, err := filepath.Abs(path); err == nil {
-		return abs
-	}
-	return path
+func workerSpec(cfg *config.Config) worker.Spec {
+	return worker.Spec{Dir: cfg.Chdir, Env: workerEnv(cfg), Credential: cfg.Credential, Settings: config.WorkerSettings(cfg, "gorn/"+version)}
 }
 
 // workerEnv is the master's environment plus -e pairs, minus gorn's own plumbing.
-func workerEnv(cfg *Config) []string {
+func workerEnv(cfg *config.Config) []string {
 	var env []string
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "GORN_WORKER=") && !strings.HasPrefix(kv, "GORN_UPGRADE=") {

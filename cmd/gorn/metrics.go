@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/gornhq/gorn/config"
 	"github.com/gornhq/gorn/internal/sizing"
 	"github.com/gornhq/gorn/master"
 	"github.com/gornhq/gorn/metrics"
@@ -23,7 +24,7 @@ const metricsShutdownTimeout = 2 * time.Second
 
 // serveMetrics serves /metrics, /healthz and /readyz on cfg.MetricsBind until stop is
 // called. The address is bound before it returns, so "address in use" is an error here.
-func serveMetrics(cfg *Config, m *master.Master, ls []*socket.Listener, s *sizer, log *zap.Logger) (stop func(), err error) {
+func serveMetrics(cfg *config.Config, m *master.Master, ls []*socket.Listener, s *sizer, log *zap.Logger) (stop func(), err error) {
 	log = log.Named("metrics")
 	listeners := make([]metrics.Listener, len(ls))
 	for i, l := range ls {

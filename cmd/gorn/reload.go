@@ -6,6 +6,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/gornhq/gorn/config"
 	"github.com/gornhq/gorn/master"
 	"github.com/gornhq/gorn/worker"
 )
@@ -16,30 +17,14 @@ import (
 // count. Its methods run on the master loop's goroutine (spawns included), so spec needs
 // no lock.
 type reloader struct {
-	applied *Config
-	reparse func() (*Config, error)
+	applied *config.Config
+	reparse func() (*config.Config, error)
 	spec    worker.Spec
 	sizer   *sizer
 	log     *zap.Logger
 }
 
-// fixedSettings are chosen once at start: the sockets, the interpreter, the master's own
-// logs and metrics endpoint. A change gets a warning; a restart or USR2 applies it.
-var fixedSettings = []struct {
-	name string
-	get  func(*Config) any
-}{
-	{"bind", func(c *Config) any { return c.Binds }},
-	{"backlog", func(c *Config) any { return c.Backlog }},
-	{"python", func(c *Config) any { return c.Python }},
-	{"pid", func(c *Config) any { return c.PidFile }},
-	{"error-logfile", func(c *Config) any { return c.ErrorLog }},
-	{"log-format", func(c *Config) any { return c.LogFormat }},
-	{"metrics-bind", func(c *Config) any { return c.MetricsBind }},
-	{"min-ready", func(c *Config) any { return c.MinReady }},
-}
-
-func newReloader(cfg *Config, reparse func() (*Config, error), s *sizer, log *zap.Logger) *reloader {
+func newReloader(cfg *config.Config, reparse func() (*config.Config, error), s *sizer, log *zap.Logger) *reloader {
 	return &reloader{applied: cfg, reparse: reparse, spec: workerSpec(cfg), sizer: s, log: log}
 }
 
@@ -55,11 +40,9 @@ func (r *reloader) reload(mc master.Config) (master.Config, error) {
 	for _, w := range next.Warnings {
 		r.log.Warn(w)
 	}
-	for _, f := range fixedSettings {
-		if was, now := fmt.Sprint(f.get(r.applied)), fmt.Sprint(f.get(next)); was != now {
-			r.log.Warn("a setting changed that applies only at start; restart or send USR2 to apply it",
-				zap.String("setting", f.name), zap.String("running", was), zap.String("configured", now))
-		}
+	for _, ch := range config.StartOnlyChanges(r.applied, next) {
+		r.log.Warn("a setting changed that applies only at start; restart or send USR2 to apply it",
+			zap.String("setting", ch.Setting), zap.String("running", ch.Running), zap.String("configured", ch.Configured))
 	}
 	mc.Timeout, mc.BootTimeout, mc.GracefulTimeout = next.Timeout, next.BootTimeout, next.GracefulTimeout
 	mc.ShutdownDelay, mc.MaxRequests, mc.MaxRequestsJitter = next.ShutdownDelay, next.MaxRequests, next.MaxRequestsJitter
@@ -82,7 +65,7 @@ func (r *reloader) reload(mc master.Config) (master.Config, error) {
 }
 
 // resolvePython finds the interpreter on $PATH, as exec would.
-func resolvePython(cfg *Config) error {
+func resolvePython(cfg *config.Config) error {
 	py, err := exec.LookPath(cfg.Python)
 	if err != nil {
 		return fmt.Errorf("no Python interpreter %q: set --python or VIRTUAL_ENV: %w", cfg.Python, err)

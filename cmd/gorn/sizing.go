@@ -7,6 +7,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/gornhq/gorn/config"
 	"github.com/gornhq/gorn/internal/cgroup"
 	"github.com/gornhq/gorn/internal/scoreboard"
 	"github.com/gornhq/gorn/internal/sizing"
@@ -16,7 +17,7 @@ import (
 // sizer answers "how many workers?" from flags or the container's limits, at start and
 // whenever the master asks again (first worker ready, then every --resize-interval).
 type sizer struct {
-	cfg    *Config
+	cfg    *config.Config
 	log    *zap.Logger
 	opts   cgroup.Options
 	limits cgroup.Limits // latest detection, for metrics
@@ -37,7 +38,7 @@ type workerSample struct {
 	cpu        time.Duration
 }
 
-func newSizer(cfg *Config, log *zap.Logger) *sizer { return &sizer{cfg: cfg, log: log} }
+func newSizer(cfg *config.Config, log *zap.Logger) *sizer { return &sizer{cfg: cfg, log: log} }
 
 func (s *sizer) decide(workerBytes int64) (sizing.Plan, error) {
 	s.limits = cgroup.Detect(s.opts)

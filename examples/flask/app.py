@@ -5,6 +5,7 @@ Run it with `make run` from the repository root, or `gorn app:app` from this dir
 
 import os
 import time
+from collections.abc import Iterator
 
 from flask import Flask, Response, jsonify, request
 
@@ -43,7 +44,7 @@ def echo() -> Response:
 def stream() -> Response:
     count = int(request.args.get("n", "5"))
 
-    def generate():
+    def generate() -> Iterator[str]:
         for i in range(count):
             yield f"chunk {i}\n"
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/gornhq/gorn/internal/cgroup"
 	"github.com/gornhq/gorn/internal/cgroup/cgrouptest"
+	"github.com/gornhq/gorn/internal/testenv"
 )
 
 // These tests use real cgroup v1 groups (root, a writable v1 hierarchy; otherwise they
@@ -89,10 +90,10 @@ func TestRealV1Memory(t *testing.T) {
 // OOMKills, read through a bystander in the same group, counts it.
 func TestRealV1OOMKill(t *testing.T) {
 	if _, err := exec.LookPath("dd"); err != nil {
-		t.Skip("needs dd")
+		testenv.Missing(t, "needs dd")
 	}
 	if b, _ := os.ReadFile("/proc/sys/vm/overcommit_memory"); strings.TrimSpace(string(b)) == "2" {
-		t.Skip("vm.overcommit_memory=2: allocations fail with ENOMEM instead of reaching the OOM killer")
+		testenv.Missing(t, "vm.overcommit_memory=2: allocations fail with ENOMEM instead of reaching the OOM killer")
 	}
 	g := cgrouptest.NewV1(t, "memory", "gorn-test")
 	g.SetMemoryLimit(16 << 20)

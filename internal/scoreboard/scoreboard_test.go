@@ -7,16 +7,15 @@ import (
 	"runtime"
 	"testing"
 	"time"
+
+	"github.com/gornhq/gorn/internal/testenv"
 )
 
 // TestPythonWriterGoReader checks the contract from both ends: the real Python scoreboard
 // writer (gorn_worker/scoreboard.py) fills a slot, and Go reads every word where
 // worker/CONTRACT.md says it is.
 func TestPythonWriterGoReader(t *testing.T) {
-	py, err := exec.LookPath("python3")
-	if err != nil {
-		t.Skip("no python3")
-	}
+	py := testenv.Python(t)
 	b, err := New(4)
 	if err != nil {
 		t.Fatal(err)

@@ -3,7 +3,8 @@
 // moves the processes back out and removes the directories when the test ends.
 //
 // It needs root, a cgroup v1 hierarchy for the controller (a v1-only or hybrid host) and a
-// writable cgroupfs; otherwise NewV1 skips the test and says which of those is missing.
+// writable cgroupfs; otherwise NewV1 skips the test (fails it under GORN_TEST_STRICT=1) and
+// says which of those is missing.
 // Groups are created directly under the hierarchy's mount point, with a random suffix so
 // that concurrent test runs do not collide.
 package cgrouptest
@@ -19,6 +20,7 @@ import (
 	"time"
 
 	"github.com/gornhq/gorn/internal/cgroup"
+	"github.com/gornhq/gorn/internal/testenv"
 )
 
 // Group is a cgroup v1 directory created for a test.
@@ -30,12 +32,12 @@ type Group struct {
 
 // NewV1 creates a cgroup named name plus a random suffix under the v1 mount of controller
 // ("cpu" or "memory"), found through /proc/self/mountinfo, and removes it when the test
-// ends. It skips the test when not root, when the controller is not on cgroup v1, or when
+// ends. It skips the test (testenv.Missing) when not root, when the controller is not on cgroup v1, or when
 // the hierarchy is not writable.
 func NewV1(t testing.TB, controller, name string) *Group {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("cgrouptest: creating cgroups needs root")
+		testenv.Missing(t, "cgrouptest: creating cgroups needs root")
 	}
 	var c cgroup.Controller
 	switch l := cgroup.Detect(cgroup.Options{}); controller {
@@ -47,12 +49,12 @@ func NewV1(t testing.TB, controller, name string) *Group {
 		t.Fatalf("cgrouptest: controller %q: want cpu or memory", controller)
 	}
 	if c.Version != cgroup.V1 || c.Mount == "" {
-		t.Skipf("cgrouptest: the %s controller is not on a visible cgroup v1 hierarchy (found v%d %q)",
+		testenv.Missing(t, "cgrouptest: the %s controller is not on a visible cgroup v1 hierarchy (found v%d %q)",
 			controller, c.Version, c.Mount)
 	}
 	dir, err := os.MkdirTemp(c.Mount, name+"-")
 	if err != nil {
-		t.Skipf("cgrouptest: cgroup v1 %s hierarchy at %s is not writable: %v", controller, c.Mount, err)
+		testenv.Missing(t, "cgrouptest: cgroup v1 %s hierarchy at %s is not writable: %v", controller, c.Mount, err)
 	}
 	return newGroup(t, controller, dir)
 }

@@ -222,6 +222,7 @@ class Hooks:
     def __init__(self, source: Optional[str], log: Any, cfg: Any, slot: int, generation: int) -> None:
         self._log = log
         self._fns: dict[str, Callable[..., Any]] = {}
+        self.secure_scheme_headers: Optional[dict[str, str]] = None  # gunicorn's setting, a dict
         hook_log = HookLog(log)
         self.server = Server(hook_log, cfg)
         self.worker = Worker(hook_log, cfg, slot, generation)
@@ -238,6 +239,13 @@ class Hooks:
             fn = getattr(mod, name, None)
             if callable(fn):
                 self._fns[name] = fn
+        headers = getattr(mod, "secure_scheme_headers", None)
+        if headers is not None:
+            if not isinstance(headers, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+            ):
+                raise HookError(f"config file {source}: secure_scheme_headers must be a dict of header name to value")
+            self.secure_scheme_headers = headers
 
     def request_hooks(self) -> Optional[RequestHooks]:
         """The per-request hooks, or None when the file defines neither."""

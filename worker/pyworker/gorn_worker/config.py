@@ -74,7 +74,7 @@ class Settings:
     threads: int = _f(1, _INT, "gthread: requests served at once")
     worker_connections: int = _f(1000, _INT, "open connections a worker holds, idle ones included")
     workers: int = _f(1, _INT, "desired worker count (wsgi.multiprocess)")
-    keepalive: float = _f(2.0, _FLOAT, "idle keep-alive seconds; 0 = no keep-alive")
+    keepalive: float = _f(75.0, _FLOAT, "idle keep-alive seconds; 0 = no keep-alive")
     header_timeout: float = _f(10.0, _FLOAT, "seconds for a head; max gap in a body; 0 = none")
     graceful_timeout: float = _f(30.0, _FLOAT, "seconds the master waits after TERM")
     limit_request_line: int = _f(4094, _INT, "max request-line length; 0 = unlimited")
@@ -83,15 +83,16 @@ class Settings:
     limit_request_body: int = _f(0, _INT, "max body bytes; 0 = unlimited")
     root_path: str = _f("", _STR, "SCRIPT_NAME prefix")
     forwarded_allow_ips: tuple[str, ...] = _f(
-        ("127.0.0.1", "::1"), _STR_LIST, "peers whose X-Forwarded-*/Forwarded are trusted"
+        ("127.0.0.1", "::1"), _STR_LIST, "peers whose scheme headers (X-Forwarded-Proto, ...) are trusted"
     )
+    forwarded_real_ip: bool = _f(False, _BOOL, "REMOTE_ADDR from X-Forwarded-For hops appended by trusted proxies")
     access_log: Optional[str] = _f(None, _OPT_STR, "null = off, `-` = stdout, else a path")
     access_log_format: str = _f(DEFAULT_ACCESS_LOG_FORMAT, _STR, "gunicorn atoms or `json`")
     error_log: str = _f("-", _STR, "`-` = stderr, else a path (reopened on USR1)")
     log_level: str = _f("info", _STR, "debug, info, warning, error, critical")
     log_format: str = _f("text", _STR, "`text` or `json`")
     proc_name: str = _f("gorn", _STR, "process name")
-    server_software: str = _f("gorn", _STR, "SERVER_SOFTWARE and the Server header")
+    server_software: str = _f("gorn", _STR, "the Server header; SERVER_SOFTWARE is gunicorn/VERSION then this")
     pythonpath: tuple[str, ...] = _f((), _STR_LIST, "extra sys.path entries (after the cwd)")
     config_file: Optional[str] = _f(None, _OPT_STR, "config file whose worker-side hooks run here")
     umask: int = _f(-1, _INT, "the worker's umask, set at start; -1 = inherited")

@@ -52,7 +52,7 @@ import time
 from time import monotonic
 from typing import Any, Iterator, Optional, Protocol
 
-from .http import Connection, HTTPError, Request, parse_request
+from .http import Connection, HTTPError, Proxy, Request, parse_request
 from .request import RequestHandler
 from .scoreboard import STATE_DRAINING, W_CONNECTIONS
 
@@ -60,6 +60,15 @@ ACCEPT_RACE_TIMEOUT = 0.05  # seconds an accept after a readiness report may blo
 LINGER_SECONDS = 0.5  # reading what a refused client still sends, so it sees the answer
 LINGER_BYTES = 1 << 20
 EXPIRY_STEP = 0.25  # deadlines are checked at most this often (a scan is O(connections))
+# A worker that runs one request at a time and has siblings takes no new connection this
+# soon after keeping one or accepting one whose request has not arrived: that request is
+# usually on its way, and a new connection taken now would make it wait behind (head-of-line
+# blocking) while a sibling sits idle.
+KEPT_CLIENT_GRACE = 0.05
+# The same after accepting a connection whose request has not arrived yet, but short: on a
+# LAN it follows the handshake within a round trip, and a client that connects and says
+# nothing must not slow down how fast the worker takes the connections queued behind it.
+NEW_CLIENT_GRACE = 0.005
 
 _LISTEN = select.EPOLLIN | select.EPOLLEXCLUSIVE
 _READ = select.EPOLLIN | select.EPOLLONESHOT
@@ -169,14 +178,14 @@ def find_lost_connections(listeners: list[Listener]) -> list[tuple[socket.socket
 class Held:
     """A connection the worker holds, and what its requests' environ shares."""
 
-    __slots__ = ("sock", "fd", "conn", "base", "trusted", "state", "deadline", "armed", "lingered")
+    __slots__ = ("sock", "fd", "conn", "base", "proxy", "state", "deadline", "armed", "lingered")
 
-    def __init__(self, sock: socket.socket, conn: Connection, base: dict[str, Any], trusted: bool) -> None:
+    def __init__(self, sock: socket.socket, conn: Connection, base: dict[str, Any], proxy: Optional[Proxy]) -> None:
         self.sock = sock
         self.fd = sock.fileno()
         self.conn = conn
         self.base = base
-        self.trusted = trusted
+        self.proxy = proxy  # what its proxy headers may set; None: an untrusted peer
         self.state = HEAD
         self.deadline = 0.0
         self.armed = False  # registered in the epoll set (armed or spent)
@@ -188,6 +197,7 @@ class Executor(Protocol):
 
     wake_fd: int  # readable when finished requests wait in collect(); -1 if none
     rotate: bool  # closing a kept connection while clients wait helps (see refuse_keepalive)
+    serial: bool  # one request at a time
 
     def free(self) -> bool:
         """Could run one more request now."""
@@ -224,6 +234,7 @@ class Worker:
         self.alive = True
         self.in_wait = False
         self.fast_exit = False
+        self.draining = False
         self.term_at = 0.0
         self.keepalive = handler.keepalive
         self.head_timeout = handler.limits.timeout if handler.limits.timeout > 0 else float("inf")
@@ -233,6 +244,8 @@ class Worker:
         self.epoll = select.epoll()
         self.listening = False
         self.next_scan = 0.0
+        self.kept_until = 0.0  # no new connection before this (KEPT_CLIENT_GRACE)
+        self.grace = KEPT_CLIENT_GRACE if executor.rotate and executor.serial else 0.0
         self.lpoll: Optional[Any] = None  # the listeners alone, polled with timeout 0
         if listeners:
             self.lpoll = select.poll()
@@ -296,6 +309,26 @@ class Worker:
 
     def _turn(self) -> None:
         """Run what is ready, then wait for the next event (or accept)."""
+        self._dispatch()
+        if not self.alive:
+            return
+        ex = self.executor
+        can_accept = not self.ready and ex.free() and len(self.conns) < self.max_conns
+        timeout = self._expire()
+        if can_accept and self.grace and self.conns:
+            wait = self.kept_until - monotonic()
+            if wait > 0:
+                can_accept = False
+                timeout = min(timeout, wait)
+        if can_accept and not self.conns and len(self.listeners) == 1 and ex.idle():
+            self._accept_blocking()
+            return
+        if can_accept != self.listening and self.listeners:
+            self._listen(can_accept)
+        self._wait(timeout)
+
+    def _dispatch(self) -> None:
+        """Hand ready requests to the executor in arrival order while it has room."""
         ex = self.executor
         if ex.wake_fd >= 0:
             self._finish_all()
@@ -308,15 +341,8 @@ class Worker:
             keep = ex.submit(h, req)
             if keep is not None:
                 self._finished(h, req, keep)
-            if not self.alive:
-                return
-        can_accept = not ready and ex.free() and len(self.conns) < self.max_conns
-        if can_accept and not self.conns and len(self.listeners) == 1 and ex.idle():
-            self._accept_blocking()
-            return
-        if can_accept != self.listening and self.listeners:
-            self._listen(can_accept)
-        self._wait(self._expire())
+            if not self.alive and not self.draining:
+                return  # TERM during the request: the drain serves the rest
 
     def _wait(self, timeout: float) -> None:
         sb = self.sb
@@ -366,16 +392,19 @@ class Worker:
     def _adopt(self, sock: socket.socket, addr: Any, server_name: str, server_port: str, tcp: bool) -> None:
         """A new connection: read its request if it is here already, else wait for it."""
         try:
-            conn, base, trusted = self.handler.open_connection(sock, addr, server_name, server_port, tcp)
+            conn, base, proxy = self.handler.open_connection(sock, addr, server_name, server_port, tcp)
         except OSError as e:  # reset before we got to it
             self.log.debug(f"connection error: {e}")
             sock.close()
             return
-        h = Held(sock, conn, base, trusted)
-        h.deadline = monotonic() + self.head_timeout
+        h = Held(sock, conn, base, proxy)
+        now = monotonic()
+        h.deadline = now + self.head_timeout
         self.conns[h.fd] = h
         self.sb.words[W_CONNECTIONS] = len(self.conns)
         self._readable(h)
+        if self.grace and h.state == HEAD:
+            self.kept_until = now + NEW_CLIENT_GRACE  # its request is on its way
 
     def _arm(self, h: Held) -> None:
         if h.armed:
@@ -424,7 +453,7 @@ class Worker:
                 h.state = HEAD
                 self._arm(h)
                 return
-            req = parse_request(head, conn, h.base, self.handler.root_path, h.trusted)
+            req = parse_request(head, conn, h.base, self.handler.root_path, h.proxy)
         except HTTPError as e:
             self.handler.refuse(conn, e)
             self._linger(h)
@@ -441,7 +470,10 @@ class Worker:
             else:
                 self._close(h)
             return
-        h.deadline = monotonic() + self.keepalive
+        now = monotonic()
+        h.deadline = now + self.keepalive
+        if self.grace:
+            self.kept_until = now + self.grace
         if h.conn.buf:
             self._scan(h)  # pipelined: queued behind the others, in arrival order
         else:
@@ -497,16 +529,24 @@ class Worker:
         """Asked before each response head (in the executor): True to say Connection: close.
 
         When stopping; or when this worker could not take a new connection now while
-        clients wait on the listeners and rotating helps (another worker or a thread will
-        be free sooner than this connection's next request would be served).
+        clients wait on the listeners (or, one request at a time, while requests on other
+        connections wait behind this one) and rotating helps: another worker or a thread
+        will be free sooner than this connection's next request would be served here.
         """
         if not self.alive:
             return True
         ex = self.executor
-        if not ex.rotate or (ex.free() and len(self.conns) < self.max_conns):
+        if not ex.rotate or not self.listeners or (ex.free() and len(self.conns) < self.max_conns):
             return False
-        lpoll = self.lpoll
-        return lpoll is not None and bool(lpoll.poll(0))
+        if ex.serial:
+            # Requests already wait behind this one on other connections it holds: shed
+            # this one, so its client's next request goes through the kernel's queue to
+            # whichever worker is free (a pooling proxy would otherwise keep feeding it).
+            return bool(self.ready) or (self.lpoll is not None and bool(self.lpoll.poll(0)))
+        p = select.poll()  # pool threads: a poll object is not safe to share between threads
+        for l in self.listeners:
+            p.register(l.fd, select.POLLIN)
+        return bool(p.poll(0))
 
     # --------------------------------------------------------------- accept
     def _accept_blocking(self) -> None:
@@ -514,11 +554,7 @@ class Worker:
         sb = self.sb
         sb.set_accepting(1)
         try:
-            self.in_wait = True
-            try:
-                fd, addr = l.sock._accept()  # type: ignore[attr-defined]
-            finally:
-                self.in_wait = False
+            fd, addr = self._accept_waiting(l)
         except Wakeup:
             sb.set_accepting(0)
             self._rescue()
@@ -529,6 +565,14 @@ class Worker:
             return
         sb.set_accepting(0)
         self._add(self._wrap(fd, l), addr, l)
+
+    def _accept_waiting(self, l: Listener) -> tuple[int, Any]:
+        """accept() that TERM (and the race timer's SIGALRM) interrupts with Wakeup."""
+        self.in_wait = True
+        try:
+            return l.sock._accept()  # type: ignore[attr-defined,no-any-return]
+        finally:
+            self.in_wait = False
 
     def _accept_timed(self, l: Listener) -> Optional[tuple[socket.socket, Any, Listener]]:
         """accept() that gives up after ACCEPT_RACE_TIMEOUT (SIGALRM raises Wakeup).
@@ -545,11 +589,7 @@ class Worker:
         try:
             old_timer = signal.setitimer(signal.ITIMER_REAL, ACCEPT_RACE_TIMEOUT)
             try:
-                self.in_wait = True
-                try:
-                    fd, addr = l.sock._accept()  # type: ignore[attr-defined]
-                finally:
-                    self.in_wait = False
+                fd, addr = self._accept_waiting(l)
             finally:
                 signal.setitimer(signal.ITIMER_REAL, 0)
                 if previous is not handler:
@@ -617,39 +657,25 @@ class Worker:
             queued += 1
         if queued:
             self.log.debug(f"draining {queued} queued connection(s)")
-        ex = self.executor
+        if not self.fast_exit:
+            # This worker takes no more connections: drop its copies of the listeners, so
+            # that once the master and the other workers have dropped theirs too (a full
+            # shutdown), a late connect is refused, which a proxy retries elsewhere, instead of
+            # waiting in a queue nobody will accept from.
+            for l in self.listeners:
+                l.sock.close()
+            self.lpoll = None
+        self.draining = True
         while self.conns and not self.fast_exit:
-            if ex.wake_fd >= 0:
-                self._finish_all()
-            while self.ready and ex.free():
-                h, req = self.ready.popleft()
-                h.state = BUSY
-                keep = ex.submit(h, req)
-                if keep is not None:
-                    self._finished(h, req, keep)
+            self._dispatch()
             left = deadline - monotonic()
             if not self.conns or left <= 0:
                 break
-            self.sb.beat()
-            try:
-                self.in_wait = True
-                try:
-                    events = self.epoll.poll(min(self._expire(), left))
-                finally:
-                    self.in_wait = False
-            except Wakeup:
-                self._rearm_all()
-                continue
-            for fd, _ in events:
-                h = self.conns.get(fd)
-                if h is not None:
-                    self._readable(h)
-                elif fd == ex.wake_fd:
-                    _drain_pipe(fd)
+            self._wait(min(self._expire(), left))
         for h in list(self.conns.values()):
             if h.state != BUSY:
                 self._close(h)
-        ex.stop()
+        self.executor.stop()
 
     def drain_deadline(self) -> float:
         """When draining must end: 90% of graceful_timeout after TERM, before the SIGKILL."""

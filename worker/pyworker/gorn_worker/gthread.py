@@ -32,6 +32,8 @@ from .http import Request
 from .logs import ErrorsStream, Logger
 from .request import RequestHandler
 from .scoreboard import W_BUSY_SINCE, W_HEARTBEAT, W_IN_FLIGHT, Scoreboard, request_desc
+
+
 class ThreadedScoreboard:
     """A worker's scoreboard slot shared by its threads (the same words as a sync worker's)."""
 
@@ -39,6 +41,7 @@ class ThreadedScoreboard:
         self._sb = sb
         self._lock = threading.Lock()
         self._started: dict[int, tuple[int, bytes]] = {}  # thread -> (start ns, desc), oldest first
+        self._detached: set[int] = set()  # threads running an upgraded connection (no hang check)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sb, name)  # lifecycle calls: boot, set_state, beat, ...
@@ -49,7 +52,7 @@ class ThreadedScoreboard:
             self._sb.show_busy(desc, start)
         else:
             self._sb.words[W_BUSY_SINCE] = 0
-        self._sb.words[W_IN_FLIGHT] = len(self._started)
+        self._sb.words[W_IN_FLIGHT] = len(self._started) + len(self._detached)
 
     def request_start(self, method: bytes | str, path: bytes | str) -> int:
         desc = request_desc(method, path)
@@ -60,8 +63,29 @@ class ThreadedScoreboard:
             self._show_oldest()
         return now
 
+    def request_progress(self) -> None:
+        """This thread's request sent part of its response: its hang clock restarts."""
+        ident = threading.get_ident()
+        now = monotonic_ns()
+        with self._lock:
+            entry = self._started.pop(ident, None)
+            if entry is not None:
+                self._started[ident] = (now, entry[1])  # now the newest
+                self._show_oldest()
+
+    def request_detach(self) -> None:
+        """This thread's request is an upgraded connection (a WebSocket): it stays in flight
+        but out of the hang check, since the main thread keeps the heartbeat going."""
+        ident = threading.get_ident()
+        with self._lock:
+            if self._started.pop(ident, None) is not None:
+                self._detached.add(ident)
+                self._show_oldest()
+
     def _done(self) -> None:
-        self._started.pop(threading.get_ident(), None)
+        ident = threading.get_ident()
+        if self._started.pop(ident, None) is None:
+            self._detached.discard(ident)
         self._show_oldest()
 
     def request_end(self, method: str, status: int, duration_ns: int, body_bytes: int) -> None:
@@ -79,6 +103,7 @@ class ThreadPool:
     """Runs requests on ``threads`` daemon threads; finished ones come back in :meth:`collect`."""
 
     rotate = True  # a thread frees up sooner than a busy pool reaches a kept connection
+    serial = False
 
     def __init__(self, handler: RequestHandler, nthreads: int) -> None:
         self.handler = handler

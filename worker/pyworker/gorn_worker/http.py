@@ -28,7 +28,7 @@ import re
 import socket
 import struct
 from time import monotonic
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 from urllib.parse import unquote_to_bytes
 
 # --------------------------------------------------------------------------- errors
@@ -703,7 +703,7 @@ def parse_request(
     conn: Connection,
     base: dict[str, Any],
     root_path: str = "",
-    trusted: bool = False,
+    proxy: Optional[Proxy] = None,
 ) -> Request:
     """Parse a complete head (without the final CRLFCRLF) into a Request.
 
@@ -736,11 +736,13 @@ def parse_request(
         raise HTTPError(400, "invalid HTTP version")
     method = _METHODS.get(mb)
     if method is None:
-        if not mb or mb.translate(None, TCHAR):
+        # A token (RFC 9110 9.1) of 3 to 20 characters without lowercase letters, as gunicorn
+        # requires (every registered method fits; anything else is more likely an attack).
+        if not 3 <= len(mb) <= 20 or mb.translate(None, TCHAR) or mb != mb.upper():
             raise HTTPError(400, "invalid request method")
         method = mb.decode("ascii")
-    if not target or b"\t" in target:
-        raise HTTPError(400, "invalid request target")
+    if not target or b"\t" in target or not target.isascii():
+        raise HTTPError(400, "invalid request target")  # raw non-ASCII bytes: 400, as gunicorn
 
     authority: Optional[bytes] = None
     if method == "CONNECT":
@@ -914,8 +916,8 @@ def parse_request(
             raise HTTPError(400, "invalid authority in request target")
 
     # ---- proxies, then the server name
-    if trusted:
-        apply_forwarded(env)
+    if proxy is not None:
+        proxy.apply(env)
     if hp is not None and hp[0]:
         env["SERVER_NAME"] = hp[0]
         env["SERVER_PORT"] = hp[1] or ("443" if env["wsgi.url_scheme"] == "https" else "80")
@@ -955,44 +957,58 @@ def _valid_ip(s: str) -> bool:
     return True
 
 
-def parse_forwarded(value: str) -> tuple[Optional[str], Optional[str]]:
-    """RFC 7239: (for, proto) of the first element; either may be None."""
-    first = value.split(",", 1)[0]
-    addr: Optional[str] = None
-    proto: Optional[str] = None
-    for pair in first.split(";"):
-        k, sep, v = pair.partition("=")
-        if not sep:
-            continue
-        k = k.strip(" \t").lower()
-        v = v.strip(" \t")
-        if len(v) >= 2 and v[0] == '"' and v[-1] == '"':
-            v = v[1:-1].replace('\\"', '"')
-        if k == "for":
-            if v.startswith("["):
-                end = v.find("]")
-                v = v[1:end] if end > 0 else ""
-            elif v.count(":") == 1:
-                v = v.split(":", 1)[0]
-            addr = v or None
-        elif k == "proto":
-            proto = v
-    return addr, proto
+#: gunicorn's default ``secure_scheme_headers``: header (environ key) -> the value that
+#: means https; any other value means http.
+SECURE_SCHEME_HEADERS: dict[str, str] = {
+    "X-FORWARDED-PROTOCOL": "ssl",
+    "X-FORWARDED-PROTO": "https",
+    "X-FORWARDED-SSL": "on",
+}
 
 
-def apply_forwarded(env: dict[str, Any]) -> None:
-    """Trusted peer: Forwarded (preferred) or X-Forwarded-For/-Proto set REMOTE_ADDR and the scheme."""
-    fwd = env.get("HTTP_FORWARDED")
-    if fwd is not None:
-        addr, proto = parse_forwarded(fwd)
-    else:
+class Proxy:
+    """What a trusted peer (in --forwarded-allow-ips, or on a unix socket) may tell us.
+
+    As gunicorn: the scheme comes from ``scheme_headers`` (exact, case-sensitive value
+    match; headers that disagree are a 400), and REMOTE_ADDR stays the peer's address.
+    ``real_ip`` (opt-in, --forwarded-real-ip) is the trust test for X-Forwarded-For hops:
+    REMOTE_ADDR becomes the rightmost hop that is not a trusted proxy, so only addresses
+    appended by trusted proxies are believed (a client's own X-Forwarded-For is not).
+    """
+
+    __slots__ = ("scheme_headers", "real_ip")
+
+    def __init__(self, scheme_headers: dict[str, str], real_ip: Optional[Callable[[str], bool]] = None) -> None:
+        self.scheme_headers = tuple(
+            ("HTTP_" + name.upper().replace("-", "_"), value) for name, value in scheme_headers.items()
+        )
+        self.real_ip = real_ip
+
+    def apply(self, env: dict[str, Any]) -> None:
+        scheme: Optional[str] = None
+        for key, secure in self.scheme_headers:
+            joined = env.get(key)
+            if joined is None:
+                continue
+            for value in joined.split(","):  # a repeated header was joined with ","
+                s = "https" if value.strip(" \t") == secure else "http"
+                if scheme is None:
+                    scheme = s
+                elif s != scheme:
+                    raise HTTPError(400, "contradictory scheme headers")
+        if scheme is not None:
+            env["wsgi.url_scheme"] = scheme
+        trusted = self.real_ip
         xff = env.get("HTTP_X_FORWARDED_FOR")
-        addr = xff.split(",", 1)[0].strip(" \t") if xff is not None else None
-        xfp = env.get("HTTP_X_FORWARDED_PROTO")
-        proto = xfp.split(",", 1)[0] if xfp is not None else None
-    if addr and _valid_ip(addr):
-        env["REMOTE_ADDR"] = addr
-    if proto:
-        p = proto.strip(" \t").lower()
-        if p in ("http", "https"):
-            env["wsgi.url_scheme"] = p
+        if trusted is None or not xff:
+            return
+        client = ""
+        for hop in reversed(xff.split(",")):
+            hop = hop.strip(" \t")
+            if not _valid_ip(hop):
+                break  # not an address: nothing left of it can be believed
+            client = hop
+            if not trusted(hop):
+                break  # the first hop a trusted proxy did not append: the client
+        if client:
+            env["REMOTE_ADDR"] = client

@@ -23,16 +23,16 @@ from typing import Optional
 
 from . import accesslog as _accesslog
 from . import app as _app
-from . import config as _config
 from . import conffile as _conffile
+from . import config as _config
 from . import core as _core
 from . import gthread as _gthread
-from . import watch as _watch
 from . import http as _http  # noqa: F401  (imported up front: nothing loads lazily later)
 from . import logs as _logs
 from . import scoreboard as _scoreboard
 from . import sync as _sync
 from . import threads as _threads
+from . import watch as _watch
 from . import wsgi as _wsgi  # noqa: F401
 
 EXIT_OK = 0
@@ -219,6 +219,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     except (RuntimeError, ValueError, AttributeError, OSError):
         log.warning("faulthandler could not be enabled")
     big_altstack = enlarge_sigaltstack()
+    for stream in (sys.stdout, sys.stderr):
+        # The app's print() reaches the log line by line: a worker killed (timeout, OOM,
+        # SIGKILL) does not take a block-buffered tail of its output with it.
+        try:
+            stream.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            pass
     warning = raise_open_files_limit(settings.worker_connections)
     if warning:
         log.warning(warning)
@@ -281,6 +288,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         worker_class = _gthread.ThreadWorker if settings.worker_class == "gthread" else _sync.SyncWorker
         worker = worker_class(application, settings, log, sb, listeners, access)
         worker.request_hooks = hooks.request_hooks()
+        if hooks.secure_scheme_headers is not None:
+            worker.handler.set_scheme_headers(hooks.secure_scheme_headers)
         if signals.stop_requested:  # a stop during boot whose FastExit Python dropped
             raise _core.FastExit()
         if settings.reload:

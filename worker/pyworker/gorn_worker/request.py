@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional
 
 from .accesslog import AccessLog
 from .config import Settings, parse_networks
-from .http import DRAIN_LIMIT, BodyError, Connection, HTTPError, Limits, Request
+from .http import DRAIN_LIMIT, SECURE_SCHEME_HEADERS, BodyError, Connection, HTTPError, Limits, Proxy, Request
 from .logs import ErrorsStream, Logger
 from .scoreboard import Scoreboard
 from .wsgi import ClientGone, Response, base_environ, connection_environ, error_response
@@ -59,16 +59,21 @@ class RequestHandler:
         )
         self.trust_all, self.trusted_nets = parse_networks(settings.forwarded_allow_ips)
         self._trust_cache: dict[str, bool] = {}
+        self.proxy = Proxy(SECURE_SCHEME_HEADERS, self._trusted_ip if settings.forwarded_real_ip else None)
         # Asked before each response head: True to say Connection: close (set by the core).
         self.refuse_keepalive: Callable[[], bool] = lambda: False
 
+    def set_scheme_headers(self, headers: dict[str, str]) -> None:
+        """The config file's ``secure_scheme_headers`` (gunicorn's setting) replace the default."""
+        self.proxy = Proxy(headers, self.proxy.real_ip)
+
     # ------------------------------------------------------------- connections
-    def _trusted(self, addr: Any) -> bool:
+    def _trusted_ip(self, ip: str) -> bool:
+        """Is ``ip`` in --forwarded-allow-ips (a trusted proxy)?"""
         if self.trust_all:
             return True
         if not self.trusted_nets:
             return False
-        ip = addr[0]
         r = self._trust_cache.get(ip)
         if r is None:
             try:
@@ -84,9 +89,9 @@ class RequestHandler:
 
     def open_connection(
         self, sock: socket.socket, addr: Any, server_name: str, server_port: str, tcp: bool
-    ) -> tuple[Connection, dict[str, Any], bool]:
-        """A new connection's reader, the environ its requests share, and whether its
-        X-Forwarded-* headers are trusted (always over a unix socket)."""
+    ) -> tuple[Connection, dict[str, Any], Optional[Proxy]]:
+        """A new connection's reader, the environ its requests share, and what its proxy
+        headers may set: None unless the peer is trusted (always over a unix socket)."""
         conn = Connection(sock, self.limits)
         if tcp:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -95,7 +100,7 @@ class RequestHandler:
             base = connection_environ(
                 self.base, server_name=server_name, server_port=server_port, remote_addr="", remote_port=None, sock=sock
             )
-            return conn, base, True
+            return conn, base, self.proxy
         base = connection_environ(
             self.base,
             server_name=server_name,
@@ -104,7 +109,7 @@ class RequestHandler:
             remote_port=str(addr[1]),
             sock=sock,
         )
-        return conn, base, self._trusted(addr)
+        return conn, base, self.proxy if self._trusted_ip(str(addr[0])) else None
 
     # --------------------------------------------------------------- requests
     def serve(self, conn: Connection, req: Request, errors: Optional[ErrorsStream] = None) -> bool:
@@ -121,8 +126,10 @@ class RequestHandler:
             env["wsgi.errors"] = errors
         sb = self.sb
         t0 = sb.request_start(req.method, req.path)
+        if "HTTP_UPGRADE" in env:
+            sb.request_detach()
         conn.response_started = False
-        resp = Response(conn, req, self.log, self.server_line, self.refuse_keepalive)
+        resp = Response(conn, req, self.log, self.server_line, self.refuse_keepalive, sb.request_progress)
         code = 0
         hooks = self.request_hooks
         try:
@@ -137,6 +144,12 @@ class RequestHandler:
                     if close is not None:
                         close()
                 code = resp.code
+            except StopIteration:
+                # gunicorn's protocol for "the app took the socket over" (Flask-Sock and
+                # simple-websocket after a WebSocket ends): close quietly, no response.
+                resp.must_close = True
+                code = resp.code if resp.headers_sent else 0
+                self.log.debug(f"{req.method} {env.get('RAW_URI')}: the app took the connection over; closing it")
             except ClientGone as e:
                 resp.must_close = True
                 code = resp.code if resp.headers_sent else 0

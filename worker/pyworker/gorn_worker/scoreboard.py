@@ -131,6 +131,19 @@ class Scoreboard:
         w[W_DESC_LEN] = len(desc)
         w[W_BUSY_SINCE] = since
 
+    def request_progress(self) -> None:
+        """The request in hand sent part of its response: ``--timeout`` counts from now, so a
+        streaming response that keeps sending is not a hang."""
+        now = monotonic_ns()
+        w = self.words
+        w[W_HEARTBEAT] = now
+        if w[W_BUSY_SINCE]:
+            w[W_BUSY_SINCE] = now
+
+    def request_detach(self) -> None:
+        """The request is a long-lived stream by design (an Upgrade, e.g. a WebSocket). A sync
+        worker cannot tell a hang from it: ``--timeout`` still applies, as in gunicorn's."""
+
     def request_end(self, method: str, status: int, duration_ns: int, body_bytes: int) -> None:
         """Count a finished request and mark the slot idle."""
         w = self.words

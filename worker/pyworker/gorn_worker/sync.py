@@ -28,6 +28,7 @@ class Inline:
     """Runs each request in the calling thread."""
 
     wake_fd = -1
+    serial = True
 
     def __init__(self, handler: RequestHandler, rotate: bool) -> None:
         self.handler = handler

@@ -82,6 +82,9 @@ class FileWrapper:
         raise StopIteration
 
 
+GUNICORN_COMPAT = "27.0.1"  # the gunicorn release whose behaviour gorn matches
+
+
 def base_environ(
     *,
     errors: Any,
@@ -99,7 +102,9 @@ def base_environ(
         "wsgi.run_once": False,
         "wsgi.input_terminated": True,
         "wsgi.file_wrapper": FileWrapper,
-        "SERVER_SOFTWARE": server_software,
+        # Apps test for gunicorn here (httpbin accepts chunked uploads only from "gunicorn/"):
+        # say gunicorn's product first, then gorn's. The Server header stays gorn's own.
+        "SERVER_SOFTWARE": f"gunicorn/{GUNICORN_COMPAT} {server_software}",
         "SCRIPT_NAME": script_name,
     }
 
@@ -121,7 +126,7 @@ def connection_environ(
     if remote_port is not None:
         env["REMOTE_PORT"] = remote_port
     if sock is not None:
-        env["gorn.socket"] = sock
+        env["gorn.socket"] = env["gunicorn.socket"] = sock  # WebSocket libraries take it over
     return env
 
 
@@ -197,6 +202,7 @@ class Response:
         "log",
         "server_line",
         "refuse_keepalive",
+        "progress",
         "status",
         "code",
         "status_line",
@@ -221,6 +227,7 @@ class Response:
         log: Logger,
         server_line: bytes,
         refuse_keepalive: Callable[[], bool],
+        progress: Callable[[], None] = lambda: None,
     ) -> None:
         self.conn = conn
         self.sock = conn.sock
@@ -228,6 +235,7 @@ class Response:
         self.log = log
         self.server_line = server_line
         self.refuse_keepalive = refuse_keepalive
+        self.progress = progress  # called for each part of a streamed body after the first
         self.status: Optional[str] = None
         self.code = 0
         self.headers: list[tuple[str, str]] = []
@@ -335,9 +343,7 @@ class Response:
         keep = req.keepalive and not self.must_close and not self.app_close
         if keep:
             body = req.body
-            if body is not None and not body.done and not body.may_drain():
-                keep = False
-            elif self.refuse_keepalive():
+            if (body is not None and not body.done and not body.may_drain()) or self.refuse_keepalive():
                 keep = False
         if not keep:
             self.must_close = True
@@ -381,6 +387,7 @@ class Response:
                 raise TypeError(f"WSGI body data must be bytes, not {type(data).__name__}")
         if self.headers_sent:
             head = b""
+            self.progress()
         else:
             if self.status is None:
                 raise AssertionError("write() before start_response()")
@@ -439,9 +446,13 @@ class Response:
                 body = b"".join(result)
             self._send_whole(body)
             return
-        if t is FileWrapper and not self.headers_sent and self.status is not None:
-            if self._send_file(result):  # type: ignore[arg-type]
-                return
+        if (
+            t is FileWrapper
+            and not self.headers_sent
+            and self.status is not None
+            and self._send_file(result)  # type: ignore[arg-type]
+        ):
+            return
         for chunk in result:
             self.write(chunk)
         self.finish()

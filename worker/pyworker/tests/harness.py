@@ -302,7 +302,7 @@ def read_until_close(s: socket.socket, timeout: float = 5.0) -> bytes:
     while True:
         try:
             d = s.recv(65536)
-        except socket.timeout:
+        except TimeoutError:
             break
         except ConnectionResetError:
             break

@@ -42,7 +42,7 @@ def test_default_format() -> None:
 
 
 def test_all_atoms() -> None:
-    atoms = "h l u r s b B f a T M D L p m U q H".split()
+    atoms = ["h", "l", "u", "r", "s", "b", "B", "f", "a", "T", "M", "D", "L", "p", "m", "U", "q", "H"]
     line = fmt("|".join(f"%({a})s" for a in atoms))
     parts = line.split("|")
     assert parts == [

@@ -162,3 +162,18 @@ def test_report_python_module_form(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=30, check=True, env={"PYTHONPATH": str(tmp_path)},
     )
     assert json.loads(done.stdout)["settings"] == {"workers": 4, "bind": "127.0.0.1:7000"}
+
+
+def test_secure_scheme_headers_from_the_config_file(tmp_path: Path) -> None:
+    """gunicorn's secure_scheme_headers (a dict, config file only) replaces the default table."""
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text('secure_scheme_headers = {"X-SCHEME": "secure"}\n')
+    with start_worker("basic:echo", config_file=str(conf)) as w:
+        _, _, body = w.get("/", headers={"X-Scheme": "secure"})
+        assert json.loads(body)["scheme"] == "https"
+        _, _, body = w.get("/", headers={"X-Forwarded-Proto": "https"})
+        assert json.loads(body)["scheme"] == "http"  # the default table is replaced
+    conf.write_text('secure_scheme_headers = ["X-SCHEME"]\n')
+    with start_worker("basic:echo", config_file=str(conf), wait_ready=False) as w:
+        assert w.proc.wait(20) == 3
+        assert "secure_scheme_headers must be a dict" in w.stderr()

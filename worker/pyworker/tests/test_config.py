@@ -24,7 +24,7 @@ def load(**kw: Any) -> Settings:
 def test_minimal_and_defaults() -> None:
     s = load()
     assert s.app == "m:app" and s.listen_fds == (3,)
-    assert s.keepalive == 2.0 and s.limit_request_line == 4094 and s.limit_request_fields == 100
+    assert s.keepalive == 75.0 and s.limit_request_line == 4094 and s.limit_request_fields == 100
     assert s.log_level == "info" and s.log_format == "text" and s.access_log is None
     assert s.scoreboard_fd == -1 and s.lifeline_fd == -1
 

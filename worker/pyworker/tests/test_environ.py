@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from harness import make_settings, parse_responses, serve_raw
-
 from apps.basic import echo
+from harness import make_settings, parse_responses, serve_raw
 
 
 def environ_of(raw: bytes, **settings: Any) -> dict:
@@ -31,7 +30,7 @@ def test_required_keys() -> None:
     assert e["wsgi.multithread"] is False and e["wsgi.multiprocess"] is False
     assert e["wsgi.run_once"] is False and e["wsgi.input_terminated"] is True
     assert hasattr(e["wsgi.errors"], "write") and callable(e["wsgi.file_wrapper"])
-    assert e["SERVER_SOFTWARE"] == "gorn/test"
+    assert e["SERVER_SOFTWARE"] == "gunicorn/27.0.1 gorn/test"  # apps that test for gunicorn keep working
     assert e["SCRIPT_NAME"] == "" and e["PATH_INFO"] == "/p" and e["QUERY_STRING"] == "q"
     assert e["SERVER_NAME"] == "example.org" and e["SERVER_PORT"] == "81"
     assert e["REMOTE_ADDR"] == "" and "REMOTE_PORT" not in e  # unix-socket peer
@@ -51,9 +50,10 @@ def test_body_and_content_keys() -> None:
     assert e["CONTENT_TYPE"] == "a/b" and e["CONTENT_LENGTH"] == "3" and e["_body"] == b"xyz"
 
 
-def test_unix_peer_is_trusted_for_forwarded_headers() -> None:
+def test_unix_peer_is_trusted_for_scheme_headers() -> None:
     e = environ_of(b"GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Proto: https\r\n\r\n")
-    assert e["REMOTE_ADDR"] == "203.0.113.9" and e["wsgi.url_scheme"] == "https"
+    assert e["REMOTE_ADDR"] == "" and e["wsgi.url_scheme"] == "https"
+    assert e["gunicorn.socket"] is e["gorn.socket"]
 
 
 def test_trusted_peer_matching() -> None:
@@ -66,7 +66,7 @@ def test_trusted_peer_matching() -> None:
 
     def trusted(allow: list[str], ip: str) -> bool:
         w = SyncWorker(echo, make_settings(forwarded_allow_ips=allow), Logger(fd=2), Scoreboard(-1, 0), [])
-        return w.handler._trusted((ip, 1234))
+        return w.handler._trusted_ip(ip)
 
     assert trusted(["127.0.0.1"], "127.0.0.1")
     assert not trusted(["127.0.0.1"], "127.0.0.2")

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from harness import read_response, start_worker
+from prereq import require_module
 
-pytest.importorskip("flask")
+require_module("flask")
 
 
 def test_flask_app() -> None:

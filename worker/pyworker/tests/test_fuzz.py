@@ -27,17 +27,18 @@ import time
 from typing import Any, Iterable, Iterator
 
 import pytest
-
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gorn_worker.http import (
+    SECURE_SCHEME_HEADERS,
     BodyError,
     Connection,
     HeadTimeout,
     HTTPError,
     IncompleteHead,
     Limits,
+    Proxy,
     parse_request,
 )
 from harness import Worker, parse_responses, serve_raw, start_worker
@@ -83,6 +84,7 @@ class FakeSocket:
 
 
 def run_parser(pieces: Iterable[bytes], root: str = "", trusted: bool = True) -> list[Any]:
+    proxy = Proxy(SECURE_SCHEME_HEADERS, lambda ip: ip.startswith("10.")) if trusted else None
     """Drive one connection's worth of requests through the parser; a list of outcomes.
 
     Outcomes: ("request", method, raw_uri, path_info, query, headers, body),
@@ -97,7 +99,7 @@ def run_parser(pieces: Iterable[bytes], root: str = "", trusted: bool = True) ->
             if head is None:
                 out.append(("eof",))
                 return out
-            req = parse_request(head, conn, BASE, root, trusted)
+            req = parse_request(head, conn, BASE, root, proxy)
         except HTTPError as e:
             assert e.status in ALLOWED, e
             out.append(("refused", e.status))
@@ -149,7 +151,7 @@ def equivalent(a: list[Any], b: list[Any]) -> bool:
     before an over-long line is known to be over-long)."""
     if len(a) != len(b):
         return False
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         if x[0] == "refused" and y[0] == "refused":
             if x[1] != y[1] and not {x[1], y[1]} <= {400, 414, 431}:
                 return False

@@ -11,6 +11,7 @@ import pytest
 
 from gorn_worker.http import (
     EMPTY_BODY,
+    SECURE_SCHEME_HEADERS,
     BodyTooLarge,
     ChunkedBody,
     ClientDisconnected,
@@ -21,8 +22,8 @@ from gorn_worker.http import (
     InvalidBody,
     LengthBody,
     Limits,
+    Proxy,
     Request,
-    parse_forwarded,
     parse_request,
     split_host,
 )
@@ -48,12 +49,14 @@ def conn_for(sock: socket.socket, **limits: Any) -> Connection:
     return Connection(sock, Limits(**limits))
 
 
-def parse(raw: bytes, root: str = "", trusted: bool = False, **limits: Any) -> Request:
-    """Parse a head given with or without its final CRLFCRLF."""
+def parse(raw: bytes, root: str = "", trusted: bool = False, real_ip: Any = None, **limits: Any) -> Request:
+    """Parse a head given with or without its final CRLFCRLF; ``trusted``: from a trusted
+    proxy (gunicorn's scheme headers; ``real_ip``, the hop trust test of --forwarded-real-ip)."""
     a, b = socket.socketpair()
     try:
         head = raw[:-4] if raw.endswith(b"\r\n\r\n") else raw
-        return parse_request(head, conn_for(b, **limits), dict(BASE), root, trusted)
+        proxy = Proxy(SECURE_SCHEME_HEADERS, real_ip) if trusted else None
+        return parse_request(head, conn_for(b, **limits), dict(BASE), root, proxy)
     finally:
         a.close()
         b.close()
@@ -94,9 +97,12 @@ def test_percent_decoding_is_latin1() -> None:
     assert e["RAW_URI"] == "/a%20b/%E4%B8%AD/%2F?q=%20"
 
 
-def test_raw_non_ascii_target_is_latin1() -> None:
-    e = parse("GET /caf\u00e9 HTTP/1.1\r\nHost: x\r\n\r\n".encode("utf-8")).environ
-    assert e["PATH_INFO"] == "/café".encode().decode("latin-1")
+def test_raw_non_ascii_target_is_refused() -> None:
+    """As gunicorn: a target must be percent-encoded ASCII; lowercase methods are refused too."""
+    for raw in ("GET /caf\u00e9 HTTP/1.1\r\nHost: x\r\n\r\n".encode("utf-8"), b"get / HTTP/1.1\r\nHost: x\r\n\r\n"):
+        with pytest.raises(HTTPError) as ei:
+            parse(raw)
+        assert ei.value.status == 400
 
 
 def test_fragment_is_dropped() -> None:
@@ -207,25 +213,46 @@ def test_bodies_selected() -> None:
     assert r.body is not None and not r.body.continue_pending
 
 
-def test_forwarded_only_when_trusted() -> None:
+def test_proxy_headers_only_when_trusted() -> None:
     raw = b"GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 1.2.3.4, 10.0.0.2\r\nX-Forwarded-Proto: https\r\n\r\n"
     e = parse(raw).environ
     assert e["REMOTE_ADDR"] == "10.0.0.1" and e["wsgi.url_scheme"] == "http"
-    e = parse(raw, trusted=True).environ
-    assert e["REMOTE_ADDR"] == "1.2.3.4" and e["wsgi.url_scheme"] == "https"
-    assert e["SERVER_PORT"] == "443"
-    raw = b'GET / HTTP/1.1\r\nHost: x\r\nForwarded: for="[2001:db8::1]:4711";proto=https, for=5.6.7.8\r\nX-Forwarded-For: 9.9.9.9\r\n\r\n'
-    e = parse(raw, trusted=True).environ
-    assert e["REMOTE_ADDR"] == "2001:db8::1" and e["wsgi.url_scheme"] == "https"
-    e = parse(b"GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: <script>\r\nX-Forwarded-Proto: gopher\r\n\r\n", trusted=True).environ
-    assert e["REMOTE_ADDR"] == "10.0.0.1" and e["wsgi.url_scheme"] == "http"
+    e = parse(raw, trusted=True).environ  # gunicorn: the scheme, never REMOTE_ADDR
+    assert e["REMOTE_ADDR"] == "10.0.0.1" and e["wsgi.url_scheme"] == "https"
+    e = parse(b'GET / HTTP/1.1\r\nHost: x\r\nForwarded: for=5.6.7.8;proto=https\r\n\r\n', trusted=True).environ
+    assert e["REMOTE_ADDR"] == "10.0.0.1" and e["wsgi.url_scheme"] == "http"  # RFC 7239 is not read
 
 
-def test_parse_forwarded() -> None:
-    assert parse_forwarded("for=192.0.2.60;proto=http;by=203.0.113.43") == ("192.0.2.60", "http")
-    assert parse_forwarded('For="192.0.2.1:80"') == ("192.0.2.1", None)
-    assert parse_forwarded("for=unknown") == ("unknown", None)
-    assert parse_forwarded("proto=https") == (None, "https")
+def test_scheme_headers_as_gunicorn() -> None:
+    def scheme(headers: bytes) -> str:
+        return str(parse(b"GET / HTTP/1.1\r\nHost: h\r\n" + headers + b"\r\n", trusted=True).environ["wsgi.url_scheme"])
+
+    assert scheme(b"X-Forwarded-Ssl: on\r\n") == "https"
+    assert scheme(b"X-Forwarded-Protocol: ssl\r\n") == "https"
+    assert scheme(b"X-Forwarded-Proto: https\r\n") == "https"
+    assert scheme(b"X-Forwarded-Proto: HTTPS\r\n") == "http"  # exact value, as gunicorn
+    assert scheme(b"X-Forwarded-Proto: gopher\r\n") == "http"
+    assert scheme(b"X-Forwarded-Proto: https\r\nX-Forwarded-Ssl: on\r\n") == "https"
+    with pytest.raises(HTTPError) as ei:
+        scheme(b"X-Forwarded-Proto: https\r\nX-Forwarded-Ssl: off\r\n")
+    assert ei.value.status == 400
+
+
+def test_real_ip_believes_only_trusted_hops() -> None:
+    """--forwarded-real-ip: REMOTE_ADDR is the rightmost X-Forwarded-For hop that a trusted
+    proxy did not append; a client cannot put itself anywhere else by writing the header."""
+    proxies = {"10.0.0.2", "10.0.0.3"}
+
+    def remote(xff: bytes) -> str:
+        raw = b"GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: " + xff + b"\r\n\r\n"
+        return str(parse(raw, trusted=True, real_ip=proxies.__contains__).environ["REMOTE_ADDR"])
+
+    assert remote(b"203.0.113.7") == "203.0.113.7"
+    assert remote(b"1.1.1.1, 203.0.113.7, 10.0.0.3, 10.0.0.2") == "203.0.113.7"  # 1.1.1.1 is the client's own
+    assert remote(b"10.0.0.3, 10.0.0.2") == "10.0.0.3"
+    assert remote(b"203.0.113.7, not-an-ip") == "10.0.0.1"  # garbage ends the walk: the peer stays
+    assert remote(b"not-an-ip, 203.0.113.7") == "203.0.113.7"
+    assert parse(b"GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 203.0.113.7\r\n\r\n", trusted=False).environ["REMOTE_ADDR"] == "10.0.0.1"
 
 
 # ----------------------------------------------------------------- invalid

@@ -54,7 +54,7 @@ def test_json_with_traceback_is_one_line() -> None:
 def test_text_traceback_follows() -> None:
     log, f = capture("text")
     try:
-        1 / 0
+        _ = 1 / 0
     except ZeroDivisionError:
         log.exception("oops")
     out = read(f)

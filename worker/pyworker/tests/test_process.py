@@ -76,7 +76,7 @@ def test_term_serves_the_listen_backlog() -> None:
         first = w.connect(10)
         first.sendall(b"GET /slow?t=0.5 HTTP/1.1\r\nHost: x\r\n\r\n")
         w.wait_slot(sbm.W_BUSY_SINCE, lambda v: v != 0)
-        for i in range(6):
+        for _ in range(6):
             c = w.connect(10)
             c.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
             conns.append(c)
@@ -143,14 +143,13 @@ def test_term_while_idle_on_keepalive_ends_when_the_client_leaves() -> None:
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGQUIT])
 def test_fast_exit(sig: int) -> None:
-    with start_worker("basic:app") as w:
-        with w.connect(10) as c:
-            c.sendall(b"GET /slow?t=5 HTTP/1.1\r\nHost: x\r\n\r\n")
-            w.wait_slot(sbm.W_BUSY_SINCE, lambda v: v != 0)
-            t = time.monotonic()
-            assert w.stop(sig) == 0
-            assert time.monotonic() - t < 2
-            assert read_until_close(c, 2) == b""
+    with start_worker("basic:app") as w, w.connect(10) as c:
+        c.sendall(b"GET /slow?t=5 HTTP/1.1\r\nHost: x\r\n\r\n")
+        w.wait_slot(sbm.W_BUSY_SINCE, lambda v: v != 0)
+        t = time.monotonic()
+        assert w.stop(sig) == 0
+        assert time.monotonic() - t < 2
+        assert read_until_close(c, 2) == b""
 
 
 def test_term_during_boot_is_not_lost() -> None:
@@ -385,6 +384,9 @@ def test_forwarded_headers_from_trusted_peer() -> None:
     hdrs = {"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https"}
     with start_worker("basic:echo") as w:
         doc = json.loads(w.get("/", headers=hdrs)[2])
+        assert doc["remote_addr"] == "127.0.0.1" and doc["scheme"] == "https"  # as gunicorn
+    with start_worker("basic:echo", forwarded_real_ip=True) as w:
+        doc = json.loads(w.get("/", headers=hdrs)[2])
         assert doc["remote_addr"] == "203.0.113.7" and doc["scheme"] == "https"
     with start_worker("basic:echo", forwarded_allow_ips=["192.0.2.1"]) as w:
         doc = json.loads(w.get("/", headers=hdrs)[2])
@@ -423,3 +425,25 @@ def test_malformed_input_never_kills_the_worker() -> None:
             assert re.match(rb"HTTP/1\.1 (400|414|431) ", out), out[:100]
         assert w.get("/ok")[0] == 200
         assert w.proc.poll() is None
+
+
+def test_print_output_survives_a_kill() -> None:
+    """stdout is line-buffered: what the app printed is in the log although it was killed."""
+    with start_worker("printkill:app", env={"PYTHONUNBUFFERED": ""}) as w:  # block-buffered unless the worker says otherwise
+        with w.connect() as c:
+            c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            read_until_close(c, 5)
+        assert w.proc.wait(10) == -signal.SIGKILL
+        assert "printed before the kill" in w.stderr()
+
+
+def test_a_streaming_response_that_keeps_sending_is_not_a_hang() -> None:
+    """--timeout measures from the last part of the response sent, not from the start."""
+    with start_worker("basic:app") as w, w.connect() as c:
+        c.sendall(b"GET /stream?n=6&pause=0.3 HTTP/1.1\r\nHost: x\r\n\r\n")
+        w.wait_slot(sbm.W_BUSY_SINCE, lambda v: v != 0)
+        first = w.slot[sbm.W_BUSY_SINCE]
+        time.sleep(0.8)
+        assert w.slot[sbm.W_BUSY_SINCE] > first + 400_000_000  # restarted by the chunks sent
+        status, _, body = read_response(c)
+        assert status == 200 and body.count(b"chunk") == 6

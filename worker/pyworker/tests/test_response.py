@@ -446,7 +446,7 @@ def test_swallowed_body_error_still_closes() -> None:
     def app(environ: dict, start_response: Any) -> Any:
         try:
             environ["wsgi.input"].read()
-        except IOError:
+        except OSError:
             pass
         start_response("200 OK", [])
         return [b"fine"]

@@ -11,6 +11,7 @@ import pytest
 
 from gorn_worker import scoreboard as sbm
 from gorn_worker.scoreboard import Scoreboard, ScoreboardError, SlotView
+from prereq import missing
 
 GO = Path(__file__).resolve().parents[3] / "internal" / "scoreboard" / "scoreboard.go"
 
@@ -84,7 +85,7 @@ def test_bad_boards() -> None:
 
 def test_constants_match_go() -> None:
     if not GO.exists():
-        pytest.skip("internal/scoreboard/scoreboard.go not present")
+        missing("internal/scoreboard/scoreboard.go not present")
     src = GO.read_text()
     go = {m.group(1): int(m.group(2)) for m in re.finditer(r"^\s*(\w+)\s*=\s*(\d+)\s*(?://.*)?$", src, re.M)}
     pairs = {

@@ -7,6 +7,7 @@ import threading
 import time
 
 import pytest
+
 from gorn_worker import scoreboard as sbm
 from harness import parse_responses, read_until_close, start_worker
 

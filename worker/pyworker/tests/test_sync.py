@@ -11,12 +11,11 @@ from typing import Any, Iterator
 
 import pytest
 
+from apps.basic import hello
 from gorn_worker.logs import Logger
-from gorn_worker.scoreboard import W_ACCEPTING, W_STATE, STATE_DRAINING, Scoreboard
+from gorn_worker.scoreboard import STATE_DRAINING, W_ACCEPTING, W_STATE, Scoreboard
 from gorn_worker.sync import Listener, SyncWorker, find_lost_connections
 from harness import make_settings, parse_responses, read_until_close
-
-from apps.basic import hello
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@
 - ``/slow?t=SECONDS``   sleeps, then 200 ``slept``
 - ``/sleepy``           sleeps 30 s in :func:`sleepy` (SIGABRT stack-dump test)
 - ``/error``            raises ZeroDivisionError
-- ``/stream?n=N``       N chunks from a generator (chunked on HTTP/1.1)
+- ``/stream?n=N&pause=S``  N chunks from a generator (chunked on HTTP/1.1), S seconds apart
 - ``/status/NNN``       that status with an empty body
 - anything else         404
 """
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 from urllib.parse import parse_qs
 
 StartResponse = Callable[..., Any]
@@ -50,6 +50,13 @@ def echo(environ: dict, start_response: StartResponse) -> Iterable[bytes]:
     return [out]
 
 
+def _drip(n: int, pause: float) -> Iterator[bytes]:
+    for i in range(n):
+        if i and pause:
+            time.sleep(pause)
+        yield b"chunk%d\n" % i
+
+
 def sleepy(seconds: float) -> None:
     time.sleep(seconds)  # SLEEPY-LINE (the SIGABRT test looks for this line number)
 
@@ -70,11 +77,12 @@ def app(environ: dict, start_response: StartResponse) -> Iterable[bytes]:
         start_response("200 OK", [])
         return [b""]
     if path == "/error":
-        1 / 0
+        _ = 1 / 0
     if path == "/stream":
-        n = int(_query(environ).get("n", "3"))
+        q = _query(environ)
+        n, pause = int(q.get("n", "3")), float(q.get("pause", "0"))
         start_response("200 OK", [("Content-Type", "text/plain")])
-        return (b"chunk%d\n" % i for i in range(n))
+        return _drip(n, pause)
     if path.startswith("/status/"):
         start_response(path[8:] + " Whatever", [])
         return []

@@ -57,7 +57,7 @@ def _read_all(inp: Any) -> bytes:
 
 def _read_sized(inp: Any) -> bytes:
     assert inp.read(0) == b""
-    parts = []
+    parts: list[bytes] = []
     while True:
         d = inp.read(7)
         if not d:
@@ -72,7 +72,8 @@ def _read_lines(inp: Any) -> bytes:
         return b""
     second = inp.readline(3)  # a size cuts a line
     assert len(second) <= 3
-    return first + second + b"".join(inp.readlines())
+    body: bytes = first + second + b"".join(inp.readlines())
+    return body
 
 
 def _iterate(inp: Any) -> bytes:
@@ -114,7 +115,8 @@ def _echo(environ: dict[str, Any], start_response: StartResponse, reader: Callab
 
 
 def _query(environ: dict[str, Any], key: str, default: str) -> str:
-    for part in environ.get("QUERY_STRING", "").split("&"):
+    query: str = environ.get("QUERY_STRING", "")
+    for part in query.split("&"):
         k, _, v = part.partition("=")
         if k == key:
             return v

@@ -1,4 +1,4 @@
-package main
+package config
 
 import (
 	"errors"
@@ -25,7 +25,7 @@ func TestParseConfig(t *testing.T) {
 	}{
 		{"defaults", []string{"app:app"}, env(), func(c *Config) bool {
 			return slices.Equal(c.Binds, []string{"127.0.0.1:8000"}) && c.Workers == 0 && c.Backlog == 2048 &&
-				c.Timeout == 30*time.Second && c.GracefulTimeout == 30*time.Second && c.Keepalive == 2*time.Second &&
+				c.Timeout == 30*time.Second && c.GracefulTimeout == 30*time.Second && c.Keepalive == 75*time.Second &&
 				c.LimitRequestLine == 4094 && c.LimitFields == 100 && c.LimitFieldSize == 8190 && c.Python == "python3" &&
 				c.AccessLog == "" && c.ErrorLog == "-" && c.Name == "app:app"
 		}},
@@ -61,12 +61,12 @@ func TestParseConfig(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c, err := parseConfig(tc.args, tc.env, nil)
+			c, err := Parse(tc.args, tc.env, nil)
 			if err != nil {
-				t.Fatalf("parseConfig(%q): %v", tc.args, err)
+				t.Fatalf("Parse(%q): %v", tc.args, err)
 			}
 			if !tc.check(c) {
-				t.Errorf("parseConfig(%q) = %+v", tc.args, c)
+				t.Errorf("Parse(%q) = %+v", tc.args, c)
 			}
 		})
 	}
@@ -103,10 +103,10 @@ func TestParseConfigErrors(t *testing.T) {
 		{[]string{"--cpus", "-1", "app"}, env(), "--cpus"},
 		{[]string{"--backlog", "0", "app"}, env(), "--backlog"},
 	} {
-		_, err := parseConfig(tc.args, tc.env, nil)
-		var ue *usageError
+		_, err := Parse(tc.args, tc.env, nil)
+		var ue *UsageError
 		if !errors.As(err, &ue) || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {
-			t.Errorf("parseConfig(%q) error = %v, want a one-line usage error mentioning %q", tc.args, err, tc.want)
+			t.Errorf("Parse(%q) error = %v, want a one-line usage error mentioning %q", tc.args, err, tc.want)
 		}
 	}
 }
@@ -133,7 +133,7 @@ func TestSplitWords(t *testing.T) {
 }
 
 func TestCmdArgsFromEnvironment(t *testing.T) {
-	c, err := parseConfig([]string{"-b", "127.0.0.1:9", "app"},
+	c, err := Parse([]string{"-b", "127.0.0.1:9", "app"},
 		env("GUNICORN_CMD_ARGS", "-w 3 --bind 0.0.0.0:80 --bind [::]:80 -e A=1 --keep-alive 7"), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -142,12 +142,12 @@ func TestCmdArgsFromEnvironment(t *testing.T) {
 		!slices.Equal(c.Binds, []string{"127.0.0.1:9"}) {
 		t.Errorf("config %+v: want env options with the command line's bind winning", c)
 	}
-	c, err = parseConfig([]string{"-w", "5", "app"}, env("GORN_CMD_ARGS", "-w 2", "GUNICORN_CMD_ARGS", "-w 9"), nil)
+	c, err = Parse([]string{"-w", "5", "app"}, env("GORN_CMD_ARGS", "-w 2", "GUNICORN_CMD_ARGS", "-w 9"), nil)
 	if err != nil || c.Workers != 5 {
 		t.Errorf("command line -w must win over GORN_CMD_ARGS: %+v %v", c, err)
 	}
 	for _, bad := range []string{"app:app", "--nope", "'unterminated"} {
-		if _, err := parseConfig([]string{"app"}, env("GORN_CMD_ARGS", bad), nil); err == nil || !strings.Contains(err.Error(), "GORN_CMD_ARGS") {
+		if _, err := Parse([]string{"app"}, env("GORN_CMD_ARGS", bad), nil); err == nil || !strings.Contains(err.Error(), "GORN_CMD_ARGS") {
 			t.Errorf("GORN_CMD_ARGS=%q: error %v", bad, err)
 		}
 	}

@@ -1,0 +1,97 @@
+package config
+
+import (
+	"os"
+	"strings"
+	"testing"
+)
+
+// TestEveryGunicornSettingIsKnown: each of gunicorn's settings is a registry option (by
+// its gunicorn name), a hook, or a known gap in the compat table (warned about or
+// refused), never silently ignored; and every gunicorn name gorn claims is gunicorn's.
+func TestEveryGunicornSettingIsKnown(t *testing.T) {
+	data, err := os.ReadFile("testdata/gunicorn_settings.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gunicorn := map[string]bool{}
+	for _, name := range strings.Split(string(data), "\n") {
+		if name != "" && !strings.HasPrefix(name, "#") {
+			gunicorn[name] = true
+		}
+	}
+	if len(gunicorn) < 100 {
+		t.Fatalf("only %d settings read", len(gunicorn))
+	}
+	known := map[string]string{"wsgi_app": "the app", "default_proc_name": "gunicorn-internal"}
+	claim := func(name, by string) {
+		if prev, dup := known[name]; dup {
+			t.Errorf("gunicorn setting %s is claimed twice: %s and %s", name, prev, by)
+		}
+		known[name] = by
+	}
+	for _, o := range Options() {
+		if o.Gunicorn != "" {
+			claim(o.Gunicorn, "option --"+o.Name)
+		}
+	}
+	for _, u := range unimplementedSettings() {
+		claim(u.setting, "the compat table")
+	}
+	for _, h := range append(MasterHooks(), WorkerHooks()...) {
+		claim(h, "a hook")
+	}
+	for _, s := range WorkerFileSettings() {
+		claim(s, "the workers' reading of the config file")
+	}
+	for name := range gunicorn {
+		if _, ok := known[name]; !ok {
+			t.Errorf("gunicorn setting %s is unknown to gorn", name)
+		}
+	}
+	for name, by := range known {
+		if !gunicorn[name] {
+			t.Errorf("%s names %s, which is not a gunicorn setting", by, name)
+		}
+	}
+}
+
+// TestConfigFileNames: a config file sets an option by its gunicorn name or by any long
+// flag with "_" for "-", and a gunicorn name is not another option's flag.
+func TestConfigFileNames(t *testing.T) {
+	options := Options()
+	for _, o := range options {
+		names := []string{o.Setting()}
+		for _, f := range append([]string{o.Name}, o.Aliases...) {
+			names = append(names, strings.ReplaceAll(f, "-", "_"))
+		}
+		for _, n := range names {
+			if got := fileOption(options, n); got == nil || got.Name != o.Name {
+				t.Errorf("config-file name %s: option %v, want --%s", n, got, o.Name)
+			}
+		}
+	}
+}
+
+// TestUnimplementedFlagsAreAccepted: a gunicorn command line with settings gorn does not
+// implement still parses (one warning each), and the refused ones name the reason.
+func TestUnimplementedFlagsAreAccepted(t *testing.T) {
+	for _, u := range unimplementedSettings() {
+		for _, f := range u.flags {
+			args := []string{"-" + f}
+			if len(f) > 1 {
+				args[0] = "--" + f
+			}
+			if !u.isBool {
+				args = append(args, "value")
+			}
+			c, err := Parse(append(args, "app"), env(), nil)
+			switch {
+			case u.refuse && (err == nil || !strings.Contains(err.Error(), u.why)):
+				t.Errorf("%v: error %v, want a refusal saying %q", args, err, u.why)
+			case !u.refuse && (err != nil || len(c.Warnings) != 1 || !strings.Contains(c.Warnings[0], u.why)):
+				t.Errorf("%v: %v, warnings %q; want one warning saying %q", args, err, c.Warnings, u.why)
+			}
+		}
+	}
+}
