@@ -210,7 +210,7 @@ func Options() []Option {
 			Help:  "write the master's pid here",
 			field: func(c *Config) any { return &c.PidFile }},
 		{Name: "name", Short: "n", Gunicorn: "proc_name", Arg: "NAME", Worker: "proc_name", DefaultHelp: "the app",
-			Help:  "process title suffix",
+			Help:  "in the workers' titles, gorn: worker [NAME]",
 			field: func(c *Config) any { return &c.Name }, check: checkName},
 		{Name: "metrics-bind", Arg: "ADDR", Start: true,
 			Help:  "serve /metrics, /healthz and /readyz here (off by default)",

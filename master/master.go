@@ -34,6 +34,9 @@ type Process interface {
 	Kill() error
 	// Status reads the worker's scoreboard slot.
 	Status() scoreboard.Slot
+	// Release frees every handle on the worker once it has been reaped (its pidfd); the
+	// master calls it exactly once per exit and signals it no more.
+	Release()
 }
 
 // SpawnRequest says which slot and generation a new worker takes.
@@ -43,9 +46,11 @@ type SpawnRequest struct {
 	Workers    int // desired count, for wsgi.multiprocess
 }
 
-// Spawner starts workers. Spawn returns once the pid is known.
+// Spawner starts workers. Spawn is called on the master loop and must not block: it takes
+// what it needs from the configuration there and returns start, the fork and exec, which
+// the master runs in a goroutine of its own and which returns once the pid is known.
 type Spawner interface {
-	Spawn(SpawnRequest) (Process, error)
+	Spawn(SpawnRequest) (start func() (Process, error))
 }
 
 // Exit is a reaped child.
@@ -56,17 +61,25 @@ type Exit struct {
 
 // Hooks are the master's calls out to its wiring; nil hooks are skipped.
 type Hooks struct {
-	// Reload re-reads the configuration on HUP and returns the policy's new knobs (given
-	// the current ones); an error aborts the reload. A changed Workers is applied.
-	Reload func(Config) (Config, error)
+	// Reload re-reads the configuration on HUP. It runs in a goroutine of its own, given
+	// the current knobs, because a config file may take seconds to evaluate; it returns
+	// apply, which the loop calls when the result arrives, so the wiring changes its state
+	// on the loop. apply returns the policy's new knobs; a changed Workers is applied. An
+	// error aborts the reload.
+	Reload func(Config) (apply func() Config, err error)
 	// ReopenLogs reopens the master's log files on USR1.
 	ReopenLogs func()
-	// Upgrade re-executes the master binary in place on USR2; it returns only on failure.
+	// Preflight checks the new binary before a USR2 upgrade hands anything over; it runs
+	// in a goroutine of its own (it loads the app) and an error refuses the upgrade.
+	Preflight func() error
+	// Upgrade re-executes the master binary in place on USR2 once Preflight passed; it
+	// returns only on failure.
 	Upgrade func(Handover) error
 	// Resize returns the worker count the limits and the load call for now (when sized
-	// automatically), given the scoreboard slots of the ready workers to measure. It is
-	// called when the first worker is ready and every ResizeInterval after.
-	Resize func(ready []scoreboard.Slot) (workers int, reason string, ok bool)
+	// automatically), given the master's clock and the scoreboard slots of the ready
+	// workers to measure. It is called when the first worker is ready and every
+	// ResizeInterval after.
+	Resize func(now time.Duration, ready []scoreboard.Slot) (workers int, reason string, ok bool)
 	// MemoryCeiling is how many workers fit in memory (0: unknown); TTIN stops there.
 	MemoryCeiling func() int
 	// OOMKills returns the cgroup's OOM-kill counter, to tell OOM kills from other SIGKILLs.
@@ -120,8 +133,8 @@ const (
 type worker struct {
 	slot        int
 	gen         int
-	proc        Process
-	pid         int
+	proc        Process // nil while starting
+	pid         int     // 0 while starting
 	spawnedAt   time.Duration
 	readyAt     time.Duration // 0 while booting
 	maxRequests uint64        // 0 = unlimited
@@ -129,13 +142,15 @@ type worker struct {
 	replaces    *worker       // set on a surge worker until it is ready and the old one stopped
 	stopReason  string        // why the master stopped it; "" = still wanted
 	stopAt      time.Duration
-	abortAt     time.Duration // SIGABRT sent (hang)
-	sent        uint64        // bit n set: signal n was sent by the master
+	abortAt     time.Duration  // SIGABRT sent (hang)
+	sent        uint64         // bit n set: signal n was sent by the master
+	owed        syscall.Signal // sent while starting: delivered once the process exists
 	staleReads  int
 	last        scoreboard.Slot
 }
 
-func (w *worker) ready() bool { return w.readyAt != 0 }
+func (w *worker) ready() bool    { return w.readyAt != 0 }
+func (w *worker) starting() bool { return w.proc == nil }
 func (w *worker) sentSignal(sig syscall.Signal) bool {
 	return sig < 64 && w.sent&(1<<uint(sig)) != 0
 }
@@ -171,15 +186,38 @@ type Master struct {
 	sized        int // the count the Resize hook last asked for
 	oomSeen      uint64
 	sourceChange uint64 // --reload: the newest source change acted on (mtime, Unix ns)
+	reloading    bool   // a Reload hook is running
+	reloadAgain  bool   // a HUP arrived while it ran: reload once more when it reports
+	upgrading    bool   // a USR2 pre-flight is running
+	handover     bool   // the pre-flight passed: hand over once no spawn is in flight
+	starting     int    // spawns in flight
+	early        []Exit // exits of unknown pids while spawns are in flight
 
 	retired scoreboard.Slot // counters of exited workers
 	spawns  uint64
 	exits   map[string]uint64
 
 	queries chan chan Snapshot
+	reloads chan reloadResult // at most one in flight, so a send never blocks
+	checked chan error        // the pre-flight's verdict; at most one in flight
+	spawned chan spawnResult
 }
 
-// New builds a master. now is a monotonic clock; rand(n) returns [0,n).
+type spawnResult struct {
+	w    *worker
+	proc Process
+	err  error
+}
+
+type reloadResult struct {
+	apply func() Config
+	err   error
+}
+
+// New builds a master. now is the one monotonic clock of every policy decision, and the
+// clock the workers write in the scoreboard (CLOCK_MONOTONIC; scoreboard.Now in
+// production); zero means "not yet" in the table, so it must be positive. rand(n)
+// returns [0,n).
 func New(cfg Config, sp Spawner, hooks Hooks, log *zap.Logger, now func() time.Duration, rand func(int) int) *Master {
 	if cfg.KillGrace == 0 {
 		cfg.KillGrace = 2 * time.Second
@@ -190,7 +228,7 @@ func New(cfg Config, sp Spawner, hooks Hooks, log *zap.Logger, now func() time.D
 	return &Master{
 		cfg: cfg, spawner: sp, hooks: hooks, log: log, now: now, rand: rand,
 		desired: cfg.Workers, sized: cfg.Workers, gen: 1, exits: map[string]uint64{},
-		queries: make(chan chan Snapshot), lastResize: now(),
+		queries: make(chan chan Snapshot), reloads: make(chan reloadResult, 1), checked: make(chan error, 1), spawned: make(chan spawnResult, cfg.Slots), lastResize: now(),
 	}
 }
 
@@ -214,6 +252,12 @@ func (m *Master) Run(in Inputs) int {
 			m.onTick()
 		case reply := <-m.queries:
 			reply <- m.snapshot()
+		case r := <-m.reloads:
+			m.onReloaded(r)
+		case err := <-m.checked:
+			m.onPreflight(err)
+		case r := <-m.spawned:
+			m.onSpawned(r)
 		}
 		m.manage()
 	}
@@ -292,29 +336,63 @@ func (m *Master) stop(w *worker, sig syscall.Signal, reason string) {
 	}
 }
 
-// signal sends sig to a worker and remembers it, so its death can be attributed.
+// signal sends sig to a worker and remembers it, so its death can be attributed. A
+// worker still starting gets it as soon as it exists.
 func (m *Master) signal(w *worker, sig syscall.Signal) error {
 	w.recordSignal(sig)
+	if w.starting() {
+		w.owed = sig
+		return nil
+	}
 	return w.proc.Signal(sig)
 }
 
+// reload starts the Reload hook off the loop; onReloaded finishes the reload.
 func (m *Master) reload() {
 	if m.phase != running {
 		return
 	}
-	if m.hooks.Reload != nil {
-		next, err := m.hooks.Reload(m.cfg)
-		if err != nil {
-			m.log.Error("reload aborted: the old workers keep serving", zap.Error(err))
-			return
-		}
+	if m.hooks.Reload == nil {
+		m.rollOut()
+		return
+	}
+	if m.reloading {
+		m.reloadAgain = true
+		m.log.Info("reload already in progress; another follows it")
+		return
+	}
+	m.reloading = true
+	cur := m.cfg
+	go func() {
+		apply, err := m.hooks.Reload(cur)
+		m.reloads <- reloadResult{apply, err}
+	}()
+}
+
+func (m *Master) onReloaded(r reloadResult) {
+	m.reloading = false
+	switch {
+	case m.phase != running:
+	case r.err != nil:
+		m.log.Error("reload aborted: the old workers keep serving", zap.Error(r.err))
+	default:
+		next := r.apply()
 		next.Slots, next.KillGrace = m.cfg.Slots, m.cfg.KillGrace
 		if next.Workers != m.cfg.Workers && next.Workers > 0 {
 			m.log.Info("the configuration changes the worker count", zap.Int("from", m.desired), zap.Int("to", next.Workers))
 			m.desired, m.sized = next.Workers, next.Workers
 		}
 		m.cfg = next
+		m.rollOut()
 	}
+	if m.reloadAgain {
+		m.reloadAgain = false
+		m.reload()
+	}
+}
+
+// rollOut starts a new generation: workers are replaced one at a time.
+func (m *Master) rollOut() {
 	if m.desired == 0 {
 		m.desired = m.cfg.Workers
 	}
@@ -322,10 +400,49 @@ func (m *Master) reload() {
 	m.log.Info("reloading: replacing workers one at a time", zap.Int("generation", m.gen))
 }
 
+// upgrade starts the new binary's pre-flight off the loop; onPreflight hands over.
 func (m *Master) upgrade() {
 	if m.hooks.Upgrade == nil || m.phase != running {
 		return
 	}
+	if m.upgrading {
+		m.log.Warn("binary upgrade already in progress; USR2 ignored")
+		return
+	}
+	m.upgrading = true
+	go func() {
+		var err error
+		if m.hooks.Preflight != nil {
+			err = m.hooks.Preflight()
+		}
+		m.checked <- err
+	}()
+}
+
+func (m *Master) onPreflight(err error) {
+	m.upgrading = false
+	if m.phase != running {
+		return
+	}
+	if err != nil {
+		m.log.Error("binary upgrade refused: the new binary failed its pre-flight; the old one keeps serving", zap.Error(err))
+		return
+	}
+	m.handover = true
+	m.handOver()
+}
+
+// handOver execs the new binary once no spawn is in flight: a worker forked after the
+// table was handed over would be nobody's.
+func (m *Master) handOver() {
+	if !m.handover || m.starting > 0 {
+		return
+	}
+	m.handover = false
+	if m.phase != running {
+		return
+	}
+	// The table as it is now, not as it was when USR2 arrived.
 	h := Handover{Desired: m.desired, Generation: m.gen}
 	for _, w := range m.workers {
 		if !w.stopping() {
@@ -338,11 +455,17 @@ func (m *Master) upgrade() {
 }
 
 func (m *Master) find(pid int) int {
-	return slices.IndexFunc(m.workers, func(w *worker) bool { return w.pid == pid })
+	return slices.IndexFunc(m.workers, func(w *worker) bool { return w.pid == pid && !w.starting() })
 }
 
 func (m *Master) onExit(e Exit) {
 	i := m.find(e.Pid)
+	if i < 0 && m.starting > 0 {
+		// Perhaps a worker whose start has not reported yet: the reaper may route its
+		// exit here first. onSpawned settles it.
+		m.early = append(m.early, e)
+		return
+	}
 	if i < 0 {
 		m.log.Debug("reaped orphan", zap.Int("pid", e.Pid), zap.String("status", describeStatus(e.Status)))
 		return
@@ -350,6 +473,7 @@ func (m *Master) onExit(e Exit) {
 	w := m.workers[i]
 	m.workers = slices.Delete(m.workers, i, i+1)
 	final := w.proc.Status()
+	w.proc.Release()
 	if final.PID == uint64(w.pid) {
 		m.retired.Add(final)
 	}
@@ -459,6 +583,11 @@ func (m *Master) onTick() {
 		}
 		if now >= m.killAt+5*time.Second {
 			m.log.Error("workers survived SIGKILL; exiting anyway", zap.Int("left", len(m.workers)))
+			for _, w := range m.workers {
+				if !w.starting() {
+					w.proc.Release()
+				}
+			}
 			m.workers = nil
 		}
 	}
@@ -484,7 +613,7 @@ func (m *Master) resize() {
 	}
 	// Only a change in what the limits call for moves the count, so a TTIN/TTOU by an
 	// operator stands until the limits themselves change.
-	n, reason, ok := m.hooks.Resize(ready)
+	n, reason, ok := m.hooks.Resize(m.now(), ready)
 	if !ok || n <= 0 || n == m.sized {
 		return
 	}
@@ -497,6 +626,9 @@ func (m *Master) resize() {
 
 // check applies readiness, recycling and the timeouts to one worker.
 func (m *Master) check(w *worker, now time.Duration) {
+	if w.starting() {
+		return
+	}
 	s := w.proc.Status()
 	if s.PID == uint64(w.pid) {
 		w.last = s
@@ -552,13 +684,12 @@ func (m *Master) check(w *worker, now time.Duration) {
 	if m.cfg.Timeout <= 0 {
 		return
 	}
-	mono := time.Duration(scoreboard.Now())
 	var stale time.Duration
 	switch {
 	case s.BusySince != 0:
-		stale = mono - time.Duration(s.BusySince)
+		stale = now - time.Duration(s.BusySince)
 	case !s.Accepting && s.Heartbeat != 0:
-		stale = mono - time.Duration(s.Heartbeat)
+		stale = now - time.Duration(s.Heartbeat)
 	}
 	if stale <= m.cfg.Timeout {
 		w.staleReads = 0
@@ -598,6 +729,9 @@ func (m *Master) promote(w *worker) {
 
 func (m *Master) kill(w *worker) {
 	w.recordSignal(syscall.SIGKILL)
+	if w.starting() {
+		return // onSpawned kills it
+	}
 	if err := w.proc.Kill(); err != nil {
 		m.log.Debug("killing worker", zap.Int("pid", w.pid), zap.Error(err))
 	}
@@ -688,24 +822,16 @@ func (m *Master) freeSlot() int {
 	return slices.Index(used, false)
 }
 
+// spawn starts a worker: the table has it at once (its slot taken, counted as booting);
+// the fork runs off the loop and onSpawned completes the entry.
 func (m *Master) spawn(replaces *worker) *worker {
 	slot := m.freeSlot()
 	if slot < 0 {
 		m.log.Error("no free scoreboard slot; not spawning", zap.Int("slots", m.cfg.Slots))
 		return nil
 	}
-	proc, err := m.spawner.Spawn(SpawnRequest{Slot: slot, Generation: m.gen, Workers: m.desired})
-	now := m.now()
-	if err != nil {
-		m.log.Error("starting worker", zap.Error(err))
-		m.crashes++
-		m.backoff()
-		if !m.everReady && m.crashes >= maxBootCrashes {
-			m.stopAll(syscall.SIGKILL, ReasonShutdown, ExitBootFailure)
-		}
-		return nil
-	}
-	w := &worker{slot: slot, gen: m.gen, proc: proc, pid: proc.Pid(), spawnedAt: now, replaces: replaces}
+	start := m.spawner.Spawn(SpawnRequest{Slot: slot, Generation: m.gen, Workers: m.desired})
+	w := &worker{slot: slot, gen: m.gen, spawnedAt: m.now(), replaces: replaces}
 	if m.cfg.MaxRequests > 0 {
 		w.maxRequests = uint64(m.cfg.MaxRequests)
 		if m.cfg.MaxRequestsJitter > 0 {
@@ -713,9 +839,52 @@ func (m *Master) spawn(replaces *worker) *worker {
 		}
 	}
 	m.workers = append(m.workers, w)
+	m.starting++
 	m.spawns++
-	m.log.Debug("worker spawned", zap.Int("pid", w.pid), zap.Int("slot", slot), zap.Int("generation", m.gen))
+	go func() {
+		proc, err := start()
+		m.spawned <- spawnResult{w, proc, err}
+	}()
 	return w
+}
+
+func (m *Master) onSpawned(r spawnResult) {
+	m.starting--
+	w := r.w
+	if r.err != nil {
+		m.workers = slices.DeleteFunc(m.workers, func(o *worker) bool { return o == w })
+		m.log.Error("starting worker", zap.Error(r.err))
+		m.spawns--
+		m.crashes++
+		m.backoff()
+		if !m.everReady && m.crashes >= maxBootCrashes && m.phase != stopping {
+			m.stopAll(syscall.SIGKILL, ReasonShutdown, ExitBootFailure)
+		}
+	} else {
+		w.proc, w.pid = r.proc, r.proc.Pid()
+		m.log.Debug("worker spawned", zap.Int("pid", w.pid), zap.Int("slot", w.slot), zap.Int("generation", w.gen))
+		switch {
+		case w.killed():
+			m.kill(w)
+		case w.owed != 0:
+			if err := w.proc.Signal(w.owed); err != nil {
+				m.log.Debug("signalling worker", zap.Int("pid", w.pid), zap.Error(err))
+			}
+		}
+		w.owed = 0
+	}
+	if m.starting == 0 {
+		early := m.early
+		m.early = nil
+		for _, e := range early {
+			m.onExit(e)
+		}
+	} else if i := slices.IndexFunc(m.early, func(e Exit) bool { return e.Pid == w.pid && w.pid != 0 }); i >= 0 {
+		e := m.early[i]
+		m.early = slices.Delete(m.early, i, i+1)
+		m.onExit(e)
+	}
+	m.handOver()
 }
 
 func describeStatus(ws syscall.WaitStatus) string {

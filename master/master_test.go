@@ -1,8 +1,10 @@
 package master
 
 import (
+	"context"
 	"errors"
 	"os"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -14,24 +16,27 @@ import (
 )
 
 type fakeProc struct {
-	pid     int
-	slot    int
-	gen     int
-	signals []syscall.Signal
-	killed  bool
-	status  scoreboard.Slot
+	pid      int
+	slot     int
+	gen      int
+	signals  []syscall.Signal
+	killed   bool
+	released int
+	status   scoreboard.Slot
+	clock    *time.Duration // the master's
 }
 
 func (p *fakeProc) Pid() int                      { return p.pid }
 func (p *fakeProc) Signal(s syscall.Signal) error { p.signals = append(p.signals, s); return nil }
 func (p *fakeProc) Kill() error                   { p.killed = true; return nil }
 func (p *fakeProc) Status() scoreboard.Slot       { return p.status }
+func (p *fakeProc) Release()                      { p.released++ }
 func (p *fakeProc) got(s syscall.Signal) bool {
 	return len(p.signals) > 0 && p.signals[len(p.signals)-1] == s
 }
 func (p *fakeProc) ready() { p.status.PID, p.status.State = uint64(p.pid), scoreboard.StateReady }
 func (p *fakeProc) busyFor(d time.Duration, desc string) {
-	p.status.BusySince = scoreboard.Now() - uint64(d)
+	p.status.BusySince = uint64(*p.clock - d)
 	p.status.Desc = desc
 }
 
@@ -39,18 +44,21 @@ type fakeSpawner struct {
 	next  int
 	procs []*fakeProc
 	fail  bool
+	clock *time.Duration
 }
 
-func (s *fakeSpawner) Spawn(r SpawnRequest) (Process, error) {
+// Spawn creates the fake process on the loop, so spawns are numbered in the loop's order;
+// the master runs the returned start in a goroutine.
+func (s *fakeSpawner) Spawn(r SpawnRequest) func() (Process, error) {
 	if s.fail {
-		return nil, os.ErrNotExist
+		return func() (Process, error) { return nil, os.ErrNotExist }
 	}
 	s.next++
-	p := &fakeProc{pid: 1000 + s.next, slot: r.Slot, gen: r.Generation}
+	p := &fakeProc{pid: 1000 + s.next, slot: r.Slot, gen: r.Generation, clock: s.clock}
 	p.status.PID = uint64(p.pid)
 	p.status.State = scoreboard.StateBooting
 	s.procs = append(s.procs, p)
-	return p, nil
+	return func() (Process, error) { return p, nil }
 }
 
 // alive returns the fake processes the master still tracks.
@@ -72,20 +80,40 @@ type harness struct {
 
 func newHarness(t *testing.T, cfg Config, hooks Hooks) *harness {
 	core, logs := observer.New(zap.DebugLevel)
-	h := &harness{t: t, sp: &fakeSpawner{}, clock: time.Second, logs: logs}
+	// The clock starts where CLOCK_MONOTONIC might be on a machine up for a day.
+	h := &harness{t: t, sp: &fakeSpawner{}, clock: 24 * time.Hour, logs: logs}
+	h.sp.clock = &h.clock
 	if cfg.GracefulTimeout == 0 {
 		cfg.GracefulTimeout = 30 * time.Second
 	}
 	h.m = New(cfg, h.sp, hooks, zap.New(core), func() time.Duration { return h.clock }, func(n int) int { return n - 1 })
-	h.m.manage()
+	h.manage()
 	return h
 }
 
-func (h *harness) advance(d time.Duration) { h.clock += d; h.m.onTick(); h.m.manage() }
-func (h *harness) signal(s syscall.Signal) { h.m.onSignal(s); h.m.manage() }
+// manage is the loop's step after an event, with every spawn it starts reported back, as
+// Run would (in an order of its choosing).
+func (h *harness) manage() {
+	h.m.manage()
+	for h.m.starting > 0 {
+		h.m.onSpawned(<-h.m.spawned)
+		h.m.manage()
+	}
+}
+
+func (h *harness) advance(d time.Duration) { h.clock += d; h.m.onTick(); h.settle(); h.manage() }
+func (h *harness) signal(s syscall.Signal) { h.m.onSignal(s); h.settle(); h.manage() }
+
+// settle waits for a reload started off the loop and hands its result to the loop, as
+// Run would.
+func (h *harness) settle() {
+	for h.m.reloading {
+		h.m.onReloaded(<-h.m.reloads)
+	}
+}
 func (h *harness) exit(p *fakeProc, ws syscall.WaitStatus) {
 	h.m.onExit(Exit{Pid: p.pid, Status: ws})
-	h.m.manage()
+	h.manage()
 }
 func (h *harness) readyAll() {
 	for _, p := range h.sp.alive(h.m) {
@@ -209,7 +237,7 @@ func TestQuickShutdown(t *testing.T) {
 
 func TestReloadIsRolling(t *testing.T) {
 	reloads := 0
-	h := newHarness(t, Config{Workers: 3}, Hooks{Reload: func(c Config) (Config, error) { reloads++; return c, nil }})
+	h := newHarness(t, Config{Workers: 3}, Hooks{Reload: func(c Config) (func() Config, error) { reloads++; return func() Config { return c }, nil }})
 	h.readyAll()
 	old := append([]*fakeProc(nil), h.sp.procs...)
 	h.signal(syscall.SIGHUP)
@@ -247,9 +275,9 @@ func TestReloadIsRolling(t *testing.T) {
 }
 
 func TestReloadAppliesTheNewConfiguration(t *testing.T) {
-	h := newHarness(t, Config{Workers: 2, Timeout: 30 * time.Second}, Hooks{Reload: func(c Config) (Config, error) {
+	h := newHarness(t, Config{Workers: 2, Timeout: 30 * time.Second}, Hooks{Reload: func(c Config) (func() Config, error) {
 		c.Workers, c.Timeout, c.MaxRequests = 5, 5*time.Second, 100
-		return c, nil
+		return func() Config { return c }, nil
 	}})
 	h.readyAll()
 	h.signal(syscall.SIGTTIN) // an operator's change stands only until the configuration changes the count
@@ -290,7 +318,7 @@ func TestSourceChangeReloadsOncePerChange(t *testing.T) {
 }
 
 func TestReloadErrorKeepsEverything(t *testing.T) {
-	h := newHarness(t, Config{Workers: 2}, Hooks{Reload: func(c Config) (Config, error) { return c, errors.New("config file: SyntaxError") }})
+	h := newHarness(t, Config{Workers: 2}, Hooks{Reload: func(c Config) (func() Config, error) { return nil, errors.New("config file: SyntaxError") }})
 	h.readyAll()
 	h.signal(syscall.SIGHUP)
 	if h.m.gen != 1 || len(h.sp.procs) != 2 {
@@ -381,7 +409,7 @@ func TestHangIsAborted(t *testing.T) {
 	hung, idle := h.sp.procs[0], h.sp.procs[1]
 	hung.busyFor(11*time.Second, "GET /slow?ms=60000")
 	idle.status.Accepting = true
-	idle.status.Heartbeat = scoreboard.Now() - uint64(time.Hour)
+	idle.status.Heartbeat = uint64(h.clock - time.Hour)
 	h.advance(50 * time.Millisecond)
 	if len(hung.signals) != 0 {
 		t.Fatal("aborted on the first stale read")
@@ -410,7 +438,7 @@ func TestSilentIdleWorkerIsAborted(t *testing.T) {
 	h := newHarness(t, Config{Workers: 1, Timeout: 10 * time.Second}, Hooks{})
 	h.readyAll()
 	p := h.sp.procs[0]
-	p.status.Heartbeat = scoreboard.Now() - uint64(time.Minute)
+	p.status.Heartbeat = uint64(h.clock - time.Minute)
 	h.advance(50 * time.Millisecond)
 	h.advance(50 * time.Millisecond)
 	if !p.got(syscall.SIGABRT) {
@@ -460,7 +488,7 @@ func TestWinchStopsAllKeepsMaster(t *testing.T) {
 
 func TestResizeFollowsLimits(t *testing.T) {
 	want := 2
-	h := newHarness(t, Config{Workers: 2, ResizeInterval: 30 * time.Second}, Hooks{Resize: func([]scoreboard.Slot) (int, string, bool) { return want, "test", true }})
+	h := newHarness(t, Config{Workers: 2, ResizeInterval: 30 * time.Second}, Hooks{Resize: func(time.Duration, []scoreboard.Slot) (int, string, bool) { return want, "test", true }})
 	h.readyAll()
 	want = 4
 	h.advance(29 * time.Second)
@@ -548,5 +576,268 @@ func TestTTINStopsAtTheMemoryCeiling(t *testing.T) {
 	h.signal(syscall.SIGTTIN)
 	if h.m.desired != 3 || h.logs.FilterMessageSnippet("TTIN refused").Len() != 1 {
 		t.Errorf("desired %d after two TTINs with room for 3", h.m.desired)
+	}
+}
+
+// TestReloadRunsOffTheLoop: while the Reload hook is still evaluating, the loop answers
+// queries and supervises (a crashed worker is replaced); the result rolls out when it
+// arrives.
+func TestReloadRunsOffTheLoop(t *testing.T) {
+	release := make(chan struct{})
+	started := make(chan struct{})
+	sp := &fakeSpawner{}
+	clock := 24 * time.Hour
+	sp.clock = &clock
+	hooks := Hooks{Reload: func(c Config) (func() Config, error) {
+		close(started)
+		<-release
+		c.MaxRequests = 7
+		return func() Config { return c }, nil
+	}}
+	m := New(Config{Workers: 2, GracefulTimeout: time.Second}, sp, hooks, zap.NewNop(), func() time.Duration { return clock }, func(n int) int { return 0 })
+	signals := make(chan os.Signal, 1)
+	exits := make(chan Exit, 1)
+	done := make(chan int)
+	go func() { done <- m.Run(Inputs{Signals: signals, Exits: exits}) }()
+	snap := func() Snapshot {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		s, err := m.Snapshot(ctx)
+		if err != nil {
+			t.Fatalf("the loop did not answer during the reload: %v", err)
+		}
+		return s
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for s := snap(); s.Workers[0].Pid == 0 || s.Workers[1].Pid == 0; s = snap() {
+		if time.Now().After(deadline) {
+			t.Fatal("workers not started")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	signals <- syscall.SIGHUP
+	<-started
+	first := snap()
+	exits <- Exit{Pid: first.Workers[0].Pid, Status: killedBy(syscall.SIGKILL)}
+	for snap().Spawns != 3 {
+		if time.Now().After(deadline) {
+			t.Fatal("a worker that died during the reload was not replaced")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if s := snap(); s.Generation != 1 {
+		t.Fatalf("generation %d before the reload reported", s.Generation)
+	}
+	close(release)
+	for snap().Generation != 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("the reload's result was not applied")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	signals <- syscall.SIGQUIT
+	for _, w := range snap().Workers {
+		exits <- Exit{Pid: w.Pid, Status: killedBy(syscall.SIGQUIT)}
+	}
+	if code := <-done; code != ExitOK {
+		t.Errorf("exit code %d", code)
+	}
+	if m.cfg.MaxRequests != 7 {
+		t.Errorf("max requests %d, want the reloaded 7", m.cfg.MaxRequests)
+	}
+}
+
+// TestHUPDuringReloadReloadsAgain: a HUP while a reload evaluates is not lost (the file
+// may have changed again after the evaluation read it) and does not start a second
+// evaluation at the same time.
+func TestHUPDuringReloadReloadsAgain(t *testing.T) {
+	calls := 0
+	h := newHarness(t, Config{Workers: 1}, Hooks{Reload: func(c Config) (func() Config, error) {
+		calls++
+		return func() Config { return c }, nil
+	}})
+	h.readyAll()
+	h.m.onSignal(syscall.SIGHUP)
+	h.m.onSignal(syscall.SIGHUP) // arrives before the first evaluation reports
+	h.m.onSignal(syscall.SIGHUP)
+	h.m.onReloaded(<-h.m.reloads)
+	if !h.m.reloading {
+		t.Fatal("the HUPs during the reload were dropped")
+	}
+	h.m.onReloaded(<-h.m.reloads)
+	if h.m.reloading || calls != 2 || h.m.gen != 3 {
+		t.Errorf("reloading=%v after %d evaluations, generation %d; want 2 evaluations, generation 3", h.m.reloading, calls, h.m.gen)
+	}
+}
+
+// TestReapedWorkerIsReleased: every reaped worker's handles are released exactly once,
+// whatever ended it.
+func TestReapedWorkerIsReleased(t *testing.T) {
+	h := newHarness(t, Config{Workers: 3}, Hooks{})
+	h.readyAll()
+	h.exit(h.sp.procs[0], killedBy(syscall.SIGKILL))
+	h.exit(h.sp.procs[1], exitCode(0))
+	h.signal(syscall.SIGQUIT)
+	for _, p := range h.sp.alive(h.m) {
+		h.exit(p, killedBy(syscall.SIGQUIT))
+	}
+	for _, p := range h.sp.procs {
+		tracked := slices.ContainsFunc(h.m.workers, func(w *worker) bool { return w.proc == p })
+		if want := map[bool]int{true: 0, false: 1}[tracked]; p.released != want {
+			t.Errorf("worker %d (tracked %v) released %d times, want %d", p.pid, tracked, p.released, want)
+		}
+	}
+	if len(h.m.workers) != 0 {
+		t.Errorf("%d workers left", len(h.m.workers))
+	}
+}
+
+// TestUpgradeWaitsForThePreflight: USR2 hands over only after the pre-flight passed, with
+// the table as it is then; a failed pre-flight hands nothing over and says why.
+func TestUpgradeWaitsForThePreflight(t *testing.T) {
+	var handed []Handover
+	verdict := errors.New("exit status 2: unknown flag --frobnicate")
+	h := newHarness(t, Config{Workers: 2}, Hooks{
+		Preflight: func() error { return verdict },
+		Upgrade:   func(ho Handover) error { handed = append(handed, ho); return nil },
+	})
+	h.readyAll()
+	h.m.onSignal(syscall.SIGUSR2)
+	h.m.onSignal(syscall.SIGUSR2) // ignored: one upgrade at a time
+	if len(handed) != 0 {
+		t.Fatal("handed over before the pre-flight reported")
+	}
+	h.m.onPreflight(<-h.m.checked)
+	if len(handed) != 0 || h.logs.FilterMessageSnippet("binary upgrade refused").Len() != 1 {
+		t.Fatalf("a failed pre-flight: %d handovers, logs %v", len(handed), h.logs.All())
+	}
+	if h.m.upgrading {
+		t.Fatal("still upgrading after the verdict")
+	}
+	verdict = nil
+	h.m.onSignal(syscall.SIGUSR2)
+	h.signal(syscall.SIGTTIN) // the table changes while the pre-flight runs
+	h.m.onPreflight(<-h.m.checked)
+	if len(handed) != 1 || handed[0].Desired != 3 || len(handed[0].Workers) != 3 {
+		t.Fatalf("handovers %+v, want one with the 3 workers of the table at hand-over time", handed)
+	}
+}
+
+// TestAdoptAfterRollbackKeepsTheGeneration: the previous binary, restored, keeps its
+// workers; a successful upgrade replaces them.
+func TestAdoptAfterRollbackKeepsTheGeneration(t *testing.T) {
+	ho := Handover{Desired: 2, Generation: 4, Workers: []HandoverWorker{{Pid: 11, Slot: 0, Generation: 4}, {Pid: 12, Slot: 1, Generation: 4}}}
+	for _, rollOut := range []bool{false, true} {
+		h := newHarness(t, Config{Workers: 0}, Hooks{})
+		attach := func(pid, slot int) Process {
+			return &fakeProc{pid: pid, slot: slot, clock: &h.clock, status: scoreboard.Slot{PID: uint64(pid), State: scoreboard.StateReady}}
+		}
+		h.m.Adopt(ho, attach, rollOut)
+		h.advance(50 * time.Millisecond)
+		if replaced := len(h.sp.procs) > 0; replaced != rollOut {
+			t.Errorf("rollOut=%v: %d workers spawned to replace the adopted ones", rollOut, len(h.sp.procs))
+		}
+	}
+}
+
+// TestExitBeforeTheSpawnReports: the reaper may route a new worker's exit before its
+// start has reported to the loop; the exit is still that worker's, not an orphan's.
+func TestExitBeforeTheSpawnReports(t *testing.T) {
+	h := newHarness(t, Config{Workers: 1}, Hooks{})
+	h.readyAll()
+	h.m.onSignal(syscall.SIGTTIN)
+	h.m.manage() // the spawn is left in flight
+	if h.m.starting != 1 {
+		t.Fatalf("%d spawns in flight, want 1", h.m.starting)
+	}
+	early := h.sp.procs[len(h.sp.procs)-1]
+	h.m.onExit(Exit{Pid: 77, Status: exitCode(0)}) // an orphan's
+	h.m.onExit(Exit{Pid: early.pid, Status: exitCode(1)})
+	if h.m.exits[ReasonCrash] != 0 {
+		t.Fatalf("exits %v: applied before the worker was known", h.m.exits)
+	}
+	h.m.onSpawned(<-h.m.spawned)
+	if h.m.exits[ReasonCrash] != 1 || h.m.find(early.pid) >= 0 || len(h.m.early) != 0 {
+		t.Errorf("exits %v, table has the worker: %v, parked %v; want its exit applied once it reported", h.m.exits, h.m.find(early.pid) >= 0, h.m.early)
+	}
+	if n := h.logs.FilterMessage("reaped orphan").Len(); n != 1 {
+		t.Errorf("%d orphans logged, want the one", n)
+	}
+}
+
+// TestSignalToAStartingWorkerIsDelivered: a worker stopped or killed while its fork is in
+// flight gets the signal once it exists.
+func TestSignalToAStartingWorkerIsDelivered(t *testing.T) {
+	h := newHarness(t, Config{Workers: 1}, Hooks{})
+	h.readyAll()
+	h.m.onSignal(syscall.SIGTTIN)
+	h.m.manage()
+	if h.m.starting != 1 {
+		t.Fatalf("%d spawns in flight", h.m.starting)
+	}
+	h.m.onSignal(syscall.SIGQUIT)
+	h.m.onSpawned(<-h.m.spawned)
+	late := h.sp.procs[len(h.sp.procs)-1]
+	if !late.got(syscall.SIGQUIT) {
+		t.Errorf("worker started during the shutdown got %v, want SIGQUIT", late.signals)
+	}
+}
+
+// TestHandoverWaitsForSpawnsInFlight: a worker forked after the table was handed over
+// would be nobody's, so the hand-over waits for spawns in flight.
+func TestHandoverWaitsForSpawnsInFlight(t *testing.T) {
+	var handed []Handover
+	h := newHarness(t, Config{Workers: 1}, Hooks{
+		Preflight: func() error { return nil },
+		Upgrade:   func(ho Handover) error { handed = append(handed, ho); return nil },
+	})
+	h.readyAll()
+	h.m.onSignal(syscall.SIGUSR2)
+	h.m.onSignal(syscall.SIGTTIN)
+	h.m.manage()
+	h.m.onPreflight(<-h.m.checked)
+	if len(handed) != 0 {
+		t.Fatal("handed over with a spawn in flight")
+	}
+	h.m.onSpawned(<-h.m.spawned)
+	if len(handed) != 1 || len(handed[0].Workers) != 2 || handed[0].Workers[1].Pid == 0 {
+		t.Fatalf("handovers %+v, want one with both workers once the spawn reported", handed)
+	}
+}
+
+// TestSpawnRunsOffTheLoop: while a fork is slow, the loop answers queries.
+func TestSpawnRunsOffTheLoop(t *testing.T) {
+	release := make(chan struct{})
+	sp := &slowSpawner{release: release}
+	clock := 24 * time.Hour
+	m := New(Config{Workers: 1, GracefulTimeout: time.Second}, sp, Hooks{}, zap.NewNop(), func() time.Duration { return clock }, func(n int) int { return 0 })
+	signals := make(chan os.Signal, 1)
+	exits := make(chan Exit, 1)
+	done := make(chan int)
+	go func() { done <- m.Run(Inputs{Signals: signals, Exits: exits}) }()
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	s, err := m.Snapshot(ctx)
+	if err != nil {
+		t.Fatalf("the loop did not answer while a spawn was in flight: %v", err)
+	}
+	if len(s.Workers) != 1 || s.Workers[0].State != "booting" || s.Workers[0].Pid != 0 {
+		t.Errorf("snapshot %+v, want one booting worker without a pid yet", s.Workers)
+	}
+	signals <- syscall.SIGQUIT
+	close(release)
+	exits <- Exit{Pid: 4242, Status: killedBy(syscall.SIGQUIT)}
+	if code := <-done; code != ExitOK {
+		t.Errorf("exit code %d", code)
+	}
+}
+
+type slowSpawner struct{ release chan struct{} }
+
+func (s *slowSpawner) Spawn(r SpawnRequest) func() (Process, error) {
+	return func() (Process, error) {
+		<-s.release
+		return &fakeProc{pid: 4242, slot: r.Slot}, nil
 	}
 }

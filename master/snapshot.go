@@ -56,8 +56,11 @@ func (m *Master) snapshot() Snapshot {
 		s.Exits[k] = v
 	}
 	for _, w := range m.workers {
-		st := w.proc.Status()
-		if st.PID != uint64(w.pid) {
+		var st scoreboard.Slot
+		if !w.starting() {
+			st = w.proc.Status()
+		}
+		if st.PID != uint64(w.pid) || w.pid == 0 {
 			st = scoreboard.Slot{}
 		}
 		info := WorkerInfo{Slot: w.slot, Pid: w.pid, Generation: w.gen, Age: now - w.spawnedAt, Status: st}
@@ -95,11 +98,15 @@ type HandoverWorker struct {
 	MaxRequests uint64 `json:"max_requests"`
 }
 
-// Adopt takes over workers started by a previous master image; call before Run. They are
-// replaced one at a time by workers of the new binary, like a reload.
-func (m *Master) Adopt(h Handover, attach func(pid, slot int) Process) {
+// Adopt takes over workers started by a previous master image; call before Run. With
+// rollOut they are replaced one at a time by workers of the new binary, like a reload;
+// without (the previous binary restored after a failed upgrade) they serve on.
+func (m *Master) Adopt(h Handover, attach func(pid, slot int) Process, rollOut bool) {
 	m.desired = h.Desired
-	m.gen = h.Generation + 1
+	m.gen = h.Generation
+	if rollOut {
+		m.gen++
+	}
 	now := m.now()
 	for _, hw := range h.Workers {
 		w := &worker{slot: hw.Slot, gen: hw.Generation, proc: attach(hw.Pid, hw.Slot), pid: hw.Pid, spawnedAt: now, readyAt: now, maxRequests: hw.MaxRequests}

@@ -102,11 +102,6 @@ func (l *Listener) Port() int { return l.port }
 // Family returns the socket's address family.
 func (l *Listener) Family() Family { return l.family }
 
-// Disown makes Close leave the unix socket file in place, for a master that
-// hands its sockets over to a successor (binary upgrade). Listeners adopted
-// from fd://N or systemd never remove their file.
-func (l *Listener) Disown() { l.path = "" }
-
 // Close closes the socket and, if this process created its unix socket
 // file and the path still names that same file, removes the file. Close is
 // not safe for concurrent use with other methods.

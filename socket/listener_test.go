@@ -434,16 +434,6 @@ func TestBindUnixOwnership(t *testing.T) {
 		}
 	})
 
-	t.Run("disowned file is kept", func(t *testing.T) {
-		path := filepath.Join(dir, "disowned.sock")
-		l := bindOne(t, "unix:"+path, Options{})
-		l.Disown()
-		l.Close()
-		if _, err := os.Lstat(path); err != nil {
-			t.Errorf("Close after Disown removed the file: %v", err)
-		}
-	})
-
 	t.Run("adopted socket keeps its file", func(t *testing.T) {
 		path := filepath.Join(dir, "adopted.sock")
 		owner := bindOne(t, "unix:"+path, Options{})

@@ -207,12 +207,7 @@ func TestReloadWithBrokenCode(t *testing.T) {
 // TestUpgradeAsPID1 runs gorn as PID 1 of a new PID namespace, replaces its binary, sends
 // USR2, and checks that the PID is kept, the new binary serves, and no request fails.
 func TestUpgradeAsPID1(t *testing.T) {
-	if os.Geteuid() != 0 {
-		testenv.Missing(t, "needs root for unshare --pid")
-	}
-	if err := exec.Command("unshare", "--pid", "--fork", "--mount-proc", "true").Run(); err != nil {
-		testenv.Missing(t, "unshare --pid unavailable: %v", err)
-	}
+	needPID1(t)
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "gorn")
 	copyFile(t, gornBin, bin)
@@ -229,6 +224,7 @@ func TestUpgradeAsPID1(t *testing.T) {
 	if err := os.Rename(bin+".new", bin); err != nil {
 		t.Fatal(err)
 	}
+	fdsBefore, _ := masterUsage(t, pid1)
 	syscall.Kill(pid1, syscall.SIGUSR2)
 	g.waitLog("binary upgrade: adopted", 1, 20*time.Second)
 	deadline := time.Now().Add(30 * time.Second)
@@ -253,6 +249,13 @@ func TestUpgradeAsPID1(t *testing.T) {
 	}
 	if got := g.innerPid(t); got != pid1 {
 		t.Errorf("master pid changed from %d to %d", pid1, got)
+	}
+	// The adopted workers are replaced and reaped: their pidfds, the way back to the old
+	// binary and its handover duplicates are all closed.
+	fdsAfter, _ := masterUsage(t, pid1)
+	t.Logf("master fds: %d before the upgrade, %d after", fdsBefore, fdsAfter)
+	if fdsAfter > fdsBefore {
+		t.Errorf("the master holds %d fds after the upgrade, %d before", fdsAfter, fdsBefore)
 	}
 	syscall.Kill(pid1, syscall.SIGTERM)
 	if code := g.wait(30 * time.Second); code != 0 {
@@ -288,12 +291,7 @@ func copyFile(t *testing.T, from, to string) {
 // TestPID1ReapsOrphans: as PID 1, orphaned grandchildren are reaped (no zombies), and the
 // exit code is right.
 func TestPID1ReapsOrphans(t *testing.T) {
-	if os.Geteuid() != 0 {
-		testenv.Missing(t, "needs root for unshare --pid")
-	}
-	if err := exec.Command("unshare", "--pid", "--fork", "--mount-proc", "true").Run(); err != nil {
-		testenv.Missing(t, "unshare --pid unavailable: %v", err)
-	}
+	needPID1(t)
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "orphans.py"), []byte(`import subprocess
 def application(environ, start_response):

@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"runtime"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -99,16 +98,20 @@ type Config struct {
 	Spec func() Spec
 	// Lifeline is an inherited pipe (read, write) after a binary upgrade; nil makes a new one.
 	Lifeline *[2]*os.File
+	// Thread forks the workers; nil starts a thread of the spawner's own.
+	Thread *Thread
+	// Reaper collects the workers' exits and sends them to Exits.
+	Reaper *Reaper
+	Exits  chan<- master.Exit
 }
 
-// Spawner starts workers from one goroutine locked to its OS thread for the life of the
-// process: Pdeathsig fires when the thread that forked a child exits, so that thread must
-// never exit. Binary upgrades exec from the same thread for the same reason.
+// Spawner starts workers from one Thread (see Thread for why) and registers each with
+// the reaper as it is forked.
 type Spawner struct {
 	cfg      Config
 	zip      *os.File
 	lifeline [2]*os.File // read end inherited by workers; write end held by the master
-	requests chan func()
+	thread   *Thread
 }
 
 // NewSpawner packs the runtime and starts the spawning thread.
@@ -117,7 +120,13 @@ func NewSpawner(cfg Config) (*Spawner, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Spawner{cfg: cfg, zip: z, requests: make(chan func())}
+	if cfg.Reaper == nil || cfg.Exits == nil {
+		return nil, fmt.Errorf("starting the spawner: no reaper")
+	}
+	s := &Spawner{cfg: cfg, zip: z, thread: cfg.Thread}
+	if s.thread == nil {
+		s.thread = StartThread()
+	}
 	if cfg.Lifeline != nil {
 		s.lifeline = *cfg.Lifeline
 	} else {
@@ -127,13 +136,6 @@ func NewSpawner(cfg Config) (*Spawner, error) {
 		}
 		s.lifeline = [2]*os.File{r, w}
 	}
-	go func() {
-		runtime.LockOSThread() // never unlocked: this thread lives as long as the process
-		for req := range s.requests {
-			req()
-		}
-		select {} // keep the thread even if the channel is closed
-	}()
 	return s, nil
 }
 
@@ -141,12 +143,8 @@ func NewSpawner(cfg Config) (*Spawner, error) {
 // master: when the master is gone, workers read EOF).
 func (s *Spawner) Lifeline() (r, w *os.File) { return s.lifeline[0], s.lifeline[1] }
 
-// OnThread runs fn on the spawning thread and waits for it.
-func (s *Spawner) OnThread(fn func()) {
-	done := make(chan struct{})
-	s.requests <- func() { fn(); close(done) }
-	<-done
-}
+// Thread is the thread that forks the workers.
+func (s *Spawner) Thread() *Thread { return s.thread }
 
 // runtimeZip writes the embedded package to a memfd as a zip the interpreter can run.
 func runtimeZip() (*os.File, error) {
@@ -185,17 +183,22 @@ func runtimeZip() (*os.File, error) {
 	return f, nil
 }
 
-// Spawn starts one worker; it implements master.Spawner.
-func (s *Spawner) Spawn(req master.SpawnRequest) (master.Process, error) {
-	var (
-		proc master.Process
-		err  error
-	)
-	s.OnThread(func() { proc, err = s.spawn(req) })
-	return proc, err
+// Spawn implements master.Spawner: it reads the configuration's spec on the caller's
+// goroutine (the master loop, which owns it) and returns the fork and exec, which run on
+// the spawner's thread.
+func (s *Spawner) Spawn(req master.SpawnRequest) func() (master.Process, error) {
+	spec := s.cfg.Spec()
+	return func() (master.Process, error) {
+		var (
+			proc master.Process
+			err  error
+		)
+		s.thread.Do(func() { proc, err = s.spawn(req, spec) })
+		return proc, err
+	}
 }
 
-func (s *Spawner) spawn(req master.SpawnRequest) (master.Process, error) {
+func (s *Spawner) spawn(req master.SpawnRequest, spec Spec) (master.Process, error) {
 	cfg := s.cfg
 	cfg.Board.Reset(req.Slot)
 	devnull, err := os.Open(os.DevNull)
@@ -204,7 +207,6 @@ func (s *Spawner) spawn(req master.SpawnRequest) (master.Process, error) {
 	}
 	defer devnull.Close()
 	files := []*os.File{devnull, cfg.Stdout, cfg.Stderr}
-	spec := cfg.Spec()
 	set := spec.Settings
 	set.Slot, set.Generation, set.Workers = req.Slot, req.Generation, req.Workers
 	set.ListenFDs = nil
@@ -222,13 +224,22 @@ func (s *Spawner) spawn(req master.SpawnRequest) (master.Process, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encoding worker settings: %w", err)
 	}
-	argv := []string{cfg.Python, fmt.Sprintf("/proc/self/fd/%d", zipFD), fmt.Sprintf("gorn: worker [%s] slot=%d", set.procName(), req.Slot)}
-	p, err := os.StartProcess(cfg.Python, argv, &os.ProcAttr{
-		Dir:   spec.Dir,
-		Env:   append(spec.Env[:len(spec.Env):len(spec.Env)], "GORN_WORKER="+string(js)),
-		Files: files,
-		// Go sets Pdeathsig after the credentials change, which would otherwise clear it.
-		Sys: &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, Credential: spec.Credential},
+	name := set.procName()
+	argv := []string{cfg.Python, fmt.Sprintf("/proc/self/fd/%d", zipFD), fmt.Sprintf("gorn: worker [%s] slot=%d", name, req.Slot)}
+	var p *os.Process
+	_, err = cfg.Reaper.Start(cfg.Exits, func() (int, error) {
+		var err error
+		p, err = os.StartProcess(cfg.Python, argv, &os.ProcAttr{
+			Dir:   spec.Dir,
+			Env:   append(spec.Env[:len(spec.Env):len(spec.Env)], "GORN_WORKER="+string(js)),
+			Files: files,
+			// Go sets Pdeathsig after the credentials change, which would otherwise clear it.
+			Sys: &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, Credential: spec.Credential},
+		})
+		if err != nil {
+			return 0, err
+		}
+		return p.Pid, nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("starting worker %s: %w", cfg.Python, err)
@@ -236,18 +247,27 @@ func (s *Spawner) spawn(req master.SpawnRequest) (master.Process, error) {
 	return &Process{pid: p.Pid, proc: p, board: cfg.Board, slot: req.Slot}, nil
 }
 
-// Attach wraps an already running worker (adopted after a binary upgrade).
+// Attach wraps an already running worker (adopted after a binary upgrade), with a pidfd
+// of its own when the kernel has pidfd_open (5.3); Release closes it.
 func (s *Spawner) Attach(pid, slot int) master.Process {
-	return &Process{pid: pid, board: s.cfg.Board, slot: slot}
+	p := &Process{pid: pid, board: s.cfg.Board, slot: slot}
+	if fd, err := unix.PidfdOpen(pid, 0); err == nil {
+		p.pidfd, p.hasPidfd = fd, true
+	}
+	return p
 }
 
-// Process is a running worker. Signals go through the pidfd held by os.Process where there
-// is one, so a recycled pid is never signalled by mistake.
+// Process is a running worker. Signals go through a pidfd where there is one (held by
+// os.Process for a spawned worker, opened by Attach for an adopted one), so a recycled
+// pid is never signalled by mistake.
 type Process struct {
-	pid   int
-	proc  *os.Process // nil when adopted
-	board *scoreboard.Board
-	slot  int
+	pid      int
+	proc     *os.Process // nil when adopted or released
+	pidfd    int         // an adopted worker's, when hasPidfd
+	hasPidfd bool
+	board    *scoreboard.Board
+	slot     int
+	released bool
 }
 
 // Pid is the worker's process id.
@@ -255,14 +275,23 @@ func (p *Process) Pid() int { return p.pid }
 
 // Signal sends sig to the worker.
 func (p *Process) Signal(sig syscall.Signal) error {
+	if p.released {
+		return os.ErrProcessDone
+	}
 	if p.proc != nil {
 		return p.proc.Signal(sig)
+	}
+	if p.hasPidfd {
+		return unix.PidfdSendSignal(p.pidfd, sig, nil, 0)
 	}
 	return unix.Kill(p.pid, sig)
 }
 
 // Kill sends SIGKILL to the worker's process group (its own children included).
 func (p *Process) Kill() error {
+	if p.released {
+		return os.ErrProcessDone
+	}
 	err := unix.Kill(-p.pid, unix.SIGKILL)
 	if err == unix.ESRCH {
 		return p.Signal(unix.SIGKILL)
@@ -270,16 +299,19 @@ func (p *Process) Kill() error {
 	return err
 }
 
-// Wait waits for a worker started by this process when no reaper runs (--check-config).
-func (p *Process) Wait() (syscall.WaitStatus, error) {
-	if p.proc == nil {
-		return 0, fmt.Errorf("waiting for pid %d: not started here", p.pid)
+// Release frees the handles on a reaped worker: os.Process holds a pidfd that would
+// otherwise stay open until the garbage collector finalizes it. Its pid may be reused
+// at once, so nothing is signalled after Release.
+func (p *Process) Release() {
+	p.released = true
+	if p.proc != nil {
+		_ = p.proc.Release()
+		p.proc = nil
 	}
-	st, err := p.proc.Wait()
-	if err != nil {
-		return 0, fmt.Errorf("waiting for pid %d: %w", p.pid, err)
+	if p.hasPidfd {
+		unix.Close(p.pidfd)
+		p.hasPidfd = false
 	}
-	return st.Sys().(syscall.WaitStatus), nil
 }
 
 // Status reads the worker's scoreboard slot.

@@ -8,8 +8,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/gornhq/gorn/internal/scoreboard"
 	"github.com/gornhq/gorn/internal/testenv"
@@ -59,10 +62,11 @@ func TestSpawnServesAndReaps(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer board.Close()
-	exits := reapedExits()
+	reaper, _ := testReaper()
+	exits := make(chan master.Exit, 1)
 	sp, err := NewSpawner(Config{
 		Python: py, Listeners: []*os.File{ls[0].File()}, Board: board,
-		Stdout: os.Stdout, Stderr: os.Stderr,
+		Stdout: os.Stdout, Stderr: os.Stderr, Reaper: reaper, Exits: exits,
 		Spec: func() Spec {
 			return Spec{Dir: dir, Env: os.Environ(), Settings: Settings{Options: map[string]any{"app": "tiny", "worker_class": "sync",
 				"keepalive": 2, "header_timeout": 10, "limit_request_line": 4094, "limit_request_fields": 100,
@@ -74,7 +78,7 @@ func TestSpawnServesAndReaps(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	proc, err := sp.Spawn(master.SpawnRequest{Slot: 1, Generation: 3, Workers: 1})
+	proc, err := sp.Spawn(master.SpawnRequest{Slot: 1, Generation: 3, Workers: 1})()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +115,7 @@ func TestSpawnServesAndReaps(t *testing.T) {
 		select {
 		case e := <-exits:
 			if e.Pid != proc.Pid() {
-				continue // another child of the test binary
+				t.Fatalf("reaped %+v, routed to the worker's owner", e)
 			}
 			if !e.Status.Signaled() {
 				t.Errorf("reaped %+v, want pid %d killed", e, proc.Pid())
@@ -123,10 +127,57 @@ func TestSpawnServesAndReaps(t *testing.T) {
 	}
 }
 
-// reapedExits starts the one reaper of the test binary: a second one (go test -count=2)
-// would race the first for wait4 and steal its exits.
-var reapedExits = sync.OnceValue(func() chan master.Exit {
-	exits := make(chan master.Exit, 4)
-	go Reap(exits)
-	return exits
+// testReaper is the one reaper of the test binary: a second one (go test -count=2) would
+// race the first for wait4 and steal its exits. Exits nobody routed go to the channel.
+var testReaper = sync.OnceValues(func() (*Reaper, chan master.Exit) {
+	others := make(chan master.Exit, 16)
+	return NewReaper(others), others
 })
+
+// TestAttachHoldsAndReleasesAPidfd: an adopted worker is signalled through a pidfd of its
+// own, which Release closes.
+func TestAttachHoldsAndReleasesAPidfd(t *testing.T) {
+	board, err := scoreboard.New(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer board.Close()
+	reaper, _ := testReaper()
+	exited := make(chan master.Exit, 1)
+	var child *os.Process
+	if _, err := reaper.Start(exited, func() (int, error) {
+		var err error
+		child, err = os.StartProcess("/bin/sleep", []string{"sleep", "30"}, &os.ProcAttr{})
+		if err != nil {
+			return 0, err
+		}
+		return child.Pid, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer child.Release()
+	sp := &Spawner{cfg: Config{Board: board}}
+	p := sp.Attach(child.Pid, 0).(*Process)
+	if !p.hasPidfd {
+		t.Fatal("no pidfd on the adopted worker")
+	}
+	fd := p.pidfd
+	if err := p.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case e := <-exited:
+		if !e.Status.Signaled() || e.Status.Signal() != syscall.SIGTERM {
+			t.Errorf("exit %+v, want SIGTERM", e)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the signal did not arrive")
+	}
+	p.Release()
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err == nil {
+		t.Error("the pidfd is still open after Release")
+	}
+	if err := p.Signal(syscall.SIGTERM); err == nil {
+		t.Error("a released worker was signalled")
+	}
+}

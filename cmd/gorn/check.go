@@ -14,7 +14,7 @@ import (
 
 // checkConfig loads the app once in a worker that binds and serves nothing (gunicorn's
 // --check-config): exit 0 if it imports, 4 if not.
-func checkConfig(cfg *config.Config, logs *logFiles) int {
+func checkConfig(cfg *config.Config, logs *logFiles, thread *worker.Thread, children *worker.Reaper) int {
 	log := logs.logger
 	board, err := scoreboard.New(1)
 	if err != nil {
@@ -24,24 +24,24 @@ func checkConfig(cfg *config.Config, logs *logFiles) int {
 	defer board.Close()
 	spec := workerSpec(cfg)
 	spec.Settings.Check = true
+	exited := make(chan master.Exit, 1)
 	sp, err := worker.NewSpawner(worker.Config{
 		Python: cfg.Python, Board: board, Stdout: logs.stdout, Stderr: logs.workerStderr(),
-		Spec: func() worker.Spec { return spec },
+		Spec:   func() worker.Spec { return spec },
+		Thread: thread, Reaper: children, Exits: exited,
 	})
 	if err != nil {
 		log.Error(err.Error())
 		return master.ExitError
 	}
-	proc, err := sp.Spawn(master.SpawnRequest{Workers: 1})
+	proc, err := sp.Spawn(master.SpawnRequest{Workers: 1})()
 	if err != nil {
 		log.Error(err.Error())
 		return master.ExitBootFailure
 	}
-	ws, err := proc.(*worker.Process).Wait()
+	ws := (<-exited).Status
+	proc.Release()
 	switch {
-	case err != nil:
-		log.Error(err.Error())
-		return master.ExitError
 	case ws.Exited() && ws.ExitStatus() == 0:
 		fmt.Fprintf(os.Stdout, "%s: the application loads\n", cfg.App)
 		return master.ExitOK

@@ -5,12 +5,21 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/gornhq/gorn/config"
 	"github.com/gornhq/gorn/internal/testenv"
+	"github.com/gornhq/gorn/master"
+	"github.com/gornhq/gorn/worker"
 )
+
+// testLoader evaluates config files through the test binary's one reaper: a second
+// reaper would race it for the exits.
+var testLoader = sync.OnceValue(func() config.Loader {
+	return configFileLoader(worker.NewReaper(make(chan master.Exit, 64)), worker.StartThread())
+})
 
 func env(kv ...string) func(string) string {
 	m := map[string]string{}
@@ -43,7 +52,7 @@ def post_fork(server, worker):
 def on_starting(server):
     pass
 `)
-	c, err := config.Parse([]string{"-c", good, "--python", python, "app"}, env(), loadConfigFile)
+	c, err := config.Parse([]string{"-c", good, "--python", python, "app"}, env(), testLoader())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,12 +67,12 @@ def on_starting(server):
 		"syntax":   {"bind = (\n", "SyntaxError"},
 		"bad type": {"workers = {1: 2}\n", "workers: want a string, a number"},
 	} {
-		_, err := config.Parse([]string{"-c", write(name+".py", tc.src), "--python", python, "app"}, env(), loadConfigFile)
+		_, err := config.Parse([]string{"-c", write(name+".py", tc.src), "--python", python, "app"}, env(), testLoader())
 		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {
 			t.Errorf("%s: error %v, want one line with %q", name, err, tc.want)
 		}
 	}
-	_, err = config.Parse([]string{"-c", filepath.Join(dir, "missing.py"), "--python", python, "app"}, env(), loadConfigFile)
+	_, err = config.Parse([]string{"-c", filepath.Join(dir, "missing.py"), "--python", python, "app"}, env(), testLoader())
 	if err == nil || !strings.Contains(err.Error(), "does not exist") {
 		t.Errorf("missing file: error %v", err)
 	}

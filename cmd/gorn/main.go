@@ -3,6 +3,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -18,7 +20,10 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/gornhq/gorn/config"
+	"github.com/gornhq/gorn/internal/cgroup"
 	"github.com/gornhq/gorn/internal/scoreboard"
+	"github.com/gornhq/gorn/internal/sizing"
+	"github.com/gornhq/gorn/internal/upgrade"
 	"github.com/gornhq/gorn/master"
 	"github.com/gornhq/gorn/socket"
 	"github.com/gornhq/gorn/worker"
@@ -27,20 +32,85 @@ import (
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "0.1.0"
 
+// The main goroutine stays on the main thread, which serves the worker.Thread that forks
+// every child and execs upgrades: the one thread that survives execve.
+func init() { runtime.LockOSThread() }
+
 func main() {
-	os.Exit(run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
+	th := worker.NewThread()
+	go func() { os.Exit(supervise(th)) }()
+	th.Serve()
+}
+
+// supervise is run, guarded by the way back to the previous binary when this process
+// was started by a binary upgrade (see internal/upgrade).
+func supervise(th *worker.Thread) int {
+	guard, err := upgrade.Arm(os.Getenv)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "gorn: error: %v; serving on without a way back\n", err)
+	}
+	if guard == nil {
+		return run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr, host{thread: th})
+	}
+	stops := make(chan os.Signal, 8)
+	signal.Notify(stops, upgrade.StopSignals()...)
+	code, reason := upgrade.Watch(upgrade.ReadyTimeout, func(serving func(), failed func(error)) int {
+		return run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr, host{thread: th, serving: serving, failed: failed})
+	}, func() {
+		// The master loop runs with its own channel for signals; one caught before that
+		// channel existed is raised again (a stop signal twice is a stop signal).
+		signal.Stop(stops)
+		for len(stops) > 0 {
+			_ = syscall.Kill(os.Getpid(), (<-stops).(syscall.Signal))
+		}
+		guard.Release()
+	})
+	if reason == "" {
+		return code
+	}
+	why := upgrade.RolledBack{Reason: reason}
+	for len(stops) > 0 {
+		why.Stops = append(why.Stops, (<-stops).(syscall.Signal))
+	}
+	fmt.Fprintf(os.Stderr, "gorn: binary upgrade failed (%s); restoring the previous binary\n", reason)
+	th.Do(func() { err = guard.Rollback(why) })
+	fmt.Fprintf(os.Stderr, "gorn: error: %v\n", err)
+	return master.ExitError
+}
+
+// host is what run gets from the process around it.
+type host struct {
+	thread *worker.Thread // the main thread; nil: a thread of its own
+	// serving is called once the master loop runs (the binary upgrade's "ready").
+	serving func()
+	// failed is told why serving ended in an error.
+	failed func(error)
 }
 
 // run is gorn without os.Exit: it returns the process exit code.
-func run(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+func run(args []string, getenv func(string) string, stdout, stderr io.Writer, h host) int {
 	if len(args) > 0 && args[0] == "limits" {
 		return runLimits(args[1:], getenv, stdout, stderr)
 	}
 	if len(args) > 0 && args[0] == "bench" {
 		return runBench(args[1:], stdout, stderr)
 	}
+	if want := getenv(upgrade.EnvFormats); want != "" {
+		// An upgrade's pre-flight: refuse what this binary would misread.
+		if err := upgrade.CheckFormats(want); err != nil {
+			fmt.Fprintf(stderr, "gorn: error: %v\n", err)
+			return master.ExitError
+		}
+	}
+	if h.thread == nil {
+		h.thread = worker.StartThread()
+	}
+	// Children's exits not routed to an owner (orphans) go to the master loop.
+	orphans := make(chan master.Exit, 64)
+	children := worker.NewReaper(orphans)
+	loader := configFileLoader(children, h.thread)
 	reparse := func() (*config.Config, error) {
-		cfg, err := config.Parse(args, getenv, loadConfigFile)
+		cfg, err := config.Parse(args, getenv, loader)
 		if err == nil && !cfg.Help && !cfg.Version {
 			err = resolvePython(cfg)
 		}
@@ -82,17 +152,20 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		log.Warn(w)
 	}
 	if cfg.CheckConfig {
-		return checkConfig(cfg, logs)
+		return checkConfig(cfg, logs, h.thread, children)
 	}
-	code, err := serve(cfg, reparse, logs, getenv)
+	code, err := serve(cfg, reparse, logs, getenv, h, children, orphans)
 	if err != nil {
 		log.Error(err.Error())
+		if h.failed != nil {
+			h.failed(err)
+		}
 	}
 	return code
 }
 
 // serve binds, starts the master loop and returns its exit code.
-func serve(cfg *config.Config, reparse func() (*config.Config, error), logs *logFiles, getenv func(string) string) (int, error) {
+func serve(cfg *config.Config, reparse func() (*config.Config, error), logs *logFiles, getenv func(string) string, h host, children *worker.Reaper, exits chan master.Exit) (int, error) {
 	log := logs.logger
 	if os.Getpid() != 1 {
 		// Orphaned grandchildren of workers are re-parented to us and reaped by Reap.
@@ -112,7 +185,17 @@ func serve(cfg *config.Config, reparse func() (*config.Config, error), logs *log
 	)
 	if in != nil {
 		listeners, board = in.listeners, in.board
-		log.Info("binary upgrade: adopted the previous master's sockets and workers", zap.Int("workers", len(in.handover.Workers)))
+		if err := upgradeFault(); err != nil {
+			return master.ExitError, err
+		}
+		if len(in.gone) > 0 {
+			log.Warn("binary upgrade: handed-over workers are gone (exited during the hand-over)", zap.Ints("pids", in.gone))
+		}
+		if in.rolledBack != "" {
+			log.Error("binary upgrade rolled back: the previous binary serves on with its workers", zap.String("reason", in.rolledBack), zap.Int("workers", len(in.handover.Workers)))
+		} else {
+			log.Info("binary upgrade: adopted the previous master's sockets and workers", zap.Int("workers", len(in.handover.Workers)))
+		}
 	} else {
 		if listeners, err = bindAll(cfg, getenv); err != nil {
 			return master.ExitError, err
@@ -137,15 +220,16 @@ func serve(cfg *config.Config, reparse func() (*config.Config, error), logs *log
 		defer os.Remove(cfg.PidFile)
 	}
 
-	sizing := newSizer(cfg, log)
-	desired, why := sizing.initial()
+	var limitsInfo sizingInfo
+	sizer := sizing.NewSizer(sizingSettings(cfg), sizing.SystemProbes(cgroup.Options{}), log, limitsInfo.decided)
+	desired, why := sizer.Initial()
 	log.Info(why, zap.Int("workers", desired))
 
 	files := make([]*os.File, len(listeners))
 	for i, l := range listeners {
 		files[i] = l.File()
 	}
-	reload := newReloader(cfg, reparse, sizing, log.Named("reload"))
+	reload := newReloader(cfg, reparse, sizer, log.Named("reload"))
 	wcfg := worker.Config{
 		Python:    cfg.Python,
 		Listeners: files,
@@ -153,6 +237,9 @@ func serve(cfg *config.Config, reparse func() (*config.Config, error), logs *log
 		Stdout:    logs.stdout,
 		Stderr:    logs.workerStderr(),
 		Spec:      reload.current,
+		Thread:    h.thread,
+		Reaper:    children,
+		Exits:     exits,
 	}
 	if in != nil {
 		wcfg.Lifeline = &in.lifeline
@@ -165,8 +252,12 @@ func serve(cfg *config.Config, reparse func() (*config.Config, error), logs *log
 	signals := make(chan os.Signal, 16)
 	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP,
 		syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH)
-	exits := make(chan master.Exit, 64)
-	go worker.Reap(exits)
+	if in != nil {
+		for _, sig := range in.stops {
+			log.Warn("acting on a signal the failed binary received", zap.String("signal", sig.String()))
+			signals <- sig
+		}
+	}
 	ticker := time.NewTicker(50 * time.Millisecond)
 	defer ticker.Stop()
 
@@ -180,13 +271,14 @@ func serve(cfg *config.Config, reparse func() (*config.Config, error), logs *log
 		MaxRequestsJitter: cfg.MaxRequestsJitter,
 		Slots:             board.Slots(),
 	}
-	up := &upgrader{path: exe, args: os.Args, spawner: spawner, listeners: listeners, board: board}
+	up := &upgrader{path: exe, args: os.Args, spawner: spawner, children: children, listeners: listeners, board: board}
 	hooks := master.Hooks{
 		Reload:        reload.reload,
-		Resize:        sizing.resize,
+		Resize:        sizer.Resize,
 		ReopenLogs:    logs.Reopen,
-		OOMKills:      sizing.oomKills,
-		MemoryCeiling: sizing.memoryCeiling,
+		OOMKills:      sizer.OOMKills,
+		MemoryCeiling: sizer.MemoryCeiling,
+		Preflight:     up.preflight,
 		Upgrade:       up.upgrade,
 		Ready: func() {
 			if err := sdNotify(getenv, "READY=1"); err != nil {
@@ -197,21 +289,32 @@ func serve(cfg *config.Config, reparse func() (*config.Config, error), logs *log
 	if cfg.Workers == 0 {
 		mcfg.ResizeInterval = cfg.ResizeInterval
 	}
-	start := time.Now()
-	// The master's clock starts at 1s, not 0: zero times mean "not yet" in its table.
-	clock := func() time.Duration { return time.Since(start) + time.Second }
+	// The workers' clock: heartbeats and busy times compare with it directly.
+	clock := func() time.Duration { return time.Duration(scoreboard.Now()) }
 	m := master.New(mcfg, spawner, hooks, log.Named("master"), clock, rand.IntN)
 	if in != nil {
-		m.Adopt(in.handover, spawner.Attach)
+		m.Adopt(in.handover, spawner.Attach, in.rolledBack == "")
 	}
 	if cfg.MetricsBind != "" {
-		stop, err := serveMetrics(cfg, m, listeners, sizing, log)
+		stop, err := serveMetrics(cfg, m, listeners, limitsInfo.info, log)
 		if err != nil {
 			return master.ExitError, err
 		}
 		defer stop()
 	}
-	setProcTitle(fmt.Sprintf("gorn: master [%s]", cfg.Name))
+	h.thread.Do(func() {
+		if err := setProcName(procName); err != nil {
+			log.Debug("naming the process", zap.Error(err))
+		}
+	})
+	if h.serving != nil {
+		go func() {
+			// The loop answers its first query once it runs.
+			if _, err := m.Snapshot(context.Background()); err == nil {
+				h.serving()
+			}
+		}()
+	}
 	return m.Run(master.Inputs{Signals: signals, Exits: exits, Ticks: ticker.C}), nil
 }
 
@@ -245,8 +348,8 @@ func workerSpec(cfg *config.Config) worker.Spec {
 // workerEnv is the master's environment plus -e pairs, minus gorn's own plumbing.
 func workerEnv(cfg *config.Config) []string {
 	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "GORN_WORKER=") && !strings.HasPrefix(kv, "GORN_UPGRADE=") {
+	for _, kv := range upgrade.CleanEnv(os.Environ()) {
+		if !strings.HasPrefix(kv, "GORN_WORKER=") {
 			env = append(env, kv)
 		}
 	}

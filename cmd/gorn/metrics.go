@@ -12,7 +12,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/gornhq/gorn/config"
-	"github.com/gornhq/gorn/internal/sizing"
 	"github.com/gornhq/gorn/master"
 	"github.com/gornhq/gorn/metrics"
 	"github.com/gornhq/gorn/socket"
@@ -24,7 +23,7 @@ const metricsShutdownTimeout = 2 * time.Second
 
 // serveMetrics serves /metrics, /healthz and /readyz on cfg.MetricsBind until stop is
 // called. The address is bound before it returns, so "address in use" is an error here.
-func serveMetrics(cfg *config.Config, m *master.Master, ls []*socket.Listener, s *sizer, log *zap.Logger) (stop func(), err error) {
+func serveMetrics(cfg *config.Config, m *master.Master, ls []*socket.Listener, limits func() metrics.Limits, log *zap.Logger) (stop func(), err error) {
 	log = log.Named("metrics")
 	listeners := make([]metrics.Listener, len(ls))
 	for i, l := range ls {
@@ -33,7 +32,7 @@ func serveMetrics(cfg *config.Config, m *master.Master, ls []*socket.Listener, s
 	h, err := metrics.NewHandler(prometheus.NewRegistry(), metrics.Options{
 		Source:    m,
 		Listeners: listeners,
-		Limits:    s.info,
+		Limits:    limits,
 		MinReady:  cfg.MinReady,
 		Version:   version,
 		Log:       log,
@@ -70,27 +69,4 @@ func serveMetrics(cfg *config.Config, m *master.Master, ls []*socket.Listener, s
 		}
 		<-done
 	}, nil
-}
-
-// info is what the worker count is sized from, for the sizing metrics: the latest
-// decision, published by decide on the master loop's goroutine for scrapes on others.
-func (s *sizer) info() metrics.Limits {
-	if l := s.latest.Load(); l != nil {
-		return *l
-	}
-	return metrics.Limits{WorkersSource: "auto"}
-}
-
-func (s *sizer) publish(p sizing.Plan, err error) {
-	out := metrics.Limits{WorkersSource: "auto"}
-	if s.cfg.Workers > 0 {
-		out.WorkersSource = s.cfg.WorkersSource
-	}
-	if err == nil {
-		out.CPUs, out.CPUsSource = p.CPUs, p.CPUSource
-	}
-	if s.limits.MemoryLimit != nil {
-		out.MemoryLimitBytes = s.limits.MemoryLimit.Bytes
-	}
-	s.latest.Store(&out)
 }

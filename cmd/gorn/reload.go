@@ -7,6 +7,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/gornhq/gorn/config"
+	"github.com/gornhq/gorn/internal/sizing"
 	"github.com/gornhq/gorn/master"
 	"github.com/gornhq/gorn/worker"
 )
@@ -14,29 +15,35 @@ import (
 // reloader re-reads the configuration on HUP (command line, environment and config file,
 // as gunicorn does) and applies it: the next generation of workers starts with the new
 // worker settings, and the master's policy takes the new timeouts, recycling and worker
-// count. Its methods run on the master loop's goroutine (spawns included), so spec needs
-// no lock.
+// count. The configuration is evaluated off the loop (reload); everything that changes the
+// reloader's state runs on the loop (apply, current), so it needs no lock.
 type reloader struct {
 	applied *config.Config
 	reparse func() (*config.Config, error)
 	spec    worker.Spec
-	sizer   *sizer
+	sizer   *sizing.Sizer
 	log     *zap.Logger
 }
 
-func newReloader(cfg *config.Config, reparse func() (*config.Config, error), s *sizer, log *zap.Logger) *reloader {
+func newReloader(cfg *config.Config, reparse func() (*config.Config, error), s *sizing.Sizer, log *zap.Logger) *reloader {
 	return &reloader{applied: cfg, reparse: reparse, spec: workerSpec(cfg), sizer: s, log: log}
 }
 
 // current is the spawner's view of the configuration.
 func (r *reloader) current() worker.Spec { return r.spec }
 
-// reload is the master's Reload hook.
-func (r *reloader) reload(mc master.Config) (master.Config, error) {
+// reload is the master's Reload hook: it evaluates the configuration (the config file runs
+// in a Python child) in the hook's goroutine and returns the step that applies it.
+func (r *reloader) reload(mc master.Config) (func() master.Config, error) {
 	next, err := r.reparse()
 	if err != nil {
-		return mc, fmt.Errorf("re-reading the configuration: %w", err)
+		return nil, fmt.Errorf("re-reading the configuration: %w", err)
 	}
+	return func() master.Config { return r.apply(mc, next) }, nil
+}
+
+// apply takes the evaluated configuration next; it runs on the master loop.
+func (r *reloader) apply(mc master.Config, next *config.Config) master.Config {
 	for _, w := range next.Warnings {
 		r.log.Warn(w)
 	}
@@ -58,10 +65,10 @@ func (r *reloader) reload(mc master.Config) (master.Config, error) {
 	}
 	// Sizing inputs (--cpus, --max-workers, -w) take effect at the next resize.
 	next.Python = r.applied.Python // resolved at start; a changed one was warned about above
-	r.sizer.cfg = next
+	r.sizer.SetSettings(sizingSettings(next))
 	r.applied, r.spec = next, workerSpec(next)
 	r.log.Info("configuration re-read", zap.String("config_file", next.ConfigFile), zap.String("app", next.App))
-	return mc, nil
+	return mc
 }
 
 // resolvePython finds the interpreter on $PATH, as exec would.

@@ -14,6 +14,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// Version is the layout's version: bump it when a word below moves or changes meaning. A
+// binary upgrade hands the scoreboard, with its live workers, to the new binary, which
+// refuses a layout it does not read.
+const Version = 1
+
 // Slot geometry and word indexes; they must match gorn_worker/scoreboard.py.
 const (
 	SlotWords = 128

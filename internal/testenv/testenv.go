@@ -51,3 +51,11 @@ func Python(t testing.TB) string {
 	}
 	return path
 }
+
+// NeedRoot calls Missing unless the test runs as root.
+func NeedRoot(t testing.TB, why string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		Missing(t, "needs root: %s", why)
+	}
+}

@@ -1,0 +1,5 @@
+//go:build gorn_fault_hang
+
+package main
+
+func upgradeFault() error { select {} }

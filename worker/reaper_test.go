@@ -1,0 +1,56 @@
+package worker
+
+import (
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+
+	"github.com/gornhq/gorn/master"
+)
+
+// TestReaperRoutesByPid: a child started through the reaper reports to its owner and
+// nowhere else; a child nobody registered reports to the default owner.
+func TestReaperRoutesByPid(t *testing.T) {
+	r, others := testReaper()
+	owner := make(chan master.Exit, 1)
+	var p *os.Process
+	_, err := r.Start(owner, func() (int, error) {
+		var err error
+		p, err = os.StartProcess("/bin/sh", []string{"sh", "-c", "exit 3"}, &os.ProcAttr{})
+		if err != nil {
+			return 0, err
+		}
+		return p.Pid, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Release()
+	stray := exec.Command("/bin/sh", "-c", "exit 5")
+	if err := stray.Start(); err != nil {
+		t.Fatal(err)
+	}
+	timeout := time.After(10 * time.Second)
+	for got := 0; got < 2; {
+		select {
+		case e := <-owner:
+			if e.Pid != p.Pid || e.Status.ExitStatus() != 3 {
+				t.Errorf("owner got %+v, want pid %d exit 3", e, p.Pid)
+			}
+			got++
+		case e := <-others:
+			if e.Pid == p.Pid {
+				t.Errorf("a routed child's exit went to the default owner")
+			}
+			if e.Pid == stray.Process.Pid {
+				if e.Status.ExitStatus() != 5 {
+					t.Errorf("stray child: %+v, want exit 5", e)
+				}
+				got++
+			}
+		case <-timeout:
+			t.Fatal("exits not delivered")
+		}
+	}
+}
