@@ -9,6 +9,7 @@ import (
 
 const usageHead = `usage: gorn [OPTIONS] MODULE[:VARIABLE]
        gorn limits [--json] [--worker-class CLASS] [--cpus N]
+       gorn bench [--cpus N] [--workers 1..8] ... MODULE:APP   (see gorn bench --help)
 
 Serve a WSGI application with supervised pre-forked Python workers.
 VARIABLE defaults to "application" and may be a factory call: app:create_app().

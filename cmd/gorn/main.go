@@ -93,6 +93,9 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, h 
 	if len(args) > 0 && args[0] == "limits" {
 		return runLimits(args[1:], getenv, stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "bench" {
+		return runBench(args[1:], stdout, stderr)
+	}
 	if want := getenv(upgrade.EnvFormats); want != "" {
 		// An upgrade's pre-flight: refuse what this binary would misread.
 		if err := upgrade.CheckFormats(want); err != nil {

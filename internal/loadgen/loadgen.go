@@ -1,5 +1,7 @@
-// Package loadgen is a bounded closed-loop HTTP/1.1 load generator that counts outcomes as
-// a real client does; the chaos tests and bench/chaos share it.
+// Package loadgen generates bounded HTTP/1.1 load against loopback servers and counts
+// outcomes as a real client does. Start is the chaos tests' closed-loop client (bench/chaos
+// shares it); Run is the measuring one behind `gorn bench`: closed-loop connections or an
+// open-loop constant rate, keep-alive or not, weighted requests, and a latency histogram.
 package loadgen
 
 import (
