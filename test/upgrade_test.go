@@ -193,6 +193,10 @@ func TestStopDuringAFailedUpgrade(t *testing.T) {
 	}
 	syscall.Kill(pid1, syscall.SIGUSR2)
 	g.waitExec(pid1)
+	// Go's runtime handles SIGTERM from its first instruction (exit 2, as PID 1, until
+	// signal.Notify); the new image asks for it first thing in main, well within a second,
+	// and then hangs for the 10 s of the rollback guard.
+	time.Sleep(time.Second)
 	syscall.Kill(pid1, syscall.SIGTERM)
 	g.waitLog("binary upgrade rolled back", 1, 30*time.Second)
 	if code := g.wait(30 * time.Second); code != 0 {
