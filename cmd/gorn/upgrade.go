@@ -160,7 +160,7 @@ func (u *upgrader) upgrade(h master.Handover) error {
 			return fmt.Errorf("keeping fd %d across exec: %w", fd, err)
 		}
 	}
-	u.spawner.Thread().Do(func() { err = upgrade.Exec(u.path, u.args, env) })
+	u.spawner.Thread().Do(func() { err = syscall.Exec(u.path, u.args, env) })
 	for _, fd := range fds {
 		unix.CloseOnExec(fd)
 	}

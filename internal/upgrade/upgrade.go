@@ -100,26 +100,6 @@ type RolledBack struct {
 // workers with it) loses an orchestrator's stop.
 func StopSignals() []os.Signal { return []os.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT} }
 
-// Exec replaces the process image like execve, with the master's control signals blocked
-// across it: a signal that arrives before the new image has installed its handlers stays
-// pending (the blocked mask survives execve, and the Go runtime keeps it) instead of
-// finding Go's default SIGTERM action, which exits with status 2. The new image receives it
-// once it asks for it (signal.Notify). Call it on the thread that forked the workers (see
-// worker.Thread); it returns only on failure, with the signal mask restored.
-func Exec(path string, args, env []string) error {
-	var block, old unix.Sigset_t
-	for _, s := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP,
-		syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGWINCH} {
-		block.Val[(s-1)/64] |= 1 << ((uint(s) - 1) % 64)
-	}
-	if err := unix.PthreadSigmask(unix.SIG_BLOCK, &block, &old); err != nil {
-		return fmt.Errorf("blocking signals for exec: %w", err)
-	}
-	err := syscall.Exec(path, args, env)
-	_ = unix.PthreadSigmask(unix.SIG_SETMASK, &old, nil)
-	return err
-}
-
 // Formats is the value of EnvFormats this binary sends and accepts.
 func Formats() string {
 	return fmt.Sprintf("handover=%d,scoreboard=%d", StateVersion, scoreboard.Version)
@@ -265,7 +245,7 @@ func (g *Guard) Rollback(why RolledBack) error {
 	}
 	env := append(CleanEnv(os.Environ()), EnvState+"="+g.handover, EnvRolledBack+"="+string(js))
 	path := "/proc/self/fd/" + strconv.Itoa(g.rb.Exe)
-	if err := Exec(path, g.rb.Args, env); err != nil {
+	if err := syscall.Exec(path, g.rb.Args, env); err != nil {
 		return fmt.Errorf("re-executing the previous binary (%s): %w", path, err)
 	}
 	return errors.New("unreachable")
