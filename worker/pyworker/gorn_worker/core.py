@@ -61,14 +61,16 @@ LINGER_SECONDS = 0.5  # reading what a refused client still sends, so it sees th
 LINGER_BYTES = 1 << 20
 EXPIRY_STEP = 0.25  # deadlines are checked at most this often (a scan is O(connections))
 # A worker that runs one request at a time and has siblings takes no new connection this
-# soon after keeping one or accepting one whose request has not arrived: that request is
-# usually on its way, and a new connection taken now would make it wait behind (head-of-line
-# blocking) while a sibling sits idle.
+# soon after keeping one: its client's next request is usually on its way, and a new
+# connection taken now would make it wait behind (head-of-line blocking) while a sibling
+# sits idle.
 KEPT_CLIENT_GRACE = 0.05
-# The same after accepting a connection whose request has not arrived yet, but short: on a
-# LAN it follows the handshake within a round trip, and a client that connects and says
-# nothing must not slow down how fast the worker takes the connections queued behind it.
-NEW_CLIENT_GRACE = 0.005
+# How long a worker that runs one request at a time and holds nothing else waits for the
+# first bytes of a connection it just accepted, before it holds it in the epoll set: on a
+# LAN they follow the handshake within a round trip (one poll() is cheaper than registering
+# the connection), and a client that connects and says nothing must not slow down how fast
+# the worker takes the connections queued behind it.
+NEW_CLIENT_WAIT = 0.005
 
 _LISTEN = select.EPOLLIN | select.EPOLLEXCLUSIVE
 _READ = select.EPOLLIN | select.EPOLLONESHOT
@@ -231,6 +233,7 @@ class Worker:
         self.listeners = listeners
         self.executor = executor
         self.by_fd = {l.fd: l for l in listeners}
+        self.single = listeners[0] if len(listeners) == 1 else None  # blocking accept() on it
         self.alive = True
         self.in_wait = False
         self.fast_exit = False
@@ -247,6 +250,7 @@ class Worker:
         self.kept_until = 0.0  # no new connection before this (KEPT_CLIENT_GRACE)
         self.grace = KEPT_CLIENT_GRACE if executor.rotate and executor.serial else 0.0
         self.lpoll: Optional[Any] = None  # the listeners alone, polled with timeout 0
+        self.first_poll = select.poll()  # a new connection alone (NEW_CLIENT_WAIT)
         if listeners:
             self.lpoll = select.poll()
             for l in listeners:
@@ -313,6 +317,9 @@ class Worker:
         if not self.alive:
             return
         ex = self.executor
+        if not self.conns and self.single is not None and ex.idle():
+            self._accept_blocking(self.single)  # holding nothing, running nothing
+            return
         can_accept = not self.ready and ex.free() and len(self.conns) < self.max_conns
         timeout = self._expire()
         if can_accept and self.grace and self.conns:
@@ -320,9 +327,6 @@ class Worker:
             if wait > 0:
                 can_accept = False
                 timeout = min(timeout, wait)
-        if can_accept and not self.conns and len(self.listeners) == 1 and ex.idle():
-            self._accept_blocking()
-            return
         if can_accept != self.listening and self.listeners:
             self._listen(can_accept)
         self._wait(timeout)
@@ -398,13 +402,10 @@ class Worker:
             sock.close()
             return
         h = Held(sock, conn, base, proxy)
-        now = monotonic()
-        h.deadline = now + self.head_timeout
+        h.deadline = monotonic() + self.head_timeout
         self.conns[h.fd] = h
         self.sb.words[W_CONNECTIONS] = len(self.conns)
-        self._readable(h)
-        if self.grace and h.state == HEAD:
-            self.kept_until = now + NEW_CLIENT_GRACE  # its request is on its way
+        self._readable(h, len(self.conns) == 1 and self.executor.serial)
 
     def _arm(self, h: Held) -> None:
         if h.armed:
@@ -413,12 +414,18 @@ class Worker:
             self.epoll.register(h.fd, _READ)
             h.armed = True
 
-    def _readable(self, h: Held) -> None:
-        """Read what the client sent: the rest of a head, or what a refused client still sends."""
+    def _readable(self, h: Held, wait_first: bool = False) -> None:
+        """Read what the client sent: the rest of a head, or what a refused client still sends.
+
+        ``wait_first``: a new connection that is all the worker has: wait NEW_CLIENT_WAIT for
+        its first bytes before holding it in the epoll set."""
         try:
             data = h.sock.recv(65536, socket.MSG_DONTWAIT)
         except (BlockingIOError, InterruptedError):
-            self._arm(h)
+            if wait_first and self._first_bytes(h.fd):
+                self._readable(h)
+            else:
+                self._arm(h)
             return
         except OSError as e:
             self.log.debug(f"connection error: {e}")
@@ -441,8 +448,24 @@ class Worker:
             conn.buf += data
         else:
             conn.buf = data
-            h.deadline = monotonic() + self.head_timeout  # from the head's first byte
+            if conn.response_started:  # a kept connection: from the keep-alive deadline to the head's
+                h.deadline = monotonic() + self.head_timeout
         self._scan(h)
+
+    def _first_bytes(self, fd: int) -> bool:
+        """Wait (bounded, TERM interrupts) until fd is readable."""
+        p = self.first_poll
+        p.register(fd, select.POLLIN)
+        try:
+            self.in_wait = True
+            try:
+                return bool(p.poll(NEW_CLIENT_WAIT * 1000))
+            finally:
+                self.in_wait = False
+        except Wakeup:
+            return False
+        finally:
+            p.unregister(fd)
 
     def _scan(self, h: Held) -> None:
         """Queue the buffered request if its head is complete, else wait for more."""
@@ -549,8 +572,7 @@ class Worker:
         return bool(p.poll(0))
 
     # --------------------------------------------------------------- accept
-    def _accept_blocking(self) -> None:
-        l = self.listeners[0]
+    def _accept_blocking(self, l: Listener) -> None:
         sb = self.sb
         sb.set_accepting(1)
         try:
