@@ -20,7 +20,7 @@ ENV_VAR = "GORN_WORKER"
 DEFAULT_ACCESS_LOG_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("text", "json")
-WORKER_CLASSES = ("sync", "gthread")
+WORKER_CLASSES = ("sync", "gthread", "gevent", "eventlet")
 
 IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
@@ -70,7 +70,7 @@ class Settings:
     generation: int = _f(0, _INT, "reload generation")
     scoreboard_fd: int = _f(-1, _INT, "memfd of the scoreboard; -1 = private (tests)")
     lifeline_fd: int = _f(-1, _INT, "read end of the lifeline pipe; -1 = none (tests)")
-    worker_class: str = _f("sync", _STR, "worker class: `sync` or `gthread`")
+    worker_class: str = _f("sync", _STR, "worker class: `sync`, `gthread`, `gevent` or `eventlet`")
     threads: int = _f(1, _INT, "gthread: requests served at once")
     worker_connections: int = _f(1000, _INT, "open connections a worker holds, idle ones included")
     workers: int = _f(1, _INT, "desired worker count (wsgi.multiprocess)")
@@ -173,7 +173,7 @@ class Settings:
             raise ConfigError(f"umask must be -1 or a mode up to 0o777, got {self.umask!r}")
         _at_least("worker_connections", self.worker_connections, 1)
         if self.worker_class not in WORKER_CLASSES:
-            raise ConfigError(f"worker_class {self.worker_class!r} is not supported (want sync or gthread)")
+            raise ConfigError(f"worker_class {self.worker_class!r} is not supported (want sync, gthread, gevent or eventlet)")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"log_level {self.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
         if self.log_format not in LOG_FORMATS:

@@ -61,6 +61,10 @@ class RequestHandler:
         self._trust_cache: dict[str, bool] = {}
         # Asked before each response head: True to say Connection: close (set by the core).
         self.refuse_keepalive: Callable[[], bool] = lambda: False
+        # Async classes: given what the app returned, True when the app took the connection
+        # (eventlet's "already handled" protocol); a StopIteration from the app then means
+        # the same (gunicorn's). None: neither protocol (sync, gthread).
+        self.already_handled: Optional[Callable[[Any], bool]] = None
 
     # ------------------------------------------------------------- connections
     def _trusted(self, addr: Any) -> bool:
@@ -129,14 +133,30 @@ class RequestHandler:
             try:
                 if hooks is not None:
                     hooks.pre(env)
-                result = self.app(env, resp.start_response)
+                taken = False
+                if self.already_handled is None:
+                    result = self.app(env, resp.start_response)
+                else:
+                    try:
+                        result = self.app(env, resp.start_response)
+                    except StopIteration:  # gunicorn's async protocol: the app took the socket
+                        result, taken = None, True
+                    else:
+                        taken = self.already_handled(result)
                 try:
-                    resp.send_result(result)
+                    if not taken:
+                        resp.send_result(result)
                 finally:
                     close = getattr(result, "close", None)
                     if close is not None:
                         close()
-                code = resp.code
+                if taken:
+                    # The app spoke on the socket itself (a websocket): nothing more goes out
+                    # and the connection is closed. Counted as 101 Switching Protocols.
+                    resp.must_close = True
+                    code = resp.code if resp.headers_sent else 101
+                else:
+                    code = resp.code
             except ClientGone as e:
                 resp.must_close = True
                 code = resp.code if resp.headers_sent else 0
