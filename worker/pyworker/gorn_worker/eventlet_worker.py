@@ -15,6 +15,8 @@ the app answered on the socket itself, so nothing more is sent and the connectio
 
 from __future__ import annotations
 
+import contextlib
+import io
 import warnings
 from importlib import import_module
 from typing import Any, Callable, Optional
@@ -99,5 +101,9 @@ def patch() -> GreenLib:
             eventlet = import_module("eventlet")
     except ImportError as e:
         raise MissingLibrary("eventlet", PACKAGE, e) from None
-    eventlet.monkey_patch()
+    # Before the app is imported the only RLocks it cannot green are the runtime's and the
+    # standard library's (functools.cached_property's): its "N RLock(s) were not greened"
+    # line would be noise in the error log.
+    with contextlib.redirect_stderr(io.StringIO()):
+        eventlet.monkey_patch()
     return EventletLib(eventlet)

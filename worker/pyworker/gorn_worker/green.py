@@ -33,8 +33,10 @@ Connections
 Keep-alive and TERM
     As in the core: a response says ``Connection: close`` once the worker is draining; kept
     connections wait for their next request (answered with ``Connection: close``). TERM
-    stops the acceptors; the worker exits when every connection is closed or 90% of
-    ``graceful_timeout`` has passed. INT/QUIT exit at once. Signal handlers only set flags
+    stops the acceptors and takes the connections queued on the listeners at that moment
+    (at most their TCP_INFO count, as the core does, each when a connection slot is free);
+    the worker exits when every connection is closed or 90% of ``graceful_timeout`` has
+    passed. INT/QUIT exit at once. Signal handlers only set flags
     (a handler may run inside the hub): the main greenlet looks at them every 0.1 s.
 
 Scoreboard
@@ -54,7 +56,7 @@ from typing import Any, Callable, Optional, Protocol
 
 from .accesslog import AccessLog
 from .config import Settings
-from .core import Listener
+from .core import Listener, listen_queue
 from .http import Connection, HTTPError, parse_request
 from .logs import Logger
 from .request import RequestHandler
@@ -77,7 +79,7 @@ class MissingLibrary(Exception):
 
 
 class Semaphore(Protocol):
-    def acquire(self) -> Any: ...
+    def acquire(self, blocking: bool = True, timeout: Optional[float] = None) -> Any: ...
 
     def release(self) -> Any: ...
 
@@ -250,7 +252,8 @@ class GreenWorker:
         """Serve until TERM (then drain) or INT/QUIT."""
         lib = self.lib
         self.sb.set_accepting(0)  # stays 0: the heartbeat is what --timeout watches
-        self.acceptors = [lib.spawn(self._accept_loop, l, lib.listener(l)) for l in self.listeners]
+        socks = [(l, lib.listener(l)) for l in self.listeners]
+        self.acceptors = [lib.spawn(self._accept_loop, l, gsock) for l, gsock in socks]
         sb = self.sb
         while self.alive:
             sb.beat()
@@ -260,11 +263,14 @@ class GreenWorker:
         if self.fast_exit:
             return
         deadline = self.drain_deadline()
+        taker = lib.spawn(self._take_queued, socks, deadline)
+        lib.sleep(0)  # let it take what is queued before the loop below looks at conns
         if self.conns:
             self.log.debug(f"draining {self.conns} connection(s)")
         while self.conns and not self.fast_exit and monotonic() < deadline:
             sb.beat()
             lib.sleep(TICK)
+        lib.kill(taker)
         if self.conns and not self.fast_exit:
             self.log.warning(f"graceful timeout: {self.conns} connection(s) still open, {self.gsb.in_flight} request(s) in flight")
 
@@ -272,6 +278,32 @@ class GreenWorker:
         """When draining must end: 90% of graceful_timeout after TERM, before the SIGKILL."""
         gt = self.settings.graceful_timeout
         return (self.term_at or monotonic()) + (gt * 0.9 if gt > 0 else float("inf"))
+
+    def _take_queued(self, socks: list[tuple[Listener, Any]], deadline: float) -> None:
+        """TERM: serve the connections queued on the listeners now (as the core does), at
+        most their TCP_INFO count, each when a slot is free, without waiting for more."""
+        budget = listen_queue(self.listeners)
+        taken = 0
+        for l, gsock in socks:
+            gsock.settimeout(0.0)
+            while budget is None or taken < budget:
+                left = deadline - monotonic()
+                if left <= 0 or not self.slots.acquire(True, left):
+                    break
+                try:
+                    client, addr = gsock.accept()
+                except OSError:  # BlockingIOError: none left
+                    self.slots.release()
+                    break
+                taken += 1
+                self._spawn_connection(client, addr, l)
+        if taken:
+            self.log.debug(f"draining {taken} queued connection(s)")
+
+    def _spawn_connection(self, client: Any, addr: Any, l: Listener) -> None:
+        self.conns += 1
+        self.sb.words[W_CONNECTIONS] = self.conns
+        self.lib.spawn(self._serve_connection, client, addr, l)
 
     def _accept_loop(self, l: Listener, gsock: Any) -> None:
         slots = self.slots
@@ -300,9 +332,7 @@ class GreenWorker:
             except BaseException:
                 slots.release()
                 raise  # GreenletExit: stopped
-            self.conns += 1
-            self.sb.words[W_CONNECTIONS] = self.conns
-            lib.spawn(self._serve_connection, client, addr, l)
+            self._spawn_connection(client, addr, l)
 
     # ------------------------------------------------------------ connections
     def _serve_connection(self, sock: Any, addr: Any, l: Listener) -> None:

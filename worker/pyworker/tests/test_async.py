@@ -215,3 +215,26 @@ def test_runtime_threads_are_native_under_patching() -> None:
     finally:
         w.close()
 
+
+
+@pytest.mark.parametrize("worker_class", CLASSES)
+def test_term_serves_queued_connections(worker_class: str) -> None:
+    """worker_connections=2 and two slow requests: the acceptors stop, three more clients
+    wait in the listen queue; TERM serves them too (as the core's drain does)."""
+    need(worker_class)
+    with start_worker("basic:app", worker_class=worker_class, worker_connections=2, graceful_timeout=20) as w:
+        out: list[Any] = []
+        first = [threading.Thread(target=fetch, args=(w, "/slow?t=1", out)) for _ in range(2)]
+        for t in first:
+            t.start()
+        w.wait_slot(W_IN_FLIGHT, lambda v: v == 2)
+        queued = [threading.Thread(target=fetch, args=(w, "/hello", out)) for _ in range(3)]
+        for t in queued:
+            t.start()
+        time.sleep(0.3)
+        assert w.slot[W_CONNECTIONS] == 2  # the three wait in the kernel's queue
+        w.send_signal(signal.SIGTERM)
+        for t in first + queued:
+            t.join()
+        assert sorted(o[0] for o in out) == [200] * 5, out
+        assert w.proc.wait(10) == 0
