@@ -222,6 +222,7 @@ class GreenWorker:
         t = handler.limits.timeout
         self.head_timeout: Optional[float] = t if t > 0 else None
         self.acceptors: list[Any] = []
+        self.taking = False  # draining: still taking the connections queued at TERM
 
     @property
     def request_hooks(self) -> Optional[Any]:
@@ -263,11 +264,12 @@ class GreenWorker:
         if self.fast_exit:
             return
         deadline = self.drain_deadline()
+        self.taking = True
         taker = lib.spawn(self._take_queued, socks, deadline)
         lib.sleep(0)  # let it take what is queued before the loop below looks at conns
         if self.conns:
             self.log.debug(f"draining {self.conns} connection(s)")
-        while self.conns and not self.fast_exit and monotonic() < deadline:
+        while (self.conns or self.taking) and not self.fast_exit and monotonic() < deadline:
             sb.beat()
             lib.sleep(TICK)
         lib.kill(taker)
@@ -282,6 +284,12 @@ class GreenWorker:
     def _take_queued(self, socks: list[tuple[Listener, Any]], deadline: float) -> None:
         """TERM: serve the connections queued on the listeners now (as the core does), at
         most their TCP_INFO count, each when a slot is free, without waiting for more."""
+        try:
+            self._take(socks, deadline)
+        finally:
+            self.taking = False
+
+    def _take(self, socks: list[tuple[Listener, Any]], deadline: float) -> None:
         budget = listen_queue(self.listeners)
         taken = 0
         for l, gsock in socks:
