@@ -126,7 +126,7 @@ func Options() []Option {
 		{Name: "python", Arg: "PATH", Start: true, NotInFile: true, DefaultHelp: "$VIRTUAL_ENV/bin/python, else python3",
 			Help:  "interpreter of the workers (and of the config file)",
 			field: func(c *Config) any { return &c.Python }, check: checkPython},
-		{Name: "timeout", Short: "t", Gunicorn: "timeout", Kind: Seconds, Arg: "S", Default: "30",
+		{Name: "timeout", Short: "t", Gunicorn: "timeout", Kind: Seconds, Arg: "S", Default: "30", Worker: "timeout",
 			Help:  "abort a worker busy on one request this long; 0 = off",
 			field: func(c *Config) any { return &c.Timeout }},
 		{Name: "graceful-timeout", Gunicorn: "graceful_timeout", Kind: Seconds, Arg: "S", Default: "30", Worker: "graceful_timeout",

@@ -77,6 +77,7 @@ class Settings:
     keepalive: float = _f(75.0, _FLOAT, "idle keep-alive seconds; 0 = no keep-alive")
     header_timeout: float = _f(10.0, _FLOAT, "seconds for a head; max gap in a body; 0 = none")
     graceful_timeout: float = _f(30.0, _FLOAT, "seconds the master waits after TERM")
+    timeout: float = _f(30.0, _FLOAT, "--timeout; gevent/eventlet end a request running longer; 0 = off")
     limit_request_line: int = _f(4094, _INT, "max request-line length; 0 = unlimited")
     limit_request_fields: int = _f(100, _INT, "max header fields; 0 = unlimited")
     limit_request_field_size: int = _f(8190, _INT, "max header line size; 0 = unlimited")

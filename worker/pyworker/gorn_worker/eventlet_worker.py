@@ -59,6 +59,9 @@ class EventletLib:
     def kill(self, g: Any) -> None:
         g.kill()
 
+    def current(self) -> Any:
+        return self._eventlet.getcurrent()
+
     def sleep(self, seconds: float) -> None:
         self._eventlet.sleep(seconds)
 

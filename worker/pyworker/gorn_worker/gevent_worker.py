@@ -35,6 +35,9 @@ class GeventLib:
     def kill(self, g: Any) -> None:
         g.kill(block=False)
 
+    def current(self) -> Any:
+        return self._gevent.getcurrent()
+
     def sleep(self, seconds: float) -> None:
         self._gevent.sleep(seconds)
 

@@ -39,6 +39,10 @@ Keep-alive and TERM
     passed. INT/QUIT exit at once. Signal handlers only set flags
     (a handler may run inside the hub): the main greenlet looks at them every 0.1 s.
 
+Timeouts
+    A request running longer than ``--timeout`` has its greenlet's stack logged and is
+    ended (:meth:`GreenWorker._end_overdue`); the worker keeps serving the others.
+
 Scoreboard
     The main greenlet writes the heartbeat every 0.1 s and ``accepting`` stays 0, so a hub
     that stops turning (a greenlet running CPU work or an unpatched blocking call) shows
@@ -51,6 +55,7 @@ from __future__ import annotations
 
 import errno
 import socket
+import traceback
 from time import monotonic, monotonic_ns
 from typing import Any, Callable, Optional, Protocol
 
@@ -60,7 +65,7 @@ from .core import Listener, listen_queue
 from .http import Connection, HTTPError, parse_request
 from .logs import Logger
 from .request import RequestHandler
-from .scoreboard import STATE_DRAINING, W_CONNECTIONS, W_HEARTBEAT, W_IN_FLIGHT, Scoreboard
+from .scoreboard import STATE_DRAINING, W_CONNECTIONS, W_HEARTBEAT, W_IN_FLIGHT, Scoreboard, request_desc
 from .wsgi import FileWrapper
 
 TICK = 0.1  # seconds between the main greenlet's looks at the flags (and heartbeats)
@@ -95,6 +100,10 @@ class GreenLib(Protocol):
 
     def kill(self, g: Any) -> None:
         """Raise GreenletExit in the greenlet (it unwinds; no wait)."""
+        ...
+
+    def current(self) -> Any:
+        """The running greenlet (what :meth:`spawn` returned, inside it)."""
         ...
 
     def sleep(self, seconds: float) -> None: ...
@@ -157,11 +166,17 @@ class TimedSocket:
 
 class GreenScoreboard:
     """The worker's slot as its greenlets see it: no lock (greenlets switch only at I/O),
-    ``in_flight`` counts requests, ``busy_since`` stays 0 (see the module docstring)."""
+    ``in_flight`` counts requests, ``busy_since`` stays 0 (see the module docstring).
+    ``started`` maps each greenlet serving a request to its start (ns) and description."""
 
-    def __init__(self, sb: Scoreboard) -> None:
+    def __init__(self, sb: Scoreboard, current: Callable[[], Any]) -> None:
         self._sb = sb
-        self.in_flight = 0
+        self._current = current
+        self.started: dict[Any, tuple[int, bytes]] = {}
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.started)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sb, name)
@@ -170,13 +185,17 @@ class GreenScoreboard:
         now = monotonic_ns()
         w = self._sb.words
         w[W_HEARTBEAT] = now
-        self.in_flight += 1
-        w[W_IN_FLIGHT] = self.in_flight
+        self.started[self._current()] = (now, request_desc(method, path))
+        w[W_IN_FLIGHT] = len(self.started)
         return now
 
+    def forget(self, g: Any) -> None:
+        """The request in greenlet g is over (or ended by the timeout)."""
+        if self.started.pop(g, None) is not None:
+            self._sb.words[W_IN_FLIGHT] = len(self.started)
+
     def _done(self) -> None:
-        self.in_flight -= 1
-        self._sb.words[W_IN_FLIGHT] = self.in_flight
+        self.forget(self._current())
 
     def request_end(self, method: str, status: int, duration_ns: int, body_bytes: int) -> None:
         self._sb.request_end(method, status, duration_ns, body_bytes)
@@ -201,7 +220,7 @@ class GreenWorker:
         access: Optional[AccessLog] = None,
     ) -> None:
         self.lib = lib
-        self.gsb = GreenScoreboard(scoreboard)
+        self.gsb = GreenScoreboard(scoreboard, lib.current)
         handler = RequestHandler(lib.wrap_app(app), settings, log, self.gsb, access)  # type: ignore[arg-type]
         handler.base["wsgi.multithread"] = True  # as gunicorn's async workers say
         handler.base["wsgi.file_wrapper"] = GreenFileWrapper
@@ -223,6 +242,8 @@ class GreenWorker:
         self.head_timeout: Optional[float] = t if t > 0 else None
         self.acceptors: list[Any] = []
         self.taking = False  # draining: still taking the connections queued at TERM
+        self.request_timeout_ns = int(settings.timeout * 1e9) if settings.timeout > 0 else 0
+        self.next_check = 0.0
 
     @property
     def request_hooks(self) -> Optional[Any]:
@@ -258,6 +279,7 @@ class GreenWorker:
         sb = self.sb
         while self.alive:
             sb.beat()
+            self._end_overdue()
             lib.sleep(TICK)
         for g in self.acceptors:
             lib.kill(g)
@@ -271,10 +293,38 @@ class GreenWorker:
             self.log.debug(f"draining {self.conns} connection(s)")
         while (self.conns or self.taking) and not self.fast_exit and monotonic() < deadline:
             sb.beat()
+            self._end_overdue()
             lib.sleep(TICK)
         lib.kill(taker)
         if self.conns and not self.fast_exit:
             self.log.warning(f"graceful timeout: {self.conns} connection(s) still open, {self.gsb.in_flight} request(s) in flight")
+
+    def _end_overdue(self) -> None:
+        """End each request running longer than --timeout: log its greenlet's stack, then
+        raise GreenletExit in it (it unwinds at its next switch and its connection is
+        closed: the client sees the connection end with no or a partial response). Checked
+        once a second. A hub blocked by a greenlet never gets here: that is the master's
+        heartbeat timeout, which dumps the stack and replaces the worker."""
+        limit = self.request_timeout_ns
+        if not limit:
+            return
+        now = monotonic()
+        if now < self.next_check:
+            return
+        self.next_check = now + 1.0
+        started = self.gsb.started
+        cutoff = monotonic_ns() - limit
+        for g, (start, desc) in list(started.items()):
+            if start > cutoff:
+                continue
+            frame = getattr(g, "gr_frame", None)
+            stack = "".join(traceback.format_stack(frame)) if frame is not None else "(no frame)\n"
+            self.log.error(
+                f"request {desc.decode('utf-8', 'replace')!r} running for {(monotonic_ns() - start) / 1e9:.1f} s, longer than "
+                f"--timeout ({self.settings.timeout:g} s): ending it; its greenlet's stack:\n{stack.rstrip()}"
+            )
+            self.gsb.forget(g)
+            self.lib.kill(g)
 
     def drain_deadline(self) -> float:
         """When draining must end: 90% of graceful_timeout after TERM, before the SIGKILL."""

@@ -238,3 +238,20 @@ def test_term_serves_queued_connections(worker_class: str) -> None:
             t.join()
         assert sorted(o[0] for o in out) == [200] * 5, out
         assert w.proc.wait(10) == 0
+
+
+@pytest.mark.parametrize("worker_class", CLASSES)
+def test_request_over_timeout_is_ended_with_its_stack(worker_class: str) -> None:
+    need(worker_class)
+    with start_worker("basic:app", worker_class=worker_class, timeout=1) as w:
+        out: list[Any] = []
+        t0 = time.monotonic()
+        fetch(w, "/slow?t=10", out)
+        assert isinstance(out[0], Exception), out  # the connection ends without a response
+        assert time.monotonic() - t0 < 4
+        err = w.stderr()
+        assert "'GET /slow' running for" in err and "longer than --timeout (1 s)" in err, err
+        assert "basic.py" in err and "time.sleep" in err, err  # the greenlet's stack
+        assert w.get("/hello")[0] == 200
+        assert w.slot[W_IN_FLIGHT] == 0
+        assert w.stop() == 0
