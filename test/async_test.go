@@ -102,3 +102,76 @@ func TestAsyncMissingLibraryStopsBoot(t *testing.T) {
 		})
 	}
 }
+
+// TestAsyncBlockedHubIsDumpedAndReplaced: a greenlet that computes without yielding blocks
+// its worker's hub; the heartbeat stops, the master's --timeout dumps the stack (pointing
+// at the CPU loop) and replaces the worker while the other worker keeps serving.
+func TestAsyncBlockedHubIsDumpedAndReplaced(t *testing.T) {
+	for _, class := range asyncClasses {
+		t.Run(class, func(t *testing.T) {
+			requireLibrary(t, class)
+			g := startGorn(t, gornOpts{}, "-k", class, "-w", "2", "--timeout", "2", "app:app")
+			go func() {
+				resp, err := client().Get(g.url("/work?cpu_ms=60000&io_ms=0"))
+				if err == nil {
+					resp.Body.Close()
+				}
+			}()
+			// Until the CPU loop runs, its worker may still take a connection (and reset it
+			// when it is replaced): start polling once it surely runs.
+			time.Sleep(500 * time.Millisecond)
+			deadline := time.Now().Add(15 * time.Second)
+			for g.logs.count("WORKER TIMEOUT") == 0 && time.Now().Before(deadline) {
+				// The other worker serves while one hub is blocked.
+				if code, _ := get(t, g.url("/")); code != 200 {
+					t.Fatalf("request while a hub is blocked: %d", code)
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+			g.waitLog("WORKER TIMEOUT", 1, time.Second)
+			g.waitLog("worker ready", 3, 20*time.Second)
+			for range 10 {
+				if code, _ := get(t, g.url("/")); code != 200 {
+					t.Fatalf("request after the replacement: %d", code)
+				}
+			}
+			logs := g.logs.String()
+			if !strings.Contains(logs, "no heartbeat for") {
+				t.Errorf("the timeout is not a stale heartbeat:\n%s", logs)
+			}
+			if !strings.Contains(logs, `app.py", line`) || !strings.Contains(logs, " in work") {
+				t.Errorf("no Python stack pointing at the CPU loop in the log:\n%s", logs)
+			}
+			if !strings.Contains(logs, `"reason":"timeout"`) {
+				t.Errorf("the exit is not attributed to the timeout")
+			}
+		})
+	}
+}
+
+// TestAsyncLongRequestIsNotAHungWorker: a request that waits longer than --timeout on an
+// async worker is ended with its greenlet's stack logged; the worker itself keeps serving.
+func TestAsyncLongRequestIsNotAHungWorker(t *testing.T) {
+	requireLibrary(t, "gevent")
+	g := startGorn(t, gornOpts{}, "-k", "gevent", "-w", "1", "--timeout", "2", "app:app")
+	pid := g.workerPids()
+	start := time.Now()
+	resp, err := client().Get(g.url("/slow?ms=60000"))
+	if err == nil {
+		resp.Body.Close()
+		t.Fatalf("a 60 s request answered %d despite --timeout 2", resp.StatusCode)
+	}
+	if d := time.Since(start); d > 6*time.Second {
+		t.Errorf("the request was ended after %s", d)
+	}
+	g.waitLog("longer than --timeout (2 s): ending it", 1, 5*time.Second)
+	if code, _ := get(t, g.url("/")); code != 200 {
+		t.Fatalf("request after the ended one: %d", code)
+	}
+	if got := g.workerPids(); fmt.Sprint(got) != fmt.Sprint(pid) {
+		t.Errorf("worker replaced (%v -> %v): a long request is not a hung worker", pid, got)
+	}
+	if g.logs.count("WORKER TIMEOUT") != 0 {
+		t.Errorf("the master timed the worker out")
+	}
+}

@@ -366,6 +366,7 @@ class GreenWorker:
     def _accept_loop(self, l: Listener, gsock: Any) -> None:
         slots = self.slots
         lib = self.lib
+        yield_after_accept = self.settings.workers > 1
         while self.alive:
             slots.acquire()  # worker_connections open: stop accepting until one closes
             if not self.alive:
@@ -391,6 +392,11 @@ class GreenWorker:
                 slots.release()
                 raise  # GreenletExit: stopped
             self._spawn_connection(client, addr, l)
+            if yield_after_accept:
+                # With siblings, one accept per turn (gunicorn's max_accept=1): the new
+                # connection runs first, so a worker does not take a burst of connections
+                # that its siblings could serve sooner.
+                lib.sleep(0)
 
     # ------------------------------------------------------------ connections
     def _serve_connection(self, sock: Any, addr: Any, l: Listener) -> None:
