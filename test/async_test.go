@@ -175,3 +175,15 @@ func TestAsyncLongRequestIsNotAHungWorker(t *testing.T) {
 		t.Errorf("the master timed the worker out")
 	}
 }
+
+// TestChaosAsync is TestChaos for the async classes: steady load through recycling, HUPs,
+// TTIN/TTOU, a SIGKILLed worker and a TERM with connections queued.
+func TestChaosAsync(t *testing.T) {
+	testenv.Short(t, "chaos test is long")
+	for _, class := range asyncClasses {
+		t.Run(class, func(t *testing.T) {
+			requireLibrary(t, class)
+			chaos(t, []string{"-k", class})
+		})
+	}
+}
