@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import signal
 import threading
@@ -254,4 +255,32 @@ def test_request_over_timeout_is_ended_with_its_stack(worker_class: str) -> None
         assert "basic.py" in err and "time.sleep" in err, err  # the greenlet's stack
         assert w.get("/hello")[0] == 200
         assert w.slot[W_IN_FLIGHT] == 0
+        assert w.stop() == 0
+
+
+@pytest.mark.parametrize("worker_class", CLASSES)
+def test_environ_keys(worker_class: str) -> None:
+    need(worker_class)
+    with start_worker("envkeys:app", worker_class=worker_class, workers=2) as w:
+        raw = w.raw(b"POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 2\r\n\r\nhi")
+        doc = json.loads(raw.split(b"\r\n\r\n", 1)[1])
+        assert doc["multithread"] is True and doc["multiprocess"] is True
+        assert doc["gunicorn_socket"] is True and doc["timeout"] is None  # the app's socket has no timeout
+        assert doc["eventlet_input_is_socket"] is (worker_class == "eventlet")
+        assert doc["body"] == "hi"
+        assert w.stop() == 0
+
+
+@pytest.mark.parametrize("worker_class", CLASSES)
+def test_stalled_body_is_dropped(worker_class: str) -> None:
+    need(worker_class)
+    with start_worker("basic:app", worker_class=worker_class, header_timeout=0.5) as w:
+        s = w.connect()
+        s.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
+        t0 = time.monotonic()
+        s.settimeout(5)
+        assert s.recv(100) == b""  # dropped, no response (BodyTimeout, as for sync)
+        assert time.monotonic() - t0 < 3
+        s.close()
+        assert w.get("/hello")[0] == 200
         assert w.stop() == 0
