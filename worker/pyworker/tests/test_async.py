@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from gorn_worker.green import MissingLibrary
-from gorn_worker.scoreboard import W_CONNECTIONS, W_IN_FLIGHT, W_REQUESTS
+from gorn_worker.scoreboard import W_CONNECTIONS, W_IN_FLIGHT, W_RELOAD, W_REQUESTS
 from harness import Worker, start_worker
 from prereq import require_installed, require_module
 
@@ -283,4 +283,24 @@ def test_stalled_body_is_dropped(worker_class: str) -> None:
         assert time.monotonic() - t0 < 3
         s.close()
         assert w.get("/hello")[0] == 200
+        assert w.stop() == 0
+
+
+@pytest.mark.parametrize("worker_class", CLASSES)
+def test_reload_watcher_runs_under_patching(worker_class: str, tmp_path: Path) -> None:
+    """--reload's watcher is a native thread with the original sleep: it keeps polling
+    after monkey-patching (and while the hub sleeps)."""
+    need(worker_class)
+    (tmp_path / "reloadme.py").write_text(
+        "def application(environ, start_response):\n"
+        "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+        "    return [b'one']\n"
+    )
+    with start_worker("reloadme", cwd=tmp_path, worker_class=worker_class, reload=True) as w:
+        assert w.get("/")[2] == b"one"
+        time.sleep(1.2)  # the watcher's first look
+        app = tmp_path / "reloadme.py"
+        st = app.stat()
+        os.utime(app, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+        w.wait_slot(W_RELOAD, lambda v: v == app.stat().st_mtime_ns, timeout=10)
         assert w.stop() == 0
