@@ -105,13 +105,13 @@ func Options() []Option {
 			Help:  "re-read the limits and the load this often when sized\nautomatically",
 			field: func(c *Config) any { return &c.ResizeInterval }},
 		{Name: "worker-class", Short: "k", Gunicorn: "worker_class", Arg: "CLASS", Default: "sync", Worker: "worker_class",
-			Help:  "sync (one request at a time) or gthread (--threads at once)",
+			Help:  "sync (one request at a time), gthread (--threads at once),\ngevent or eventlet (--worker-connections at once; the app\ninstalls the library)",
 			field: func(c *Config) any { return &c.WorkerClass }, check: checkWorkerClass},
 		{Name: "threads", Gunicorn: "threads", Kind: Int, Arg: "N", Default: "1", Min: 1, Worker: "threads",
 			Help:  "threads per gthread worker; > 1 turns sync into gthread",
 			field: func(c *Config) any { return &c.Threads }},
 		{Name: "worker-connections", Gunicorn: "worker_connections", Kind: Int, Arg: "N", Default: "1000", Min: 1, Worker: "worker_connections",
-			Help:  "open connections a worker holds, idle keep-alive ones included",
+			Help:  "open connections a worker holds, idle keep-alive ones included;\nfor gevent and eventlet also the requests served at once",
 			field: func(c *Config) any { return &c.WorkerConnections }},
 		{Name: "backlog", Gunicorn: "backlog", Kind: Int, Arg: "N", Default: "2048", Min: 1, Start: true,
 			Help:  "listen queue length",
@@ -131,7 +131,7 @@ func Options() []Option {
 		{Name: "python", Arg: "PATH", Start: true, NotInFile: true, DefaultHelp: "$VIRTUAL_ENV/bin/python, else python3",
 			Help:  "interpreter of the workers (and of the config file)",
 			field: func(c *Config) any { return &c.Python }, check: checkPython},
-		{Name: "timeout", Short: "t", Gunicorn: "timeout", Kind: Seconds, Arg: "S", Default: "30",
+		{Name: "timeout", Short: "t", Gunicorn: "timeout", Kind: Seconds, Arg: "S", Default: "30", Worker: "timeout",
 			Help:  "abort a worker busy on one request this long; 0 = off",
 			field: func(c *Config) any { return &c.Timeout }},
 		{Name: "graceful-timeout", Gunicorn: "graceful_timeout", Kind: Seconds, Arg: "S", Default: "30", Worker: "graceful_timeout",
@@ -310,11 +310,16 @@ func checkWorkerClass(c *Config, _ Environment) error {
 			c.WorkerClass = "gthread"
 			c.Warnings = append(c.Warnings, fmt.Sprintf("--threads %d with the sync worker class: running gthread workers, as gunicorn does", c.Threads))
 		}
-	case "gthread":
-	case "gevent", "eventlet", "tornado", "asgi", "uvicorn.workers.UvicornWorker":
-		return usagef("-k/--worker-class %q is not supported yet: use sync, or gthread with --threads for concurrency in one worker", c.WorkerClass)
+	case "gthread", "gevent", "eventlet":
+	case "gevent_wsgi", "gevent_pywsgi":
+		// gunicorn serves these with gevent's own pywsgi server; gorn serves every class
+		// with one HTTP implementation, so they are the gevent class.
+		c.Warnings = append(c.Warnings, fmt.Sprintf("-k %s: serving with the gevent worker class (gorn has one HTTP implementation for every class)", c.WorkerClass))
+		c.WorkerClass = "gevent"
+	case "tornado", "asgi", "uvicorn.workers.UvicornWorker":
+		return usagef("-k/--worker-class %q is not supported yet: use sync, gthread (--threads), gevent or eventlet", c.WorkerClass)
 	default:
-		return usagef("-k/--worker-class %q: want sync or gthread", c.WorkerClass)
+		return usagef("-k/--worker-class %q: want sync, gthread, gevent or eventlet", c.WorkerClass)
 	}
 	return nil
 }

@@ -59,6 +59,15 @@ func TestParseConfig(t *testing.T) {
 		{"--threads makes gthread", []string{"--threads", "4", "app"}, env(), func(c *Config) bool {
 			return c.WorkerClass == "gthread" && c.Threads == 4 && len(c.Warnings) == 1
 		}},
+		{"-k gevent", []string{"-k", "gevent", "--worker-connections", "500", "app"}, env(), func(c *Config) bool {
+			return c.WorkerClass == "gevent" && c.WorkerConnections == 500 && len(c.Warnings) == 0
+		}},
+		{"-k eventlet", []string{"-k", "eventlet", "app"}, env(), func(c *Config) bool {
+			return c.WorkerClass == "eventlet" && c.WorkerConnections == 1000
+		}},
+		{"-k gevent_pywsgi is gevent", []string{"-k", "gevent_pywsgi", "app"}, env(), func(c *Config) bool {
+			return c.WorkerClass == "gevent" && len(c.Warnings) == 1
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := Parse(tc.args, tc.env, nil)
@@ -97,7 +106,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{[]string{"--initgroups", "app"}, env(), "--initgroups needs -u/--user"},
 		{[]string{"-u", "no-such-user-here", "app"}, env(), "-u/--user \"no-such-user-here\""},
 		{[]string{"-m", "999", "app"}, env(), "-m/--umask"},
-		{[]string{"-k", "eventlet", "app"}, env(), "not supported yet: use sync, or gthread"},
+		{[]string{"-k", "asgi", "app"}, env(), "not supported yet: use sync, gthread (--threads), gevent or eventlet"},
 		{[]string{"--reload-engine", "magic", "app"}, env(), "--reload-engine"},
 		{[]string{"-k", "tornado", "app"}, env(), "worker-class"},
 		{[]string{"--cpus", "-1", "app"}, env(), "--cpus"},

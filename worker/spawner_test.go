@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"sync"
 	"syscall"
@@ -78,6 +79,9 @@ func TestSpawnServesAndReaps(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The spawner holds the lifeline's write end: collected (its *os.File finalized) before
+	// the end of the test, it would close the pipe and the worker would exit 0 while booting.
+	defer runtime.KeepAlive(sp)
 	proc, err := sp.Spawn(master.SpawnRequest{Slot: 1, Generation: 3, Workers: 1})()
 	if err != nil {
 		t.Fatal(err)

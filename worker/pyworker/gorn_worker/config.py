@@ -20,7 +20,7 @@ ENV_VAR = "GORN_WORKER"
 DEFAULT_ACCESS_LOG_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("text", "json")
-WORKER_CLASSES = ("sync", "gthread")
+WORKER_CLASSES = ("sync", "gthread", "gevent", "eventlet")
 
 IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
@@ -70,13 +70,14 @@ class Settings:
     generation: int = _f(0, _INT, "reload generation")
     scoreboard_fd: int = _f(-1, _INT, "memfd of the scoreboard; -1 = private (tests)")
     lifeline_fd: int = _f(-1, _INT, "read end of the lifeline pipe; -1 = none (tests)")
-    worker_class: str = _f("sync", _STR, "worker class: `sync` or `gthread`")
+    worker_class: str = _f("sync", _STR, "worker class: `sync`, `gthread`, `gevent` or `eventlet`")
     threads: int = _f(1, _INT, "gthread: requests served at once")
     worker_connections: int = _f(1000, _INT, "open connections a worker holds, idle ones included")
     workers: int = _f(1, _INT, "desired worker count (wsgi.multiprocess)")
     keepalive: float = _f(75.0, _FLOAT, "idle keep-alive seconds; 0 = no keep-alive")
     header_timeout: float = _f(10.0, _FLOAT, "seconds for a head; max gap in a body; 0 = none")
     graceful_timeout: float = _f(30.0, _FLOAT, "seconds the master waits after TERM")
+    timeout: float = _f(30.0, _FLOAT, "--timeout; gevent/eventlet end a request running longer; 0 = off")
     limit_request_line: int = _f(4094, _INT, "max request-line length; 0 = unlimited")
     limit_request_fields: int = _f(100, _INT, "max header fields; 0 = unlimited")
     limit_request_field_size: int = _f(8190, _INT, "max header line size; 0 = unlimited")
@@ -174,7 +175,7 @@ class Settings:
             raise ConfigError(f"umask must be -1 or a mode up to 0o777, got {self.umask!r}")
         _at_least("worker_connections", self.worker_connections, 1)
         if self.worker_class not in WORKER_CLASSES:
-            raise ConfigError(f"worker_class {self.worker_class!r} is not supported (want sync or gthread)")
+            raise ConfigError(f"worker_class {self.worker_class!r} is not supported (want sync, gthread, gevent or eventlet)")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"log_level {self.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
         if self.log_format not in LOG_FORMATS:

@@ -705,17 +705,7 @@ class Worker:
         return (self.term_at or monotonic()) + (gt * 0.9 if gt > 0 else float("inf"))
 
     def _queued(self) -> Optional[int]:
-        """Connections in the listen queues now (TCP_INFO), None if unknown."""
-        total = 0
-        for l in self.listeners:
-            if not l.tcp:
-                return None
-            try:
-                info = l.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_LEN)
-                total += struct.unpack_from("I", info, _TCPI_UNACKED)[0]
-            except (OSError, struct.error):
-                return None
-        return total + len(self.listeners)
+        return listen_queue(self.listeners)
 
     def queued_connections(self, deadline: float) -> Iterator[tuple[socket.socket, Any, Listener]]:
         """Accept, one at a time, what was queued on the listeners when draining began:
@@ -735,6 +725,21 @@ class Worker:
                     taken += 1
                     yield got
                     break
+
+
+def listen_queue(listeners: list[Listener]) -> Optional[int]:
+    """Connections in the listen queues now (TCP_INFO), plus one per listener (a bound for
+    draining); None if unknown (a unix socket)."""
+    total = 0
+    for l in listeners:
+        if not l.tcp:
+            return None
+        try:
+            info = l.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_LEN)
+            total += struct.unpack_from("I", info, _TCPI_UNACKED)[0]
+        except (OSError, struct.error):
+            return None
+    return total + len(listeners)
 
 
 def _drain_pipe(fd: int) -> None:

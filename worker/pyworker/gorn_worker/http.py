@@ -345,7 +345,7 @@ class Connection:
         t0 = monotonic()
         try:
             data = self.sock.recv(n)
-        except BlockingIOError:
+        except (BlockingIOError, TimeoutError):  # SO_RCVTIMEO, or a green socket's timeout
             raise BodyTimeout("timed out reading the request body") from None
         except OSError as e:
             raise ClientDisconnected(f"reading the request body: {e}") from None

@@ -8,6 +8,11 @@
 6. scoreboard: pid, generation, state=booting; the config file's post_fork hook
 7. import the app (failure: one log line with the Python error, exit 4); post_worker_init
 8. state=ready, serve; TERM drains and returns 0; worker_exit
+
+``-k gevent``/``-k eventlet`` monkey-patch between 3 and 4 (before any config-file code or
+the app is imported, as gunicorn does at worker init); a missing library is one log line
+naming the package, exit 3. The runtime's own threads are real OS threads either way
+(:func:`.threads.start_native`).
 """
 
 from __future__ import annotations
@@ -17,15 +22,15 @@ import os
 import resource
 import signal
 import sys
-import time
 from types import FrameType
-from typing import Optional
+from typing import Any, Optional, Protocol
 
 from . import accesslog as _accesslog
 from . import app as _app
 from . import conffile as _conffile
 from . import config as _config
 from . import core as _core
+from . import green as _green
 from . import gthread as _gthread
 from . import http as _http  # noqa: F401  (imported up front: nothing loads lazily later)
 from . import logs as _logs
@@ -101,7 +106,7 @@ def raise_open_files_limit(connections: int) -> Optional[str]:
 def _lifeline(fd: int) -> None:
     while True:
         try:
-            data = os.read(fd, 64)
+            data = _threads.read(fd, 64)  # the original, even under monkey-patching
         except InterruptedError:
             continue
         except OSError:
@@ -112,7 +117,7 @@ def _lifeline(fd: int) -> None:
 
 def start_lifeline(fd: int) -> None:
     """Watch the lifeline pipe from a daemon thread that never receives signals."""
-    _threads.start(_lifeline, "gorn-lifeline", fd)
+    _threads.start_native(_lifeline, "gorn-lifeline", fd)
 
 
 EXIT_GRACE = 2.0  # seconds the interpreter gets to shut down after serving ends
@@ -127,7 +132,7 @@ def arm_exit_watchdog(code: int, seconds: float = EXIT_GRACE) -> None:
     """
 
     def watchdog() -> None:
-        time.sleep(seconds)
+        _threads.sleep(seconds)
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
@@ -135,7 +140,36 @@ def arm_exit_watchdog(code: int, seconds: float = EXIT_GRACE) -> None:
                 pass
         os._exit(code)
 
-    _threads.start(watchdog, "gorn-exit-watchdog")
+    _threads.start_native(watchdog, "gorn-exit-watchdog")
+
+
+class _Serving(Protocol):
+    """What the signal handlers and main need from a worker of any class."""
+
+    request_hooks: Optional[Any]
+
+    def on_term(self) -> None: ...
+
+    def on_fast_exit(self) -> None: ...
+
+    def run(self) -> None: ...
+
+
+ASYNC_CLASSES = ("gevent", "eventlet")
+
+
+def patch_for(worker_class: str) -> Optional[_green.GreenLib]:
+    """Monkey-patch for an async class (its adapter imports the library); None otherwise.
+    Raises :class:`.green.MissingLibrary`."""
+    if worker_class == "gevent":
+        from . import gevent_worker
+
+        return gevent_worker.patch()
+    if worker_class == "eventlet":
+        from . import eventlet_worker
+
+        return eventlet_worker.patch()
+    return None
 
 
 class _Signals:
@@ -151,7 +185,7 @@ class _Signals:
         self.hooks: Optional[_conffile.Hooks] = None
         self.access = access
         self.sb = sb
-        self.worker: Optional[_core.Worker] = None
+        self.worker: Optional[_Serving] = None
         # Set by TERM/INT/QUIT during boot. The handler also raises FastExit, but an
         # exception raised inside a weakref callback or __del__ (importlib runs some) is
         # printed and dropped by Python: this flag is checked after the import.
@@ -246,6 +280,15 @@ def main(argv: Optional[list[str]] = None) -> int:
         log.error(f"cannot start the worker: {e}")
         return EXIT_BOOT
 
+    # 3b. async classes: monkey-patch before any config-file code or the app is imported
+    try:
+        green_lib = patch_for(settings.worker_class)
+    except _green.MissingLibrary as e:
+        log.error(f"cannot start the worker: {e}")
+        return EXIT_BOOT
+    if settings.worker_class == "eventlet" and settings.slot == 0:
+        log.warning("eventlet is deprecated upstream (bugfix-only); gevent serves the same apps")
+
     # 4. signals, lifeline
     signals = _Signals(log, access, sb)
     try:
@@ -285,8 +328,13 @@ def main(argv: Optional[list[str]] = None) -> int:
             return EXIT_BOOT
 
         # 8. serve
-        worker_class = _gthread.ThreadWorker if settings.worker_class == "gthread" else _sync.SyncWorker
-        worker = worker_class(application, settings, log, sb, listeners, access)
+        worker: _Serving
+        if green_lib is not None:
+            worker = _green.GreenWorker(green_lib, application, settings, log, sb, listeners, access)
+        elif settings.worker_class == "gthread":
+            worker = _gthread.ThreadWorker(application, settings, log, sb, listeners, access)
+        else:
+            worker = _sync.SyncWorker(application, settings, log, sb, listeners, access)
         worker.request_hooks = hooks.request_hooks()
         if hooks.secure_scheme_headers is not None:
             worker.handler.set_scheme_headers(hooks.secure_scheme_headers)

@@ -62,6 +62,10 @@ class RequestHandler:
         self.proxy = Proxy(SECURE_SCHEME_HEADERS, self._trusted_ip if settings.forwarded_real_ip else None)
         # Asked before each response head: True to say Connection: close (set by the core).
         self.refuse_keepalive: Callable[[], bool] = lambda: False
+        # Async classes: given what the app returned, True when the app took the connection
+        # (eventlet's "already handled" protocol); a StopIteration from the app then means
+        # the same (gunicorn's). None: neither protocol (sync, gthread).
+        self.already_handled: Optional[Callable[[Any], bool]] = None
 
     def set_scheme_headers(self, headers: dict[str, str]) -> None:
         """The config file's ``secure_scheme_headers`` (gunicorn's setting) replace the default."""
@@ -136,20 +140,31 @@ class RequestHandler:
             try:
                 if hooks is not None:
                     hooks.pre(env)
-                result = self.app(env, resp.start_response)
+                taken = False
                 try:
-                    resp.send_result(result)
+                    result = self.app(env, resp.start_response)
+                except StopIteration:
+                    # gunicorn's protocol for "the app took the socket over" (Flask-Sock and
+                    # simple-websocket when a WebSocket ends; gunicorn's async workers).
+                    result, taken = None, True
+                else:
+                    if self.already_handled is not None:
+                        taken = self.already_handled(result)
+                try:
+                    if not taken:
+                        resp.send_result(result)
                 finally:
                     close = getattr(result, "close", None)
                     if close is not None:
                         close()
-                code = resp.code
-            except StopIteration:
-                # gunicorn's protocol for "the app took the socket over" (Flask-Sock and
-                # simple-websocket after a WebSocket ends): close quietly, no response.
-                resp.must_close = True
-                code = resp.code if resp.headers_sent else 0
-                self.log.debug(f"{req.method} {env.get('RAW_URI')}: the app took the connection over; closing it")
+                if taken:
+                    # The app spoke on the socket itself (a WebSocket): nothing more goes out
+                    # and the connection is closed. Counted as 101 Switching Protocols.
+                    resp.must_close = True
+                    code = resp.code if resp.headers_sent else 101
+                    self.log.debug(f"{req.method} {env.get('RAW_URI')}: the app took the connection over; closing it")
+                else:
+                    code = resp.code
             except ClientGone as e:
                 resp.must_close = True
                 code = resp.code if resp.headers_sent else 0

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 import time
 from typing import Iterable, Optional
 
@@ -58,18 +57,19 @@ def changed(seen: dict[str, int], files: set[str]) -> Optional[str]:
     return found
 
 
-def start(sb: Scoreboard, log: Logger, extra: Iterable[str], interval: float = INTERVAL) -> threading.Thread:
-    """Start the watcher thread (signals stay with the main thread)."""
+def start(sb: Scoreboard, log: Logger, extra: Iterable[str], interval: float = INTERVAL) -> None:
+    """Start the watcher thread (signals stay with the main thread; a real thread with
+    the original sleep even under gevent/eventlet monkey-patching)."""
     extra = list(extra)
 
     def run() -> None:
         seen: dict[str, int] = {}
         changed(seen, source_files(extra))
         while True:
-            time.sleep(interval)
+            threads.sleep(interval)
             path = changed(seen, source_files(extra))
             if path is not None:
                 log.info(f"{path} changed; asking the master to reload the workers")
                 sb.words[W_RELOAD] = max(sb.words[W_RELOAD], change_time(path))
 
-    return threads.start(run, "gorn-reload")
+    threads.start_native(run, "gorn-reload")

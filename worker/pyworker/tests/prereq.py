@@ -8,6 +8,7 @@ nothing. The Go side does the same in internal/testenv.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 from types import ModuleType
 from typing import NoReturn
@@ -36,3 +37,17 @@ def require_module(name: str) -> ModuleType:
         if strict():
             pytest.fail(f"missing prerequisite ({STRICT_VAR}=1 makes this a failure): {name}: {e}")
         pytest.skip(f"{name} is not installed: {e}", allow_module_level=True)
+
+
+def require_installed(name: str) -> None:
+    """Report a package the test's subprocess needs missing, without importing it here
+    (gevent and eventlet are imported, and patch, only in the worker)."""
+    try:
+        found = importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError) as e:
+        found = False
+        detail = str(e)
+    else:
+        detail = "not found"
+    if not found:
+        missing(f"{name} is not installed: {detail}")

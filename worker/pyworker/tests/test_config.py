@@ -76,7 +76,7 @@ def test_contract_keys_match_settings() -> None:
         ({"limit_request_line": -5}, "limit_request_line"),
         ({"log_level": "verbose"}, "log_level"),
         ({"log_format": "xml"}, "log_format"),
-        ({"worker_class": "gevent"}, "worker_class"),
+        ({"worker_class": "tornado"}, "worker_class"),
         ({"root_path": "x"}, "root_path"),
         ({"forwarded_allow_ips": ["not-an-ip"]}, "forwarded_allow_ips"),
         ({"forwarded_allow_ips": "*"}, "list of str"),
