@@ -95,7 +95,7 @@ class FastExit(BaseException):
 class Listener:
     """An inherited listening socket and what the environ needs from it."""
 
-    __slots__ = ("sock", "fd", "family", "proto", "unix", "tcp", "server_name", "server_port", "name")
+    __slots__ = ("sock", "fd", "family", "proto", "unix", "tcp", "nodelay", "server_name", "server_port", "name")
 
     def __init__(self, fd: int) -> None:
         try:
@@ -117,6 +117,9 @@ class Listener:
         self.proto = sock.proto
         self.unix = sock.family == socket.AF_UNIX
         self.tcp = sock.family in (socket.AF_INET, socket.AF_INET6)
+        # Accepted connections inherit the listener's TCP_NODELAY (the master sets it):
+        # then there is no need to set it on each.
+        self.nodelay = self.tcp and bool(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
         self.name = sock.getsockname()
         if self.unix:
             self.server_name, self.server_port = "localhost", "80"
@@ -250,7 +253,6 @@ class Worker:
         self.kept_until = 0.0  # no new connection before this (KEPT_CLIENT_GRACE)
         self.grace = KEPT_CLIENT_GRACE if executor.rotate and executor.serial else 0.0
         self.lpoll: Optional[Any] = None  # the listeners alone, polled with timeout 0
-        self.first_poll = select.poll()  # a new connection alone (NEW_CLIENT_WAIT)
         if listeners:
             self.lpoll = select.poll()
             for l in listeners:
@@ -391,12 +393,17 @@ class Worker:
 
     # ---------------------------------------------------------- connections
     def _add(self, sock: socket.socket, addr: Any, l: Listener) -> None:
-        self._adopt(sock, addr, l.server_name, l.server_port, l.tcp)
+        self._adopt(sock, addr, l.server_name, l.server_port, l.tcp, not l.nodelay)
 
-    def _adopt(self, sock: socket.socket, addr: Any, server_name: str, server_port: str, tcp: bool) -> None:
-        """A new connection: read its request if it is here already, else wait for it."""
+    def _adopt(self, sock: socket.socket, addr: Any, server_name: str, server_port: str, tcp: bool, nodelay: bool = True) -> None:
+        """A new connection: read its request if it is here already, else wait for it.
+
+        A worker that runs one request at a time and holds nothing else waits up to
+        NEW_CLIENT_WAIT for the first bytes in a blocking recv (SO_RCVTIMEO), which costs
+        no more syscalls than a recv that finds them there."""
+        first_wait = NEW_CLIENT_WAIT if not self.conns and self.executor.serial else 0.0
         try:
-            conn, base, proxy = self.handler.open_connection(sock, addr, server_name, server_port, tcp)
+            conn, base, proxy = self.handler.open_connection(sock, addr, server_name, server_port, tcp, nodelay, first_wait)
         except OSError as e:  # reset before we got to it
             self.log.debug(f"connection error: {e}")
             sock.close()
@@ -405,7 +412,7 @@ class Worker:
         h.deadline = monotonic() + self.head_timeout
         self.conns[h.fd] = h
         self.sb.words[W_CONNECTIONS] = len(self.conns)
-        self._readable(h, len(self.conns) == 1 and self.executor.serial)
+        self._readable(h, first_wait > 0)
 
     def _arm(self, h: Held) -> None:
         if h.armed:
@@ -417,15 +424,19 @@ class Worker:
     def _readable(self, h: Held, wait_first: bool = False) -> None:
         """Read what the client sent: the rest of a head, or what a refused client still sends.
 
-        ``wait_first``: a new connection that is all the worker has: wait NEW_CLIENT_WAIT for
-        its first bytes before holding it in the epoll set."""
+        ``wait_first``: a new connection that is all the worker has: a blocking recv bounded
+        by its SO_RCVTIMEO (NEW_CLIENT_WAIT) before it is held in the epoll set."""
         try:
-            data = h.sock.recv(65536, socket.MSG_DONTWAIT)
-        except (BlockingIOError, InterruptedError):
-            if wait_first and self._first_bytes(h.fd):
-                self._readable(h)
+            if wait_first:
+                self.in_wait = True
+                try:
+                    data = h.sock.recv(65536)
+                finally:
+                    self.in_wait = False
             else:
-                self._arm(h)
+                data = h.sock.recv(65536, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError, Wakeup):
+            self._arm(h)
             return
         except OSError as e:
             self.log.debug(f"connection error: {e}")
@@ -451,21 +462,6 @@ class Worker:
             if conn.response_started:  # a kept connection: from the keep-alive deadline to the head's
                 h.deadline = monotonic() + self.head_timeout
         self._scan(h)
-
-    def _first_bytes(self, fd: int) -> bool:
-        """Wait (bounded, TERM interrupts) until fd is readable."""
-        p = self.first_poll
-        p.register(fd, select.POLLIN)
-        try:
-            self.in_wait = True
-            try:
-                return bool(p.poll(NEW_CLIENT_WAIT * 1000))
-            finally:
-                self.in_wait = False
-        except Wakeup:
-            return False
-        finally:
-            p.unregister(fd)
 
     def _scan(self, h: Held) -> None:
         """Queue the buffered request if its head is complete, else wait for more."""

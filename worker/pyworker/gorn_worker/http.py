@@ -214,7 +214,7 @@ class Connection:
     slows down. header_timeout 0 turns both bounds off.
     """
 
-    __slots__ = ("sock", "buf", "limits", "response_started", "body_credit", "scanned", "skipped", "line_end")
+    __slots__ = ("sock", "buf", "limits", "response_started", "body_credit", "scanned", "skipped", "line_end", "rcv_ready")
 
     def __init__(self, sock: socket.socket, limits: Limits) -> None:
         self.sock = sock
@@ -225,13 +225,20 @@ class Connection:
         self.scanned = 0  # bytes of buf already checked for the end of a head
         self.skipped = 0  # empty lines (CRLF) skipped before the request line
         self.line_end = -1  # end of the request line in buf, once seen
+        self.rcv_ready = True  # SO_RCVTIMEO is the body's (header_timeout)
 
-    def set_timeouts(self) -> None:
+    def set_timeouts(self, first_wait: float = 0.0) -> None:
+        """SO_SNDTIMEO and SO_RCVTIMEO to header_timeout; with ``first_wait``, SO_RCVTIMEO is
+        that instead (a blocking recv of the first bytes, bounded), and the body's is set
+        before the first body read."""
         t = self.limits.timeout
         if t > 0:
-            tv = _timeval(t)
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(t))
+        if first_wait > 0:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(first_wait))
+            self.rcv_ready = False
+        elif t > 0:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(t))
 
     # ----------------------------------------------------------------- heads
     def next_head(self) -> Optional[bytes]:
@@ -342,6 +349,9 @@ class Connection:
 
     def recv_body(self, n: int) -> bytes:
         """One recv of body bytes (the buffer is empty); enforces the two body bounds."""
+        if not self.rcv_ready:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(self.limits.timeout))
+            self.rcv_ready = True
         t0 = monotonic()
         try:
             data = self.sock.recv(n)

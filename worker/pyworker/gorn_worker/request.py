@@ -92,14 +92,23 @@ class RequestHandler:
         return r
 
     def open_connection(
-        self, sock: socket.socket, addr: Any, server_name: str, server_port: str, tcp: bool
+        self,
+        sock: socket.socket,
+        addr: Any,
+        server_name: str,
+        server_port: str,
+        tcp: bool,
+        nodelay: bool = True,
+        first_wait: float = 0.0,
     ) -> tuple[Connection, dict[str, Any], Optional[Proxy]]:
         """A new connection's reader, the environ its requests share, and what its proxy
-        headers may set: None unless the peer is trusted (always over a unix socket)."""
+        headers may set: None unless the peer is trusted (always over a unix socket).
+        ``nodelay``: set TCP_NODELAY (unless the listener's is inherited); ``first_wait``:
+        see :meth:`Connection.set_timeouts`."""
         conn = Connection(sock, self.limits)
-        if tcp:
+        if tcp and nodelay:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        conn.set_timeouts()
+        conn.set_timeouts(first_wait)
         if not tcp:
             base = connection_environ(
                 self.base, server_name=server_name, server_port=server_port, remote_addr="", remote_port=None, sock=sock
