@@ -427,15 +427,10 @@ class Worker:
         ``wait_first``: a new connection that is all the worker has: a blocking recv bounded
         by its SO_RCVTIMEO (NEW_CLIENT_WAIT) before it is held in the epoll set."""
         try:
-            if wait_first:
-                self.in_wait = True
-                try:
-                    data = h.sock.recv(65536)
-                finally:
-                    self.in_wait = False
-            else:
-                data = h.sock.recv(65536, socket.MSG_DONTWAIT)
-        except (BlockingIOError, InterruptedError, Wakeup):
+            # Not interruptible by TERM (in_wait stays False): an exception raised between the
+            # recv and its result would lose the bytes read. TERM waits NEW_CLIENT_WAIT at most.
+            data = h.sock.recv(65536) if wait_first else h.sock.recv(65536, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
             self._arm(h)
             return
         except OSError as e:
