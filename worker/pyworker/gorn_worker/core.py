@@ -262,14 +262,6 @@ class Worker:
         handler.refuse_keepalive = self.refuse_keepalive
         self._alarm_handler = self._alarm  # one bound method, so identity checks work
 
-    @property
-    def request_hooks(self) -> Optional[Any]:
-        return self.handler.request_hooks
-
-    @request_hooks.setter
-    def request_hooks(self, hooks: Optional[Any]) -> None:
-        self.handler.request_hooks = hooks
-
     # ---------------------------------------------------------------- signals
     def on_term(self) -> None:
         """TERM (from the signal handler): stop after the request in hand, then drain."""

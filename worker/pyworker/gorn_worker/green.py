@@ -263,14 +263,6 @@ class GreenWorker:
         self.request_timeout_ns = int(settings.timeout * 1e9) if settings.timeout > 0 else 0
         self.next_check = 0.0
 
-    @property
-    def request_hooks(self) -> Optional[Any]:
-        return self.handler.request_hooks
-
-    @request_hooks.setter
-    def request_hooks(self, hooks: Optional[Any]) -> None:
-        self.handler.request_hooks = hooks
-
     # ---------------------------------------------------------------- signals
     def on_term(self) -> None:
         """TERM (a signal handler, maybe inside the hub): only flags."""

@@ -23,7 +23,7 @@ import resource
 import signal
 import sys
 from types import FrameType
-from typing import Any, Optional, Protocol
+from typing import Optional, Protocol
 
 from . import accesslog as _accesslog
 from . import app as _app
@@ -34,6 +34,7 @@ from . import green as _green
 from . import gthread as _gthread
 from . import http as _http  # noqa: F401  (imported up front: nothing loads lazily later)
 from . import logs as _logs
+from . import request as _request
 from . import scoreboard as _scoreboard
 from . import sync as _sync
 from . import threads as _threads
@@ -146,7 +147,7 @@ def arm_exit_watchdog(code: int, seconds: float = EXIT_GRACE) -> None:
 class _Serving(Protocol):
     """What the signal handlers and main need from a worker of any class."""
 
-    request_hooks: Optional[Any]
+    handler: _request.RequestHandler
 
     def on_term(self) -> None: ...
 
@@ -335,7 +336,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             worker = _gthread.ThreadWorker(application, settings, log, sb, listeners, access)
         else:
             worker = _sync.SyncWorker(application, settings, log, sb, listeners, access)
-        worker.request_hooks = hooks.request_hooks()
+        worker.handler.request_hooks = hooks.request_hooks()
         if hooks.secure_scheme_headers is not None:
             worker.handler.set_scheme_headers(hooks.secure_scheme_headers)
         if signals.stop_requested:  # a stop during boot whose FastExit Python dropped
