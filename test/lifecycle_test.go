@@ -3,7 +3,6 @@ package test
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -207,23 +206,10 @@ func TestReloadWithBrokenCode(t *testing.T) {
 // TestUpgradeAsPID1 runs gorn as PID 1 of a new PID namespace, replaces its binary, sends
 // USR2, and checks that the PID is kept, the new binary serves, and no request fails.
 func TestUpgradeAsPID1(t *testing.T) {
-	needPID1(t)
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "gorn")
-	copyFile(t, gornBin, bin)
-	g := startGornBinary(t, bin, "-w", "2", "app:app")
-	pid1 := g.innerPid(t)
+	g, bin, pid1 := startAsPID1(t)
 	l := loadgen.Start(g.addr, 4, chaosPaths...)
 	time.Sleep(time.Second)
-
-	build := exec.Command("go", "build", "-ldflags", "-X main.version=9.9.9-upgraded", "-o", bin+".new", "./cmd/gorn")
-	build.Dir = repoRoot
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building the new binary: %v\n%s", err, out)
-	}
-	if err := os.Rename(bin+".new", bin); err != nil {
-		t.Fatal(err)
-	}
+	replaceBinary(t, bin, "9.9.9-upgraded")
 	fdsBefore, _ := masterUsage(t, pid1)
 	syscall.Kill(pid1, syscall.SIGUSR2)
 	g.waitLog("binary upgrade: adopted", 1, 20*time.Second)

@@ -37,6 +37,26 @@ func buildGorn(t *testing.T, path, version string, tags ...string) {
 	}
 }
 
+// startAsPID1 runs a copy of the gorn under test as PID 1 of a new PID namespace, from a
+// path a test may replace (as a package upgrade would) before sending USR2.
+func startAsPID1(t *testing.T) (g *gorn, bin string, pid1 int) {
+	t.Helper()
+	needPID1(t)
+	bin = filepath.Join(t.TempDir(), "gorn")
+	copyFile(t, gornBin, bin)
+	g = startGornBinary(t, bin, "-w", "2", "app:app")
+	return g, bin, g.innerPid(t)
+}
+
+// replaceBinary builds gorn (version, build tags) and moves it over bin.
+func replaceBinary(t *testing.T, bin, version string, tags ...string) {
+	t.Helper()
+	buildGorn(t, bin+".new", version, tags...)
+	if err := os.Rename(bin+".new", bin); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestFailedUpgradeKeepsTheOldBinary runs gorn as PID 1, replaces its binary with one
 // that fails, and sends USR2 under load: the old code keeps serving, the PID and the
 // workers stay, no request fails, the log says why, and the master still supervises.
@@ -60,12 +80,7 @@ func TestFailedUpgradeKeepsTheOldBinary(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			needPID1(t)
-			dir := t.TempDir()
-			bin := filepath.Join(dir, "gorn")
-			copyFile(t, gornBin, bin)
-			g := startGornBinary(t, bin, "-w", "2", "app:app")
-			pid1 := g.innerPid(t)
+			g, bin, pid1 := startAsPID1(t)
 			resp, err := client().Get(g.url("/"))
 			if err != nil {
 				t.Fatal(err)
@@ -141,16 +156,8 @@ func slicesEqual(a, b []int) bool {
 // reaped by that binary, so no exit will ever reach the restored one; it must not keep
 // the dead worker in its table, but replace it.
 func TestWorkerLostDuringAFailedUpgrade(t *testing.T) {
-	needPID1(t)
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "gorn")
-	copyFile(t, gornBin, bin)
-	g := startGornBinary(t, bin, "-w", "2", "app:app")
-	pid1 := g.innerPid(t)
-	buildGorn(t, bin+".new", "9.9.9-hangs", "gorn_fault_hang")
-	if err := os.Rename(bin+".new", bin); err != nil {
-		t.Fatal(err)
-	}
+	g, bin, pid1 := startAsPID1(t)
+	replaceBinary(t, bin, "9.9.9-hangs", "gorn_fault_hang")
 	workers := childPids(pid1)
 	ready := g.logs.count("worker ready")
 	syscall.Kill(pid1, syscall.SIGUSR2)
@@ -181,16 +188,8 @@ func (g *gorn) waitExec(pid int) {
 // runs (as PID 1, which ignores a signal it has no handler for) is not lost: the restored
 // binary shuts down gracefully.
 func TestStopDuringAFailedUpgrade(t *testing.T) {
-	needPID1(t)
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "gorn")
-	copyFile(t, gornBin, bin)
-	g := startGornBinary(t, bin, "-w", "2", "app:app")
-	pid1 := g.innerPid(t)
-	buildGorn(t, bin+".new", "9.9.9-hangs", "gorn_fault_hang")
-	if err := os.Rename(bin+".new", bin); err != nil {
-		t.Fatal(err)
-	}
+	g, bin, pid1 := startAsPID1(t)
+	replaceBinary(t, bin, "9.9.9-hangs", "gorn_fault_hang")
 	syscall.Kill(pid1, syscall.SIGUSR2)
 	g.waitExec(pid1)
 	// Go's runtime handles SIGTERM from its first instruction (exit 2, as PID 1, until
