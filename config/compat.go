@@ -129,6 +129,18 @@ func setsUnimplemented(u unimplemented, raw string) bool {
 	return true
 }
 
+// flagNames spells the setting's flags as --help spells gorn's own: "-D/--daemon".
+func (u unimplemented) flagNames() string {
+	names := make([]string, len(u.flags))
+	for i, f := range u.flags {
+		names[i] = "--" + f
+		if len(f) == 1 {
+			names[i] = "-" + f
+		}
+	}
+	return strings.Join(names, "/")
+}
+
 // unimplementedSetting returns the gunicorn-only setting with that config-file name.
 func unimplementedSetting(name string) (unimplemented, bool) {
 	for _, u := range unimplementedSettings() {
@@ -150,7 +162,7 @@ func applyUnimplemented(given []unimplemented, where string, warnings *[]string)
 		seen[u.setting] = true
 		name := u.setting
 		if where == "" && len(u.flags) > 0 {
-			name = "--" + u.flags[len(u.flags)-1]
+			name = u.flagNames()
 		}
 		if u.refuse {
 			return usagef("%s%s: %s", where, name, u.why)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 )
 
@@ -91,12 +92,45 @@ func (p *parser) flagSet() *flag.FlagSet {
 }
 
 // parseError is a flag-set error as one line: a refused value names the option's flags
-// and says what it wants.
+// and says what it wants. Go's flag package spells every flag with one dash ("flag needs
+// an argument: -workers"); gorn's messages spell them as --help does ("-w/--workers").
 func (p *parser) parseError(where string, err error) error {
 	if p.bad != nil {
-		err = p.bad
+		return usagef("%s%v", where, p.bad)
 	}
-	return usagef("%s%s", where, strings.TrimPrefix(err.Error(), "flag provided but not defined: "))
+	msg := err.Error()
+	for _, f := range []struct{ flagPkg, gorn string }{
+		{"flag needs an argument: -", "%s needs a value"},
+		{"flag provided but not defined: -", "unknown option %s"},
+		{"bad flag syntax: ", "bad option syntax: %s"},
+	} {
+		if name, ok := strings.CutPrefix(msg, f.flagPkg); ok {
+			if f.flagPkg != "bad flag syntax: " {
+				name = p.flagNames(name)
+			}
+			return usagef("%s"+f.gorn, where, name)
+		}
+	}
+	return usagef("%s%s", where, msg)
+}
+
+// flagNames spells the flag called name as --help does: "-w/--workers" for -w or
+// --workers, "--NAME" for a long flag, "-N" for an unknown one-letter one.
+func (p *parser) flagNames(name string) string {
+	for i := range p.options {
+		if slices.Contains(p.options[i].flags(), name) {
+			return p.options[i].FlagNames()
+		}
+	}
+	for _, u := range unimplementedSettings() {
+		if slices.Contains(u.flags, name) {
+			return u.flagNames()
+		}
+	}
+	if len(name) == 1 {
+		return "-" + name
+	}
+	return "--" + name
 }
 
 // fromEnvironment applies the environment variables that supply defaults (the lowest

@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -88,7 +89,7 @@ func TestParseConfigErrors(t *testing.T) {
 		want string
 	}{
 		{[]string{}, env(), "no application module"},
-		{[]string{"--bogus", "app"}, env(), "-bogus"},
+		{[]string{"--bogus", "app"}, env(), "unknown option --bogus"},
 		{[]string{"-w", "0", "app"}, env(), "-w/--workers"},
 		{[]string{"-w", "x", "app"}, env(), "-w"},
 		{[]string{"app"}, env("WEB_CONCURRENCY", "lots"), "WEB_CONCURRENCY"},
@@ -159,5 +160,63 @@ func TestCmdArgsFromEnvironment(t *testing.T) {
 		if _, err := Parse([]string{"app"}, env("GORN_CMD_ARGS", bad), nil); err == nil || !strings.Contains(err.Error(), "GORN_CMD_ARGS") {
 			t.Errorf("GORN_CMD_ARGS=%q: error %v", bad, err)
 		}
+	}
+}
+
+// singleDashLong is a long flag spelled with one dash, as Go's flag package writes them.
+var singleDashLong = regexp.MustCompile(`(^|[^-\w])-[a-z][a-z0-9_-]+`)
+
+// TestFlagErrorsSpellFlagsAsHelpDoes: every flag, by every spelling, given without its
+// value or with a value it refuses, is named in the error as --help names it
+// ("-w/--workers"), never as Go's flag package does ("-workers").
+func TestFlagErrorsSpellFlagsAsHelpDoes(t *testing.T) {
+	check := func(args []string, want string) {
+		t.Helper()
+		_, err := Parse(args, env(), nil)
+		var ue *UsageError
+		if !errors.As(err, &ue) {
+			t.Errorf("Parse(%q) = %v, want a usage error", args, err)
+			return
+		}
+		msg := err.Error()
+		if !strings.Contains(msg, want) || singleDashLong.MatchString(msg) {
+			t.Errorf("Parse(%q) error %q: want %q and no single-dash long flag", args, msg, want)
+		}
+	}
+	n := 0
+	for _, o := range Options() {
+		for _, name := range o.flags() {
+			spelled := "--" + name
+			if len(name) == 1 {
+				spelled = "-" + name
+			}
+			switch o.Kind {
+			case Action:
+				continue
+			case Bool:
+				check([]string{spelled + "=maybe", "app"}, o.FlagNames()+` "maybe"`)
+			default:
+				check([]string{"app", spelled}, o.FlagNames()+" needs a value")
+			}
+			n++
+		}
+	}
+	for _, u := range unimplementedSettings() {
+		for _, name := range u.flags {
+			if !u.isBool {
+				check([]string{"app", "--" + name}, u.flagNames()+" needs a value")
+				n++
+			}
+		}
+	}
+	if n < 60 {
+		t.Errorf("only %d flags checked", n)
+	}
+	check([]string{"--bogus", "app"}, "unknown option --bogus")
+	check([]string{"-Z", "app"}, "unknown option -Z")
+	check([]string{"---x", "app"}, "bad option syntax: ---x")
+	_, err := Parse([]string{"-w"}, env("GORN_CMD_ARGS", "--timeout"), nil)
+	if err == nil || !strings.Contains(err.Error(), "$GORN_CMD_ARGS: -t/--timeout needs a value") {
+		t.Errorf("$GORN_CMD_ARGS error %v", err)
 	}
 }
