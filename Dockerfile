@@ -1,10 +1,17 @@
 # Build gorn, then run the example Flask app with gorn as PID 1 (exec-form ENTRYPOINT, so
 # signals reach gorn directly). Workers are sized from the container's cgroup limits.
+# The worker runtime's bytecode for the runtime image's interpreter (worker/bytecode).
+FROM python:3.11-slim-bookworm AS bytecode
+WORKDIR /src
+COPY worker/ worker/
+RUN bash worker/bytecode/compile.sh
+
 FROM golang:1.26-bookworm AS build
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
+COPY --from=bytecode /src/worker/bytecode/ worker/bytecode/
 RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o /out/gorn ./cmd/gorn
 
 FROM python:3.11-slim-bookworm

@@ -5,10 +5,15 @@ PY    := $(VENV)/bin/python
 BIN   := bin/gorn
 GO    ?= go
 
-.PHONY: run test build venv lint gotest pytest bench clean
+.PHONY: run test build bytecode venv lint gotest pytest bench clean
 
-build:
+build: bytecode
 	$(GO) build -o $(BIN) ./cmd/gorn
+
+## bytecode: compile the worker runtime for each CPython 3.10-3.13 found, for go build to
+## embed (worker/bytecode/README.md).
+bytecode:
+	@bash worker/bytecode/compile.sh
 
 $(PY): examples/flask/requirements.txt worker/pyworker/requirements-test.txt
 	python3 -m venv $(VENV)
@@ -35,7 +40,7 @@ lint: venv
 	cd worker/pyworker && $(abspath $(VENV))/bin/ruff check --no-cache .
 	cd worker/pyworker && $(abspath $(VENV))/bin/mypy
 
-gotest: venv
+gotest: venv bytecode
 	GORN_TEST_PYTHON=$(abspath $(PY)) $(GO) test -race -count=1 -timeout 20m ./...
 
 pytest: venv

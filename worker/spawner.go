@@ -8,9 +8,11 @@ import (
 	"bytes"
 	"embed"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
+	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -21,6 +23,12 @@ import (
 
 //go:embed pyworker/__main__.py pyworker/gorn_worker/*.py
 var runtimeFS embed.FS
+
+// bytecodeFS is the runtime compiled for each CPython minor version `make bytecode` found
+// (bytecode/README.md): bytecode/cpython-3XX/gorn_worker/*.pyc.
+//
+//go:embed all:bytecode
+var bytecodeFS embed.FS
 
 // Settings is the JSON object a worker reads from $GORN_WORKER (the contract's table): the
 // configuration's settings, keyed as in the contract (built by the config package's
@@ -146,10 +154,21 @@ func (s *Spawner) Lifeline() (r, w *os.File) { return s.lifeline[0], s.lifeline[
 // Thread is the thread that forks the workers.
 func (s *Spawner) Thread() *Thread { return s.thread }
 
-// runtimeZip writes the embedded package to a memfd as a zip the interpreter can run.
+// runtimeZip writes the embedded package to a memfd as a zip the interpreter can run: the
+// sources at the root, and for each CPython version with embedded bytecode a directory
+// cpython-3XX holding the bytecode (stored, to be read in place) beside a copy of the
+// sources, which zipimport checks the bytecode's hash against and falls back to.
 func runtimeZip() (*os.File, error) {
 	var buf bytes.Buffer
 	zw := zip.NewWriter(&buf)
+	add := func(name string, data []byte, method uint16) error {
+		f, err := zw.CreateHeader(&zip.FileHeader{Name: name, Method: method})
+		if err != nil {
+			return err
+		}
+		_, err = f.Write(data)
+		return err
+	}
 	err := fs.WalkDir(runtimeFS, "pyworker", func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
@@ -158,13 +177,32 @@ func runtimeZip() (*os.File, error) {
 		if err != nil {
 			return err
 		}
-		f, err := zw.Create(path[len("pyworker/"):])
-		if err != nil {
-			return err
-		}
-		_, err = f.Write(data)
-		return err
+		return add(path[len("pyworker/"):], data, zip.Deflate)
 	})
+	if err == nil {
+		err = fs.WalkDir(bytecodeFS, "bytecode", func(path string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() || !strings.HasSuffix(path, ".pyc") {
+				return err
+			}
+			rel := path[len("bytecode/"):] // cpython-3XX/gorn_worker/NAME.pyc
+			_, module, _ := strings.Cut(rel, "/")
+			source, err := runtimeFS.ReadFile("pyworker/" + strings.TrimSuffix(module, "c"))
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil // bytecode of a module since removed
+			}
+			if err != nil {
+				return err
+			}
+			data, err := bytecodeFS.ReadFile(path)
+			if err != nil {
+				return err
+			}
+			if err := add(strings.TrimSuffix(rel, "c"), source, zip.Deflate); err != nil {
+				return err
+			}
+			return add(rel, data, zip.Store)
+		})
+	}
 	if err == nil {
 		err = zw.Close()
 	}

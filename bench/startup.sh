@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Start to first 200 on the Flask example, one worker: gorn and gunicorn 27 side by side in
+# one run, interleaved round by round (bench/startup.py measures; the machine is shared, so
+# read the median and repeat). Both servers run on the bench venv's interpreter.
+#
+#   bash bench/startup.sh                      20 rounds of gorn and gunicorn
+#   ROUNDS=40 bash bench/startup.sh
+#   BASE=9b64dea SERVERS="gorn gorn@base gunicorn" bash bench/startup.sh   before/after
+#
+# Env (defaults): ROUNDS (20) SERVERS ("gorn gunicorn") VENV (.bench-venv) BASE (a git
+# revision built as the server gorn@base)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+ROUNDS=${ROUNDS:-20}
+SERVERS=${SERVERS:-gorn gunicorn}
+VENV=${VENV:-.bench-venv}
+if ! "$VENV/bin/python" -c 'import gunicorn, flask, sys; sys.exit(int(gunicorn.__version__.split(".")[0]) != 27)' 2>/dev/null; then
+  echo "creating $VENV (gunicorn 27, flask)" >&2
+  [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q 'gunicorn>=27,<28' -r examples/flask/requirements.txt
+fi
+VENV=$(cd "$VENV" && pwd)
+make -s build >/dev/null
+if [ -n "${BASE:-}" ]; then
+  base_tree=$(mktemp -d)
+  git worktree add -q --detach "$base_tree" "$BASE"
+  (cd "$base_tree" && { [ ! -f worker/bytecode/compile.sh ] || bash worker/bytecode/compile.sh >/dev/null; } && go build -o "$ROOT/bin/gorn-base" ./cmd/gorn)
+  git worktree remove --force "$base_tree"
+fi
+export VIRTUAL_ENV="$VENV"
+args=()
+for s in $SERVERS; do
+  case "$s" in
+    gorn) args+=("gorn=$ROOT/bin/gorn -w 1 -b 127.0.0.1:{PORT} app:app") ;;
+    gorn@base) args+=("gorn@base=$ROOT/bin/gorn-base -w 1 -b 127.0.0.1:{PORT} app:app") ;;
+    gunicorn) args+=("gunicorn=$VENV/bin/gunicorn -w 1 -b 127.0.0.1:{PORT} app:app") ;;
+    *) echo "unknown server $s" >&2; exit 2 ;;
+  esac
+done
+echo "start to first 200, Flask example, 1 worker, $ROUNDS rounds interleaved; $(uname -m), $(nproc) CPUs shared; $("$VENV/bin/python" -V)"
+"$VENV/bin/python" bench/startup.py "$ROUNDS" examples/flask "${args[@]}"
