@@ -139,7 +139,7 @@ func TestAsyncBlockedHubIsDumpedAndReplaced(t *testing.T) {
 			if !strings.Contains(logs, "no heartbeat for") {
 				t.Errorf("the timeout is not a stale heartbeat:\n%s", logs)
 			}
-			if !strings.Contains(logs, `app.py", line`) || !strings.Contains(logs, " in work") {
+			if !strings.Contains(logs, `app.py\", line`) || !strings.Contains(logs, " in work") {
 				t.Errorf("no Python stack pointing at the CPU loop in the log:\n%s", logs)
 			}
 			if !strings.Contains(logs, `"reason":"timeout"`) {

@@ -1,6 +1,7 @@
 package test
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -150,8 +151,24 @@ func hungWorkerIsDumpedAndReplaced(t *testing.T, classArgs []string) {
 			line = i + 1
 		}
 	}
-	if want := fmt.Sprintf(`app.py", line %d in slow`, line); !strings.Contains(logs, want) {
-		t.Errorf("no Python stack pointing at the sleeping line (%s) in the log:\n%s", want, logs)
+	// Under --log-format json the dump is records like any other: one JSON object per
+	// line, each naming the worker, none of faulthandler's raw text.
+	for _, l := range strings.Split(strings.TrimSpace(logs), "\n") {
+		if !json.Valid([]byte(l)) {
+			t.Errorf("a raw line in the JSON error log: %q", l)
+		}
+	}
+	dumped := false
+	for _, rec := range g.logLines() {
+		if msg, _ := rec["msg"].(string); rec["logger"] == "worker.faulthandler" && strings.HasSuffix(msg, fmt.Sprintf(`app.py", line %d in slow`, line)) {
+			dumped = true
+			if pid, _ := rec["pid"].(float64); pid <= 0 || rec["slot"] == nil || rec["level"] != "error" {
+				t.Errorf("stack record without its worker: %v", rec)
+			}
+		}
+	}
+	if !dumped {
+		t.Errorf("no worker.faulthandler record names the sleeping line (app.py line %d)", line)
 	}
 	if !strings.Contains(logs, `"reason":"timeout"`) {
 		t.Errorf("the exit is not attributed to the timeout")

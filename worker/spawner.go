@@ -40,7 +40,9 @@ type Settings struct {
 	ListenFDs    []int          `json:"listen_fds"`
 	ScoreboardFD int            `json:"scoreboard_fd"`
 	LifelineFD   int            `json:"lifeline_fd"`
-	Workers      int            `json:"workers"`
+	// FaultFD is the write end of the pipe the worker's faulthandler dumps stacks to.
+	FaultFD int `json:"faulthandler_fd"`
+	Workers int `json:"workers"`
 	// Check makes the worker import the app and exit: 0 if it loads, 4 if not.
 	Check bool `json:"check,omitempty"`
 }
@@ -106,6 +108,10 @@ type Config struct {
 	Spec func() Spec
 	// Lifeline is an inherited pipe (read, write) after a binary upgrade; nil makes a new one.
 	Lifeline *[2]*os.File
+	// Faults is given the read end of each worker's stack-dump pipe (faulthandler's
+	// output: a hung or crashed worker's Python stacks) once the worker runs; it owns the
+	// file from then on and reads it to EOF, which comes when the worker is gone.
+	Faults func(r *os.File, pid, slot int)
 	// Thread forks the workers; nil starts a thread of the spawner's own.
 	Thread *Thread
 	// Reaper collects the workers' exits and sends them to Exits.
@@ -256,6 +262,19 @@ func (s *Spawner) spawn(req master.SpawnRequest, spec Spec) (master.Process, err
 	files = append(files, cfg.Board.File())
 	set.LifelineFD = len(files)
 	files = append(files, s.lifeline[0])
+	faultR, faultW, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("creating the stack-dump pipe: %w", err)
+	}
+	defer faultW.Close() // the worker's copy is the only writer once it runs
+	handed := false
+	defer func() {
+		if !handed {
+			faultR.Close()
+		}
+	}()
+	set.FaultFD = len(files)
+	files = append(files, faultW)
 	zipFD := len(files)
 	files = append(files, s.zip)
 	js, err := json.Marshal(set)
@@ -281,6 +300,10 @@ func (s *Spawner) spawn(req master.SpawnRequest, spec Spec) (master.Process, err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("starting worker %s: %w", cfg.Python, err)
+	}
+	if cfg.Faults != nil {
+		cfg.Faults(faultR, p.Pid, req.Slot)
+		handed = true
 	}
 	return &Process{pid: p.Pid, proc: p, board: cfg.Board, slot: req.Slot}, nil
 }

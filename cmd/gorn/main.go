@@ -238,6 +238,7 @@ func serve(cfg *config.Config, reparse func() (*config.Config, error), logs *log
 		Stdout:    os.Stdout,
 		Stderr:    logs.WorkerStderr(),
 		Spec:      reload.current,
+		Faults:    func(r *os.File, pid, slot int) { go logs.WorkerFaults(r, pid, slot) },
 		Thread:    h.thread,
 		Reaper:    children,
 		Exits:     exits,

@@ -4,10 +4,13 @@
 package logfile
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"sync"
+	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -18,13 +21,15 @@ type Files struct {
 	Logger *zap.Logger
 	errlog *reopenable // nil when logging to stderr
 	stderr *os.File
+	sink   zapcore.WriteSyncer
+	json   bool
 }
 
 // Open logs to path ("-" or "" means stderr) in format ("json" or text) at level
 // (gunicorn's names: debug, info, warning, error, critical). stderrFile is what workers
 // inherit when there is no file.
 func Open(path, format, level string, stderr io.Writer, stderrFile *os.File) (*Files, error) {
-	lf := &Files{stderr: stderrFile}
+	lf := &Files{stderr: stderrFile, json: format == "json"}
 	var sink zapcore.WriteSyncer = zapcore.Lock(zapcore.AddSync(stderr))
 	if path != "-" && path != "" {
 		f, err := openAppend(path)
@@ -35,6 +40,7 @@ func Open(path, format, level string, stderr io.Writer, stderrFile *os.File) (*F
 		sink = lf.errlog
 	}
 	lf.Logger = NewLogger(format, level, sink)
+	lf.sink = sink
 	return lf, nil
 }
 
@@ -127,4 +133,32 @@ func (r *reopenable) reopen() error {
 		return fmt.Errorf("closing the old log file: %w", err)
 	}
 	return nil
+}
+
+// WorkerFaults logs what a worker's faulthandler writes to r (the stack dump of a worker
+// aborted for a timeout, or of one that crashed), one error record per line, until EOF,
+// then closes r; run it in a goroutine of its own. JSON: {"logger":"worker.faulthandler",
+// "msg":LINE,"pid":...,"slot":...}. Text: the worker's own prefix, "[TIME] [PID] [ERROR]
+// worker[SLOT] faulthandler: LINE". Blank lines are dropped.
+func (l *Files) WorkerFaults(r io.ReadCloser, pid, slot int) {
+	defer r.Close()
+	rec := l.Logger.Named("worker.faulthandler").With(zap.Int("pid", pid), zap.Int("slot", slot))
+	br := bufio.NewReaderSize(r, 4096)
+	for {
+		// A line longer than the buffer comes as several records: faulthandler truncates
+		// names at 500 characters, so only a pathological file name gets there.
+		raw, _, err := br.ReadLine()
+		line := strings.TrimRight(string(raw), " \t\r")
+		if strings.TrimSpace(line) != "" {
+			if l.json {
+				rec.Error(line)
+			} else {
+				stamp := time.Now().Format("[2006-01-02 15:04:05 -0700]")
+				_, _ = fmt.Fprintf(l.sink, "%s [%d] [ERROR] worker[%d] faulthandler: %s\n", stamp, pid, slot, line)
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
 }

@@ -69,3 +69,43 @@ func TestOpenFailsClearly(t *testing.T) {
 		t.Errorf("error %v", err)
 	}
 }
+
+// TestWorkerFaults: a faulthandler dump read from a worker's pipe becomes one record per
+// line naming the worker: JSON objects, or text lines with the worker's own prefix.
+func TestWorkerFaults(t *testing.T) {
+	dump := "Fatal Python error: Aborted\n\nCurrent thread 0x00007f (most recent call first):\n  File \"app.py\", line 7 in slow\n"
+	for _, format := range []string{"json", "text"} {
+		var buf bytes.Buffer
+		lf, err := Open("-", format, "info", &buf, os.Stderr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, w, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan struct{})
+		go func() { lf.WorkerFaults(r, 4242, 3); close(done) }()
+		w.WriteString(dump[:20]) // faulthandler writes a line in pieces
+		w.WriteString(dump[20:])
+		w.Close()
+		<-done
+		lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+		if len(lines) != 3 {
+			t.Fatalf("%s: %d records for 3 non-blank lines: %q", format, len(lines), buf.String())
+		}
+		for i, want := range []string{"Fatal Python error: Aborted", "Current thread 0x00007f (most recent call first):", `  File "app.py", line 7 in slow`} {
+			if format == "json" {
+				var rec map[string]any
+				if err := json.Unmarshal([]byte(lines[i]), &rec); err != nil {
+					t.Fatalf("record %q: %v", lines[i], err)
+				}
+				if rec["msg"] != want || rec["pid"] != 4242.0 || rec["slot"] != 3.0 || rec["logger"] != "worker.faulthandler" || rec["level"] != "error" {
+					t.Errorf("record %v", rec)
+				}
+			} else if !strings.HasPrefix(lines[i], "[") || !strings.HasSuffix(lines[i], "] [4242] [ERROR] worker[3] faulthandler: "+want) {
+				t.Errorf("text line %q", lines[i])
+			}
+		}
+	}
+}

@@ -87,6 +87,21 @@ def enlarge_sigaltstack(size: int = 1 << 20) -> bool:
         return False
 
 
+def enable_faulthandler(fd: int, log: _logs.Logger) -> None:
+    """Dump every thread's stack on SIGABRT (the master's --timeout and boot timeout) and
+    on fatal signals. The dump goes to ``fd``, a pipe the master reads and logs line by
+    line as records of this worker (faulthandler itself can only write raw text, from the
+    signal handler); -1 writes to stderr. The fd is kept from the app's own children."""
+    try:
+        if fd >= 0:
+            os.set_inheritable(fd, False)
+            faulthandler.enable(file=fd, all_threads=True)
+        else:
+            faulthandler.enable(file=sys.stderr, all_threads=True)
+    except (RuntimeError, ValueError, AttributeError, OSError):
+        log.warning("faulthandler could not be enabled")
+
+
 def raise_open_files_limit(connections: int) -> Optional[str]:
     """Raise the open-file soft limit to the hard limit, so the worker can hold
     ``connections`` connections (containers often start with a soft limit of 1024).
@@ -249,10 +264,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     )
     for key in unknown:
         log.warning(f"ignoring unknown worker setting {key!r}")
-    try:
-        faulthandler.enable(file=sys.stderr, all_threads=True)
-    except (RuntimeError, ValueError, AttributeError, OSError):
-        log.warning("faulthandler could not be enabled")
+    enable_faulthandler(settings.faulthandler_fd, log)
     big_altstack = enlarge_sigaltstack()
     for stream in (sys.stdout, sys.stderr):
         # The app's print() reaches the log line by line: a worker killed (timeout, OOM,
