@@ -56,13 +56,19 @@ var (
 	descMemoryLimit = newDesc("memory_limit_bytes", "Memory limit of the cgroup; absent when there is none.")
 	descSizingInfo  = newDesc("sizing_info", "Where the worker count and the CPU count came from; always 1.", "workers_source", "cpus_source")
 
+	descCgroupUsage         = newDesc("cgroup_cpu_usage_seconds_total", "CPU time used by gorn's CPU cgroup (the master, its workers and anything else in the group).")
+	descCgroupPeriods       = newDesc("cgroup_cpu_periods_total", "CFS enforcement periods of gorn's CPU cgroup in which it ran under a quota.")
+	descCgroupThrottled     = newDesc("cgroup_cpu_throttled_periods_total", "CFS periods in which gorn's CPU cgroup used up its quota and was throttled.")
+	descCgroupThrottledTime = newDesc("cgroup_cpu_throttled_seconds_total", "Time gorn's CPU cgroup was throttled, summed over its threads' run queues.")
+
 	descScrapeSuccess  = newDesc("scrape_collector_success", "1 if this part of the scrape succeeded.", "collector")
 	descScrapeDuration = newDesc("scrape_collector_duration_seconds", "Time this part of the scrape took.", "collector")
 
 	allDescs = []*prometheus.Desc{
 		descBuildInfo, descWorkers, descDesired, descReady, descGeneration, descSpawns, descExits,
 		descRequests, descDuration, descInFlight, descBytes, descConns, descQueue, descBacklog, descRSS, descPSS,
-		descCPUs, descMemoryLimit, descSizingInfo, descScrapeSuccess, descScrapeDuration,
+		descCPUs, descMemoryLimit, descSizingInfo,
+		descCgroupUsage, descCgroupPeriods, descCgroupThrottled, descCgroupThrottledTime, descScrapeSuccess, descScrapeDuration,
 	}
 )
 
@@ -105,6 +111,10 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	emit(ch, descBuildInfo, prometheus.GaugeValue, 1, c.opts.Version, c.goVersion)
 	if c.opts.Limits != nil {
 		collectLimits(ch, c.opts.Limits())
+	}
+	if c.opts.CPUStat != nil {
+		start := c.now()
+		c.scraped(ch, "cgroup", start, c.collectCPUStat(ch))
 	}
 
 	start := c.now()
@@ -207,6 +217,28 @@ func emitHistogram(ch chan<- prometheus.Metric, s scoreboard.Slot) {
 		m = prometheus.NewInvalidMetric(descDuration, err)
 	}
 	ch <- m
+}
+
+// collectCPUStat reports the CPU cgroup's usage and throttling counters, those it keeps.
+// It returns false if the counters could not be read (a missing group is no failure).
+func (c *Collector) collectCPUStat(ch chan<- prometheus.Metric) bool {
+	s, err := c.opts.CPUStat()
+	if errors.Is(err, os.ErrNotExist) {
+		return true
+	}
+	if err != nil {
+		c.opts.log().Warn("scrape: reading the CPU cgroup's counters", zap.Error(err))
+		return false
+	}
+	if s.UsageOK {
+		emit(ch, descCgroupUsage, prometheus.CounterValue, s.Usage.Seconds())
+	}
+	if s.Throttling {
+		emit(ch, descCgroupPeriods, prometheus.CounterValue, float64(s.Periods))
+		emit(ch, descCgroupThrottled, prometheus.CounterValue, float64(s.Throttled))
+		emit(ch, descCgroupThrottledTime, prometheus.CounterValue, s.ThrottledTime.Seconds())
+	}
+	return true
 }
 
 // collectListeners reports the accept queue of each TCP listener; unix listeners are

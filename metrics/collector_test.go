@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/common/expfmt"
 
+	"github.com/gornhq/gorn/internal/cgroup"
 	"github.com/gornhq/gorn/internal/scoreboard"
 	"github.com/gornhq/gorn/master"
 	"github.com/gornhq/gorn/socket"
@@ -108,25 +109,36 @@ var goldenCases = map[string]Options{
 	// Serving, with every kind of series.
 	"healthy": {
 		Source: &fakeSource{snap: healthySnapshot()}, MinReady: 2,
-		Limits: func() Limits { return testLimits },
+		Limits:  func() Limits { return testLimits },
+		CPUStat: cpuStat(cgroup.CPUStat{Throttling: true, Periods: 1200, Throttled: 30, ThrottledTime: 2500 * time.Millisecond, UsageOK: true, Usage: 95 * time.Second}, nil),
 	},
 	// Just started: one worker booting, nothing served, no memory limit, explicit count.
 	"starting": {
 		Source: &fakeSource{snap: master.Snapshot{Desired: 2, Generation: 1, Spawns: 1, Exits: map[string]uint64{},
 			Workers: []master.WorkerInfo{{Slot: 0, Pid: 1003, Generation: 1, State: "booting"}}}},
 		Limits: func() Limits { return Limits{CPUs: 8, CPUsSource: "affinity", WorkersSource: "--workers"} },
+		// cgroup v2 without the cpu controller: usage, no throttling counters.
+		CPUStat: cpuStat(cgroup.CPUStat{UsageOK: true, Usage: 250 * time.Millisecond}, nil),
 	},
 	// The master loop does not answer: build info and sizing only, and the failure.
 	"master_down": {
 		Source: &fakeSource{err: errors.New("querying the master loop: context deadline exceeded")},
 		Limits: func() Limits { return testLimits },
+		// No CPU cgroup visible: nothing reported, no failure.
+		CPUStat: cpuStat(cgroup.CPUStat{}, fmt.Errorf("reading the CPU counters of /x: %w", os.ErrNotExist)),
 	},
 	// Shutting down (Ready false although workers are ready), and a worker whose
 	// memory cannot be read: the memory part fails.
 	"shutting_down": {
 		Source: &fakeSource{snap: master.Snapshot{Desired: 1, Generation: 1, Ready: false, ReadyCount: 1, Spawns: 1,
 			Workers: []master.WorkerInfo{{Slot: 0, Pid: 1006, Generation: 1, State: "ready"}}}},
+		// An unreadable cpu.stat: the cgroup part fails.
+		CPUStat: cpuStat(cgroup.CPUStat{}, errors.New(`reading /x: nr_periods: parsing "many"`)),
 	},
+}
+
+func cpuStat(s cgroup.CPUStat, err error) func() (cgroup.CPUStat, error) {
+	return func() (cgroup.CPUStat, error) { return s, err }
 }
 
 func newTestCollector(opts Options) *Collector {

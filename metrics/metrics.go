@@ -19,6 +19,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/gornhq/gorn/internal/cgroup"
 	"github.com/gornhq/gorn/master"
 )
 
@@ -59,6 +60,10 @@ type Options struct {
 	Listeners []Listener
 	// Limits, if set, is called at each scrape for the sizing metrics.
 	Limits func() Limits
+	// CPUStat, if set, is called at each scrape for the CPU cgroup's usage and throttling
+	// (cgroup.ReadCPUStat of the master's cgroup, which its workers share). An error
+	// wrapping os.ErrNotExist means there is no such group: nothing is reported.
+	CPUStat func() (cgroup.CPUStat, error)
 	// MinReady is how many ready workers /readyz (and gorn_ready) requires; values
 	// below 1 mean 1.
 	MinReady int

@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/gornhq/gorn/config"
+	"github.com/gornhq/gorn/internal/cgroup"
 	"github.com/gornhq/gorn/master"
 	"github.com/gornhq/gorn/metrics"
 	"github.com/gornhq/gorn/socket"
@@ -29,13 +31,22 @@ func serveMetrics(cfg *config.Config, m *master.Master, ls []*socket.Listener, l
 	for i, l := range ls {
 		listeners[i] = l
 	}
+	// The master's CPU cgroup, which its workers share, found once: moving gorn to another
+	// group while it runs is not a case worth a mountinfo parse per scrape.
+	groups := cgroup.Detect(cgroup.Options{})
 	h, err := metrics.NewHandler(prometheus.NewRegistry(), metrics.Options{
 		Source:    m,
 		Listeners: listeners,
 		Limits:    limits,
-		MinReady:  cfg.MinReady,
-		Version:   version,
-		Log:       log,
+		CPUStat: func() (cgroup.CPUStat, error) {
+			if groups.CPU.Dir == "" {
+				return cgroup.CPUStat{}, fmt.Errorf("no CPU cgroup visible: %w", os.ErrNotExist)
+			}
+			return cgroup.ReadCPUStat(groups.CPU.Version, groups.CPU.Dir, groups.CPUAcct.Dir)
+		},
+		MinReady: cfg.MinReady,
+		Version:  version,
+		Log:      log,
 	})
 	if err != nil {
 		return nil, err

@@ -244,41 +244,14 @@ func onThread(enter, leave func(tid int) error, cmd *exec.Cmd) error {
 }
 
 func (g *cgroupLimit) usage() usage {
-	var u usage
-	b, err := os.ReadFile(filepath.Join(g.dir, "cpu.stat"))
-	if err == nil {
-		s := string(b)
-		u.periods, _ = statField(s, "nr_periods")
-		u.throttled, _ = statField(s, "nr_throttled")
-		if g.version == cgroup.V2 {
-			us, _ := statField(s, "throttled_usec")
-			u.throttledNs = us * 1000
-			if usec, ok := statField(s, "usage_usec"); ok {
-				u.cpu, u.cpuOK = time.Duration(usec)*time.Microsecond, true
-			}
-		} else {
-			u.throttledNs, _ = statField(s, "throttled_time")
-		}
-		u.throttleOK = true
+	s, err := cgroup.ReadCPUStat(g.version, g.dir, g.dir)
+	if err != nil {
+		return usage{}
 	}
-	// A v1 cpu hierarchy co-mounted with cpuacct counts the group's CPU time itself.
-	if b, err := os.ReadFile(filepath.Join(g.dir, "cpuacct.usage")); err == nil && !u.cpuOK {
-		if ns, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64); err == nil {
-			u.cpu, u.cpuOK = time.Duration(ns), true
-		}
+	return usage{
+		cpu: s.Usage, cpuOK: s.UsageOK,
+		periods: s.Periods, throttled: s.Throttled, throttledNs: s.ThrottledTime.Nanoseconds(), throttleOK: s.Throttling,
 	}
-	return u
-}
-
-func statField(s, key string) (int64, bool) {
-	for _, line := range strings.Split(s, "\n") {
-		k, v, ok := strings.Cut(line, " ")
-		if ok && k == key {
-			n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-			return n, err == nil
-		}
-	}
-	return 0, false
 }
 
 func (g *cgroupLimit) pids() []int {

@@ -100,6 +100,9 @@ type Limits struct {
 	Affinity int
 	CPU      Controller
 	CPUQuota *CPUQuota // nil: no quota on the process's cgroup or its visible ancestors
+	// CPUAcct is the v1 cpuacct controller's cgroup, where the CPU time is counted (the
+	// same directory as CPU when the two are co-mounted); on v2, the same as CPU.
+	CPUAcct Controller
 	Memory   Controller
 	// MemoryLimit is the tightest limit: nil when there is none (or it is >= Unlimited).
 	MemoryLimit *MemoryLimit
@@ -138,6 +141,8 @@ func Detect(opts Options) Limits {
 
 	cgroups, mounts := r.cgroupsAndMounts(opts.PID, &l)
 	l.CPU = r.resolve(cgroups, mounts, "cpu", &l)
+	var quiet Limits // cpuacct only feeds the CPU usage metric: its absence is no note
+	l.CPUAcct = r.resolve(cgroups, mounts, "cpuacct", &quiet)
 	l.Memory = r.resolve(cgroups, mounts, "memory", &l)
 	l.CPUQuota = r.cpuQuota(l.CPU, &l)
 	l.MemoryLimit = r.memoryLimit(l.Memory, &l)

@@ -130,3 +130,33 @@ func TestRealV1OOMKill(t *testing.T) {
 		t.Errorf("OOMKills = %+v, %v; want %+v", oom, err, want)
 	}
 }
+
+// TestRealV1CPUStatCountsThrottling: a process that spins under a quota of a tenth of a CPU
+// is throttled in most periods, and ReadCPUStat sees it.
+func TestRealV1CPUStatCountsThrottling(t *testing.T) {
+	g := cgrouptest.NewV1(t, "cpu", "gorn-test-stat")
+	g.SetCPUQuota(10000, 100000)
+	spin := exec.Command("sh", "-c", "while :; do :; done")
+	if err := spin.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = spin.Process.Kill()
+		_ = spin.Wait()
+	})
+	g.AddProc(spin.Process.Pid)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s, err := cgroup.ReadCPUStat(cgroup.V1, g.Dir(), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.Throttling && s.Throttled >= 3 && s.ThrottledTime > 0 && s.Periods >= s.Throttled && (!s.UsageOK || s.Usage > 0) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no throttling counted after 10 s under a 0.1 CPU quota: %+v", s)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
