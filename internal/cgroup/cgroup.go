@@ -103,7 +103,7 @@ type Limits struct {
 	// CPUAcct is the v1 cpuacct controller's cgroup, where the CPU time is counted (the
 	// same directory as CPU when the two are co-mounted); on v2, the same as CPU.
 	CPUAcct Controller
-	Memory   Controller
+	Memory  Controller
 	// MemoryLimit is the tightest limit: nil when there is none (or it is >= Unlimited).
 	MemoryLimit *MemoryLimit
 	// Notes lists files that exist but could not be read or parsed, and other reasons
