@@ -138,7 +138,7 @@ func Options() []Option {
 			Help:  "wait this long for workers to stop before SIGKILL",
 			field: func(c *Config) any { return &c.GracefulTimeout }},
 		{Name: "boot-timeout", Kind: Seconds, Arg: "S", Default: "120",
-			Help:  "kill a worker not ready after this long",
+			Help:  "abort (stack dumped) and kill a worker not ready after this long",
 			field: func(c *Config) any { return &c.BootTimeout }},
 		{Name: "shutdown-delay", Kind: Seconds, Arg: "S", Default: "0",
 			Help:  "on SIGTERM, keep serving this long first",

@@ -180,7 +180,8 @@ type Master struct {
 	exitCode     int
 	delayUntil   time.Duration
 	killAt       time.Duration
-	crashes      int
+	crashes      int // quick deaths in a row: the spawn backoff
+	bootFailures int // workers that died before any worker was ever ready
 	nextSpawn    time.Duration
 	lastResize   time.Duration
 	sized        int // the count the Resize hook last asked for
@@ -490,13 +491,17 @@ func (m *Master) onExit(e Exit) {
 	// A death by a signal the master did not send is someone else's doing (the OOM killer,
 	// an operator), even for a worker the master was stopping.
 	foreign := e.Status.Signaled() && !w.sentSignal(e.Status.Signal())
+	serving, inFlight := "", []zap.Field(nil)
+	if final.PID == uint64(w.pid) {
+		serving, inFlight = requestInFlight(final, now)
+	}
 	switch {
 	case foreign && e.Status.Signal() == syscall.SIGKILL && m.oomKilled():
 		reason = ReasonOOM
-		m.log.Error("worker was killed by the kernel's OOM killer (cgroup memory limit reached)", fields...)
+		m.log.Error("worker was killed by the kernel's OOM killer (cgroup memory limit reached)"+serving, append(fields, inFlight...)...)
 	case foreign:
 		reason = ReasonSignal
-		m.log.Error("worker was killed by a signal gorn did not send", append(fields, zap.String("signal", sigName(e.Status.Signal())))...)
+		m.log.Error("worker was killed by a signal gorn did not send"+serving, append(fields, append(inFlight, zap.String("signal", sigName(e.Status.Signal())))...)...)
 	case reason == ReasonShutdown || reason == ReasonScaledDown || reason == ReasonRecycled || reason == ReasonReload:
 		m.log.Info("worker exited", append(fields, zap.String("reason", reason))...)
 	case reason != "":
@@ -506,7 +511,7 @@ func (m *Master) onExit(e Exit) {
 		m.log.Error("worker failed to boot", fields...)
 	default:
 		reason = ReasonCrash
-		m.log.Error("worker exited unexpectedly", fields...)
+		m.log.Error("worker exited unexpectedly"+serving, append(fields, inFlight...)...)
 	}
 	m.exits[reason]++
 
@@ -533,12 +538,37 @@ func (m *Master) onExit(e Exit) {
 				delay := m.backoff()
 				m.log.Warn("workers are dying quickly; backing off", zap.Int("crashes_in_a_row", m.crashes), zap.Duration("next_spawn_in", delay))
 			}
-			if !m.everReady && m.crashes >= maxBootCrashes {
-				m.log.Error("no worker has ever booted; giving up", zap.Int("attempts", m.crashes))
+		}
+		// At start-up every worker that dies before it is ready is a failed boot, however
+		// long it took (an import that hangs until the boot timeout): gorn gives up
+		// rather than trying forever.
+		if !m.everReady && !w.ready() {
+			m.bootFailures++
+			if m.bootFailures >= maxBootCrashes {
+				m.log.Error("no worker has ever booted; giving up", zap.Int("attempts", m.bootFailures))
 				m.stopAll(syscall.SIGKILL, ReasonShutdown, ExitBootFailure)
 			}
 		}
 	}
+}
+
+// requestInFlight describes the request a dead worker's final slot says it was serving,
+// for the line that reports its death: the message's tail (" while serving "GET /x" for
+// 1.5s") and the fields request and request_seconds. Nothing when it was idle.
+func requestInFlight(final scoreboard.Slot, now time.Duration) (string, []zap.Field) {
+	if final.BusySince == 0 {
+		return "", nil
+	}
+	ran := max(now-time.Duration(final.BusySince), 0)
+	desc := final.Desc
+	if desc == "" {
+		desc = "?"
+	}
+	tail := fmt.Sprintf(" while serving %q for %s", desc, ran.Round(time.Millisecond))
+	if final.InFlight > 1 {
+		tail += fmt.Sprintf(" (the oldest of %d requests in flight)", final.InFlight)
+	}
+	return tail, []zap.Field{zap.String("request", desc), zap.Float64("request_seconds", ran.Seconds())}
 }
 
 const (
@@ -663,10 +693,15 @@ func (m *Master) check(w *worker, now time.Duration) {
 			}
 			m.promote(w)
 		} else if m.cfg.BootTimeout > 0 && now-w.spawnedAt > m.cfg.BootTimeout {
-			m.log.Error("worker did not become ready within the boot timeout; killing it", zap.Int("pid", w.pid), zap.Int("slot", w.slot), zap.Duration("boot_timeout", m.cfg.BootTimeout))
+			// SIGABRT first: faulthandler dumps where the boot hangs (an import waiting on
+			// a database, a lock); SIGKILL follows after the kill grace.
+			m.log.Error("worker did not become ready within the boot timeout; dumping its Python stack and aborting it", zap.Int("pid", w.pid), zap.Int("slot", w.slot), zap.Duration("boot_timeout", m.cfg.BootTimeout))
 			w.stopReason = ReasonBoot
 			w.stopAt = now
-			m.kill(w)
+			w.abortAt = now
+			if err := m.signal(w, syscall.SIGABRT); err != nil {
+				m.kill(w)
+			}
 		}
 		return
 	}
@@ -857,7 +892,8 @@ func (m *Master) onSpawned(r spawnResult) {
 		m.spawns--
 		m.crashes++
 		m.backoff()
-		if !m.everReady && m.crashes >= maxBootCrashes && m.phase != stopping {
+		m.bootFailures++
+		if !m.everReady && m.bootFailures >= maxBootCrashes && m.phase != stopping {
 			m.stopAll(syscall.SIGKILL, ReasonShutdown, ExitBootFailure)
 		}
 	} else {

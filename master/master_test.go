@@ -446,11 +446,78 @@ func TestSilentIdleWorkerIsAborted(t *testing.T) {
 	}
 }
 
+// A worker stuck booting gets SIGABRT (its stack dumped), then SIGKILL after the grace.
 func TestBootTimeout(t *testing.T) {
 	h := newHarness(t, Config{Workers: 1, BootTimeout: 5 * time.Second}, Hooks{})
 	h.advance(6 * time.Second)
-	if !h.sp.procs[0].killed {
-		t.Error("worker stuck booting was not killed")
+	p := h.sp.procs[0]
+	if !p.got(syscall.SIGABRT) || p.killed {
+		t.Fatalf("worker stuck booting: signals %v, killed %v; want SIGABRT first", p.signals, p.killed)
+	}
+	h.advance(3 * time.Second)
+	if !p.killed {
+		t.Error("worker stuck booting was not killed after the abort grace")
+	}
+}
+
+// Slow boot failures at start-up (each past quickDeath: a hanging import ended by the
+// boot timeout) end with exit 3 after maxBootCrashes attempts, not an endless loop.
+func TestSlowBootFailuresGiveUp(t *testing.T) {
+	h := newHarness(t, Config{Workers: 1, BootTimeout: 10 * time.Second}, Hooks{})
+	for i := 0; i < 2*maxBootCrashes && h.m.phase != stopping; i++ {
+		p := h.sp.procs[len(h.sp.procs)-1]
+		h.advance(11 * time.Second)
+		h.advance(3 * time.Second)
+		if !p.killed {
+			t.Fatalf("attempt %d not killed", i)
+		}
+		h.exit(p, killedBy(syscall.SIGKILL))
+	}
+	// The replacement of an aborted worker starts at once, so one more was spawned.
+	if h.m.phase != stopping || h.m.exitCode != ExitBootFailure || len(h.sp.procs) != maxBootCrashes+1 {
+		t.Fatalf("phase %v code %d after %d spawns, want exit %d after %d failures", h.m.phase, h.m.exitCode, len(h.sp.procs), ExitBootFailure, maxBootCrashes)
+	}
+	if h.logs.FilterMessage("no worker has ever booted; giving up").Len() != 1 {
+		t.Error("no giving-up line")
+	}
+}
+
+// Once a worker was ready, later slow boot failures (a bad deploy's HUP) do not stop gorn.
+func TestBootFailuresAfterReadyKeepServing(t *testing.T) {
+	h := newHarness(t, Config{Workers: 2, BootTimeout: 10 * time.Second}, Hooks{})
+	h.sp.procs[0].ready()
+	h.advance(50 * time.Millisecond)
+	for i := 0; i < 2*maxBootCrashes; i++ {
+		p := h.sp.procs[len(h.sp.procs)-1]
+		h.advance(11 * time.Second)
+		h.advance(3 * time.Second)
+		h.exit(p, killedBy(syscall.SIGKILL))
+	}
+	if h.m.phase == stopping {
+		t.Fatal("gave up although a worker serves")
+	}
+}
+
+// The line reporting an OOM kill (or any death gorn did not cause) names the request the
+// worker was serving and how long it had run.
+func TestDeathNamesRequestInFlight(t *testing.T) {
+	oom := uint64(0)
+	h := newHarness(t, Config{Workers: 1}, Hooks{OOMKills: func() (uint64, bool) { return oom, true }})
+	h.readyAll()
+	h.advance(time.Minute)
+	p := h.sp.procs[0]
+	p.busyFor(1500*time.Millisecond, "POST /upload")
+	oom = 1
+	h.exit(p, killedBy(syscall.SIGKILL))
+	lines := h.logs.FilterMessage(`worker was killed by the kernel's OOM killer (cgroup memory limit reached) while serving "POST /upload" for 1.5s`).All()
+	if len(lines) != 1 || lines[0].ContextMap()["request"] != "POST /upload" || lines[0].ContextMap()["request_seconds"] != 1.5 {
+		t.Fatalf("OOM line %v; all: %v", lines, h.logs.All())
+	}
+	h.sp.procs[1].ready()
+	h.advance(time.Minute)
+	h.exit(h.sp.procs[1], killedBy(syscall.SIGKILL)) // idle: nothing to name
+	if h.logs.FilterMessage("worker was killed by a signal gorn did not send").Len() != 1 {
+		t.Errorf("idle worker's death line names a request: %v", h.logs.All())
 	}
 }
 

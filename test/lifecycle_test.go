@@ -434,3 +434,39 @@ func TestReloadOnSourceChange(t *testing.T) {
 		t.Errorf("%d reloads for three saves", n)
 	}
 }
+
+// An app whose import hangs has its stack dumped at the boot timeout, and an app that
+// never boots (hanging, or crashing at import) ends gorn with exit 3 after a few attempts
+// instead of being respawned forever.
+func TestBootThatNeverSucceedsExits3(t *testing.T) {
+	for name, tc := range map[string]struct {
+		src, frame string
+		args       []string
+	}{
+		"hanging import": {"import time\n\ntime.sleep(3600)\n", `never.py", line 3 in <module>`, []string{"--boot-timeout", "1"}},
+		"crashing import": {"import os\n\nos.abort()\n", `never.py", line 3 in <module>`, nil},
+	} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			writeFile(t, filepath.Join(dir, "never.py"), tc.src)
+			start := time.Now()
+			g := startGorn(t, gornOpts{dir: dir, noWait: true}, append(tc.args, "-w", "1", "never:app")...)
+			if code := g.wait(60 * time.Second); code != 3 {
+				t.Fatalf("exit %d, want 3", code)
+			}
+			t.Logf("gave up after %s", time.Since(start).Round(time.Millisecond))
+			if g.logs.count("no worker has ever booted; giving up") != 1 {
+				t.Error("no giving-up line")
+			}
+			dumps := 0
+			for _, rec := range g.logLines() {
+				if msg, _ := rec["msg"].(string); rec["logger"] == "worker.faulthandler" && strings.HasSuffix(msg, tc.frame) && rec["pid"] != nil {
+					dumps++
+				}
+			}
+			if dumps < 2 {
+				t.Errorf("%d stack records point at the import's line (%s), want one per attempt", dumps, tc.frame)
+			}
+		})
+	}
+}

@@ -137,6 +137,20 @@ def application(environ, start_response):
 	if !strings.Contains(g.logs.String(), `"reason":"oom"`) && g.logs.count("OOM killer") == 0 {
 		t.Error("exit not classified as oom")
 	}
+	// The line names the request the worker was serving, and how long it had run.
+	named := false
+	for _, rec := range g.logLines() {
+		if msg, _ := rec["msg"].(string); strings.Contains(msg, "OOM killer") {
+			secs, _ := rec["request_seconds"].(float64)
+			named = strings.Contains(msg, `while serving "GET /eat" for `) && rec["request"] == "GET /eat" && secs > 0 && secs < 20
+			if !named {
+				t.Errorf("OOM line does not name the request in flight: %v", rec)
+			}
+		}
+	}
+	if !named {
+		t.Error("no OOM line")
+	}
 }
 
 // Workers must not outlive a master that dies without cleaning up (SIGKILL): Pdeathsig and
