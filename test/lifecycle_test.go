@@ -443,7 +443,7 @@ func TestBootThatNeverSucceedsExits3(t *testing.T) {
 		src, frame string
 		args       []string
 	}{
-		"hanging import": {"import time\n\ntime.sleep(3600)\n", `never.py", line 3 in <module>`, []string{"--boot-timeout", "1"}},
+		"hanging import":  {"import time\n\ntime.sleep(3600)\n", `never.py", line 3 in <module>`, []string{"--boot-timeout", "1"}},
 		"crashing import": {"import os\n\nos.abort()\n", `never.py", line 3 in <module>`, nil},
 	} {
 		t.Run(name, func(t *testing.T) {
