@@ -236,9 +236,9 @@ func adapterQueries(t *testing.T) []adapterQuery {
 	}
 	var cfg struct {
 		Rules []struct {
-			SeriesQuery  string `json:"seriesQuery"`
+			SeriesQuery  string              `json:"seriesQuery"`
 			Name         struct{ As string } `json:"name"`
-			MetricsQuery string `json:"metricsQuery"`
+			MetricsQuery string              `json:"metricsQuery"`
 		} `json:"rules"`
 	}
 	if err := yaml.Unmarshal(b, &cm); err != nil {
