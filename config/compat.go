@@ -26,7 +26,6 @@ type unimplemented struct {
 const (
 	whyTLS     = "TLS is not supported: terminate TLS in front of gorn (ingress, load balancer, sidecar)"
 	whyLogs    = "gorn logs to files or stderr: see --log-format and --error-logfile"
-	whyStatsd  = "gorn exports Prometheus metrics instead: see --metrics-bind"
 	whyStrict  = "gorn's request parser stays strict (RFC 9112)"
 	whyH1      = "gorn speaks HTTP/1.1 (put an HTTP/2 proxy in front)"
 	whyASGI    = "gorn serves WSGI apps; ASGI is not supported yet"
@@ -54,10 +53,6 @@ func unimplementedSettings() []unimplemented {
 		{"syslog_prefix", []string{"log-syslog-prefix"}, false, false, whyLogs},
 		{"syslog_facility", []string{"log-syslog-facility"}, false, false, whyLogs},
 		{"disable_redirect_access_to_syslog", []string{"disable-redirect-access-to-syslog"}, true, false, whyLogs},
-		{"statsd_host", []string{"statsd-host"}, false, false, whyStatsd},
-		{"statsd_prefix", []string{"statsd-prefix"}, false, false, whyStatsd},
-		{"dogstatsd_tags", []string{"dogstatsd-tags"}, false, false, whyStatsd},
-		{"enable_backlog_metric", []string{"enable-backlog-metric"}, true, false, "gorn_listen_queue_length is always exported"},
 		{"permit_obsolete_folding", []string{"permit-obsolete-folding"}, true, false, whyStrict},
 		{"strip_header_spaces", []string{"strip-header-spaces"}, true, false, whyStrict},
 		{"permit_unconventional_http_method", []string{"permit-unconventional-http-method"}, true, false, whyStrict},

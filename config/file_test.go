@@ -80,7 +80,7 @@ func TestConfigFileUnimplementedSettings(t *testing.T) {
 	}{
 		{settings: map[string]any{"daemon": false, "preload_app": false, "sendfile": true, "certfile": "", "reuse_port": false}},
 		{settings: map[string]any{"sendfile": false}, warn: "sendfile is a gunicorn setting gorn does not implement; ignored: file responses always use sendfile(2)"},
-		{settings: map[string]any{"statsd_host": "localhost:8125"}, warn: "statsd_host is a gunicorn setting gorn does not implement; ignored: gorn exports Prometheus metrics instead"},
+		{settings: map[string]any{"syslog_addr": "udp://localhost:514"}, warn: "syslog_addr is a gunicorn setting gorn does not implement; ignored: gorn logs to files or stderr"},
 		{settings: map[string]any{"daemon": true}, refuse: "config file x.py: daemon: gorn stays in the foreground"},
 		{settings: map[string]any{"certfile": "/etc/tls/cert.pem"}, refuse: "config file x.py: certfile: TLS is not supported"},
 	} {

@@ -8,6 +8,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/gornhq/gorn/internal/statsd"
 	"github.com/gornhq/gorn/socket"
 )
 
@@ -55,6 +56,10 @@ type Config struct {
 	ErrorLog          string
 	LogLevel          string
 	LogFormat         string
+	StatsdHost        string // "" = off; else HOST:PORT or unix://PATH (normalized)
+	StatsdPrefix      string
+	DogstatsdTags     string
+	BacklogMetric     bool
 	User              string
 	Group             string
 	InitGroups        bool
@@ -194,6 +199,18 @@ func Options() []Option {
 		{Name: "log-format", Arg: "FMT", Start: true, Worker: "log_format", DefaultHelp: "json when stdout is not a terminal, else text",
 			Help:  "json or text",
 			field: func(c *Config) any { return &c.LogFormat }, check: checkLogFormat},
+		{Name: "statsd-host", Gunicorn: "statsd_host", Arg: "ADDR", Start: true, Worker: "statsd_host",
+			Help:  "send gunicorn's StatsD metrics to HOST[:PORT] (UDP, port 8125) or unix://PATH",
+			field: func(c *Config) any { return &c.StatsdHost }, check: checkStatsdHost},
+		{Name: "statsd-prefix", Gunicorn: "statsd_prefix", Arg: "PREFIX", Start: true, Worker: "statsd_prefix",
+			Help:  `put PREFIX. in front of every StatsD metric name`,
+			field: func(c *Config) any { return &c.StatsdPrefix }, worker: func(c *Config) any { return statsd.Prefix(c.StatsdPrefix) }},
+		{Name: "dogstatsd-tags", Gunicorn: "dogstatsd_tags", Arg: "TAGS", Start: true, Worker: "dogstatsd_tags",
+			Help:  "DogStatsD tags for every StatsD metric, e.g. env:prod,service:web",
+			field: func(c *Config) any { return &c.DogstatsdTags }},
+		{Name: "enable-backlog-metric", Gunicorn: "enable_backlog_metric", Kind: Bool, Start: true,
+			Help:  "with --statsd-host, send gunicorn.backlog (connections waiting in the TCP listen queues) every second",
+			field: func(c *Config) any { return &c.BacklogMetric }},
 		{Name: "user", Short: "u", Gunicorn: "user", Arg: "USER",
 			Help:  "run the workers as this user (name or uid; needs root)",
 			field: func(c *Config) any { return &c.User }, check: checkCredential},
@@ -321,6 +338,18 @@ func checkWorkerClass(c *Config, _ Environment) error {
 	default:
 		return usagef("-k/--worker-class %q: want sync, gthread, gevent or eventlet", c.WorkerClass)
 	}
+	return nil
+}
+
+func checkStatsdHost(c *Config, _ Environment) error {
+	if c.StatsdHost == "" {
+		return nil
+	}
+	addr, err := statsd.ParseAddress(c.StatsdHost)
+	if err != nil {
+		return usagef("--statsd-host %q: %v", c.StatsdHost, err)
+	}
+	c.StatsdHost = addr
 	return nil
 }
 

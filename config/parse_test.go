@@ -47,11 +47,16 @@ func TestParseConfig(t *testing.T) {
 		{"forwarded ips from env", []string{"app"}, env("FORWARDED_ALLOW_IPS", "10.0.0.0/8"), func(c *Config) bool {
 			return slices.Equal(c.ForwardedAllowIPs, []string{"10.0.0.0/8"})
 		}},
+		{"statsd", []string{"--statsd-host", "localhost", "--statsd-prefix", "web..", "--dogstatsd-tags", "env:prod", "app"}, env(), func(c *Config) bool {
+			w := WorkerSettings(c, "gorn/test").Options
+			return c.StatsdHost == "localhost:8125" && w["statsd_host"] == "localhost:8125" && w["statsd_prefix"] == "web." && w["dogstatsd_tags"] == "env:prod" && len(c.Warnings) == 0
+		}},
+		{"statsd unix socket", []string{"--statsd-host", "unix:///run/statsd.sock", "app"}, env(), func(c *Config) bool { return c.StatsdHost == "unix:///run/statsd.sock" }},
 		{"version needs no app", []string{"-v"}, env(), func(c *Config) bool { return c.Version }},
-		{"gunicorn-only flags warn", []string{"--preload", "--worker-tmp-dir", "/dev/shm", "--statsd-host=localhost:8125", "-R", "app"}, env(), func(c *Config) bool {
+		{"gunicorn-only flags warn", []string{"--preload", "--worker-tmp-dir", "/dev/shm", "--log-syslog-to=udp://localhost:514", "-R", "app"}, env(), func(c *Config) bool {
 			all := strings.Join(c.Warnings, "\n")
 			return len(c.Warnings) == 4 && strings.Contains(all, "--preload is a gunicorn setting gorn does not implement") &&
-				strings.Contains(all, "--statsd-host") && strings.Contains(all, "--worker-tmp-dir") && strings.Contains(all, "--enable-stdio-inheritance")
+				strings.Contains(all, "--log-syslog-to") && strings.Contains(all, "--worker-tmp-dir") && strings.Contains(all, "--enable-stdio-inheritance")
 		}},
 		{"user and group", []string{"-u", "65534", "-g", "65533", "-m", "027", "app"}, env(), func(c *Config) bool {
 			return c.Credential != nil && c.Credential.Uid == 65534 && c.Credential.Gid == 65533 && c.Umask == 0o27
@@ -112,6 +117,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{[]string{"-k", "tornado", "app"}, env(), "worker-class"},
 		{[]string{"--cpus", "-1", "app"}, env(), "--cpus"},
 		{[]string{"--backlog", "0", "app"}, env(), "--backlog"},
+		{[]string{"--statsd-host", "host:port", "app"}, env(), `--statsd-host "host:port"`},
 	} {
 		_, err := Parse(tc.args, tc.env, nil)
 		var ue *UsageError

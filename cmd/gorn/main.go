@@ -24,6 +24,7 @@ import (
 	"github.com/gornhq/gorn/internal/logfile"
 	"github.com/gornhq/gorn/internal/scoreboard"
 	"github.com/gornhq/gorn/internal/sizing"
+	"github.com/gornhq/gorn/internal/statsd"
 	"github.com/gornhq/gorn/internal/upgrade"
 	"github.com/gornhq/gorn/master"
 	"github.com/gornhq/gorn/socket"
@@ -86,6 +87,8 @@ type host struct {
 	serving func()
 	// failed is told why serving ended in an error.
 	failed func(error)
+	// statsd is the master's StatsD client (--statsd-host); nil when off.
+	statsd *statsd.Client
 }
 
 // run is gorn without os.Exit: it returns the process exit code.
@@ -145,6 +148,10 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, h 
 		return master.ExitError
 	}
 	defer logs.Close()
+	if sd := startStatsd(cfg, logs); sd != nil {
+		defer sd.Close()
+		h.statsd = sd
+	}
 	log := logs.Logger
 	if cfg.ConfigFile != "" {
 		log.Info("read the config file", zap.String("config_file", cfg.ConfigFile))
@@ -309,6 +316,15 @@ func serve(cfg *config.Config, reparse func() (*config.Config, error), logs *log
 			log.Debug("naming the process", zap.Error(err))
 		}
 	})
+	if h.statsd != nil {
+		ctx, stop := context.WithCancel(context.Background())
+		defer stop()
+		var backlog []*socket.Listener
+		if cfg.BacklogMetric {
+			backlog = listeners
+		}
+		go reportWorkers(ctx, h.statsd, m, backlog)
+	}
 	if h.serving != nil {
 		go func() {
 			// The loop answers its first query once it runs.

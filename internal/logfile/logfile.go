@@ -135,6 +135,9 @@ func (r *reopenable) reopen() error {
 	return nil
 }
 
+// FaultLogger is the logger name of the lines WorkerFaults relays.
+const FaultLogger = "worker.faulthandler"
+
 // WorkerFaults logs what a worker's faulthandler writes to r (the stack dump of a worker
 // aborted for a timeout, or of one that crashed), one error record per line, until EOF,
 // then closes r; run it in a goroutine of its own. JSON: {"logger":"worker.faulthandler",
@@ -142,7 +145,7 @@ func (r *reopenable) reopen() error {
 // worker[SLOT] faulthandler: LINE". Blank lines are dropped.
 func (l *Files) WorkerFaults(r io.ReadCloser, pid, slot int) {
 	defer r.Close()
-	rec := l.Logger.Named("worker.faulthandler").With(zap.Int("pid", pid), zap.Int("slot", slot))
+	rec := l.Logger.Named(FaultLogger).With(zap.Int("pid", pid), zap.Int("slot", slot))
 	br := bufio.NewReaderSize(r, 4096)
 	for {
 		// A line longer than the buffer comes as several records: faulthandler truncates

@@ -18,7 +18,7 @@ import sys
 import time
 import traceback
 from types import TracebackType
-from typing import Optional, Type, Union
+from typing import Callable, Optional, Type, Union
 
 DEBUG = 10
 INFO = 20
@@ -72,11 +72,14 @@ class Logger:
         self.pid = os.getpid()
         self._prefix_tail = f"] [{self.pid}] ["
         self._who = f"] worker[{slot}]: "
+        # Called with "warning", "error", "exception" (an error with a traceback) or
+        # "critical" for each such record: gunicorn's StatsD log counters.
+        self.count: Optional[Callable[[str], None]] = None
 
     def enabled(self, level: int) -> bool:
         return level >= self.level
 
-    def log(self, level: int, msg: str, exc_info: Union[None, bool, ExcInfo] = None) -> None:
+    def log(self, level: int, msg: str, exc_info: Union[None, bool, ExcInfo] = None, counted: bool = True) -> None:
         if level < self.level:
             return
         tb: Optional[str] = None
@@ -84,6 +87,8 @@ class Logger:
             ei = sys.exc_info() if exc_info is True else exc_info
             if isinstance(ei, tuple) and ei[0] is not None:
                 tb = "".join(traceback.format_exception(ei[0], ei[1], ei[2])).rstrip("\n")
+        if level >= WARNING and self.count is not None and counted:
+            self.count("exception" if tb is not None else _NAMES.get(level, "error"))
         if self.json:
             rec: dict[str, object] = {
                 "ts": time.time(),
@@ -171,7 +176,8 @@ class ErrorsStream:
         text = "".join(self._buf).rstrip("\n")
         self._buf.clear()
         if text:
-            self._log.log(ERROR, text)
+            # Not counted: gunicorn's wsgi.errors writes to the log stream, not its logger.
+            self._log.log(ERROR, text, counted=False)
 
     def writable(self) -> bool:
         return True

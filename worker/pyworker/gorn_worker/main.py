@@ -36,6 +36,7 @@ from . import http as _http  # noqa: F401  (imported up front: nothing loads laz
 from . import logs as _logs
 from . import request as _request
 from . import scoreboard as _scoreboard
+from . import statsd as _statsd
 from . import sync as _sync
 from . import threads as _threads
 from . import watch as _watch
@@ -273,6 +274,13 @@ def main(argv: Optional[list[str]] = None) -> int:
             stream.reconfigure(line_buffering=True)  # type: ignore[union-attr]
         except (AttributeError, ValueError, OSError):
             pass
+    try:
+        statsd = _statsd.from_settings(settings.statsd_host, settings.statsd_prefix, settings.dogstatsd_tags)
+    except _statsd.StatsdError as e:
+        statsd = None
+        log.warning(f"no StatsD metrics: {e}")
+    if statsd is not None:
+        log.count = statsd.log
     warning = raise_open_files_limit(settings.worker_connections)
     if warning:
         log.warning(warning)
@@ -349,6 +357,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         else:
             worker = _sync.SyncWorker(application, settings, log, sb, listeners, access)
         worker.handler.request_hooks = hooks.request_hooks()
+        worker.handler.statsd = statsd
         if hooks.secure_scheme_headers is not None:
             worker.handler.set_scheme_headers(hooks.secure_scheme_headers)
         if signals.stop_requested:  # a stop during boot whose FastExit Python dropped
@@ -366,5 +375,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         signals.hooks.worker.alive = False
         signals.hooks.notify("worker_exit", signals.hooks.server, signals.hooks.worker)
     log.debug("worker exiting")
+    if statsd is not None:
+        statsd.flush()
     arm_exit_watchdog(EXIT_OK)
     return EXIT_OK

@@ -20,6 +20,7 @@ from .config import Settings, parse_networks
 from .http import DRAIN_LIMIT, SECURE_SCHEME_HEADERS, BodyError, Connection, HTTPError, Limits, Proxy, Request
 from .logs import ErrorsStream, Logger
 from .scoreboard import Scoreboard
+from .statsd import Statsd
 from .wsgi import ClientGone, Response, base_environ, connection_environ, error_response
 
 
@@ -40,6 +41,7 @@ class RequestHandler:
         self.sb = scoreboard
         self.access = access
         self.request_hooks: Optional[Any] = None  # conffile.RequestHooks when the config file has them
+        self.statsd: Optional[Statsd] = None  # --statsd-host
         self.keepalive = settings.keepalive
         self.root_path = settings.root_path
         self.limits = Limits(
@@ -200,6 +202,8 @@ class RequestHandler:
             sb.request_end(req.method, code, duration, resp.sent)
             if self.access is not None:
                 self.access.write(env, code, resp.headers if resp.headers_sent else [], resp.sent, duration)
+            if self.statsd is not None:
+                self.statsd.request(code, duration)
         else:
             sb.request_abort()
         if hooks is not None and code:
