@@ -107,6 +107,9 @@ type Inputs struct {
 	Signals <-chan os.Signal
 	Exits   <-chan Exit
 	Ticks   <-chan time.Time
+	// Ready says a worker has just marked itself ready in the scoreboard: the loop looks
+	// at the booting workers now instead of at the next tick. nil: ticks only.
+	Ready <-chan struct{}
 }
 
 type phase int
@@ -251,6 +254,8 @@ func (m *Master) Run(in Inputs) int {
 			m.onExit(e)
 		case <-in.Ticks:
 			m.onTick()
+		case <-in.Ready:
+			m.checkBooting()
 		case reply := <-m.queries:
 			reply <- m.snapshot()
 		case r := <-m.reloads:
@@ -629,6 +634,16 @@ func (m *Master) onTick() {
 	}
 }
 
+// checkBooting looks for readiness in the slots of the workers still booting.
+func (m *Master) checkBooting() {
+	now := m.now()
+	for _, w := range m.workers {
+		if !w.starting() && !w.ready() && !w.stopping() {
+			m.check(w, now)
+		}
+	}
+}
+
 // resize asks the Resize hook for the worker count the limits call for now.
 func (m *Master) resize() {
 	m.lastResize = m.now()
@@ -908,6 +923,9 @@ func (m *Master) onSpawned(r spawnResult) {
 			}
 		}
 		w.owed = 0
+		if !w.stopping() {
+			m.check(w, m.now()) // it may have announced its readiness before its pid was known
+		}
 	}
 	if m.starting == 0 {
 		early := m.early

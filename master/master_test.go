@@ -125,6 +125,44 @@ func (h *harness) readyAll() {
 func exitCode(c int) syscall.WaitStatus            { return syscall.WaitStatus(c << 8) }
 func killedBy(s syscall.Signal) syscall.WaitStatus { return syscall.WaitStatus(s) }
 
+// TestReadyEventBeforeTick: a worker's readiness is acted on when it is announced, not at
+// the next tick (the clock does not move).
+func TestReadyEventBeforeTick(t *testing.T) {
+	h := newHarness(t, Config{Workers: 1}, Hooks{})
+	p := h.sp.procs[0]
+	h.m.checkBooting()
+	if h.m.workers[0].ready() {
+		t.Fatal("ready before the worker said so")
+	}
+	p.ready()
+	h.m.checkBooting()
+	if !h.m.workers[0].ready() || !h.m.everReady {
+		t.Fatal("the announced readiness was not seen")
+	}
+}
+
+// TestReadyBeforeSpawnReported: a worker that is ready before its start reports its pid is
+// seen ready as soon as it does.
+func TestReadyBeforeSpawnReported(t *testing.T) {
+	h := newHarness(t, Config{Workers: 1}, Hooks{})
+	h.exit(h.sp.procs[0], killedBy(syscall.SIGKILL)) // its replacement starts
+	h.m.manage()
+	if h.m.starting != 0 {
+		t.Fatalf("%d spawns in flight", h.m.starting)
+	}
+	h.clock += time.Millisecond
+	start := h.sp.Spawn(SpawnRequest{Slot: 1})
+	w := &worker{slot: 1, gen: h.m.gen, spawnedAt: h.clock}
+	h.m.workers = append(h.m.workers, w)
+	h.m.starting++
+	proc, _ := start()
+	proc.(*fakeProc).ready()
+	h.m.onSpawned(spawnResult{w: w, proc: proc})
+	if !w.ready() {
+		t.Fatal("a worker ready before its pid was reported is not seen ready then")
+	}
+}
+
 func TestSpawnsAndRespawns(t *testing.T) {
 	h := newHarness(t, Config{Workers: 3}, Hooks{})
 	if got := len(h.sp.procs); got != 3 {

@@ -3,6 +3,8 @@ package worker
 import (
 	"archive/zip"
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"io"
 	"os"
 	"os/exec"
@@ -41,8 +43,8 @@ func loadedFrom(t *testing.T, py string, f *os.File) string {
 	return strings.TrimSpace(string(out))
 }
 
-// pythonTag is the bytecode directory of interpreter py: "cpython-311".
-func pythonTag(t *testing.T, py string) string {
+// askTag is the bytecode directory of interpreter py, as it says: "cpython-311".
+func askTag(t *testing.T, py string) string {
 	t.Helper()
 	out, err := exec.Command(py, "-c", `import sys; print("cpython-%d%d" % sys.version_info[:2])`).Output()
 	if err != nil {
@@ -55,11 +57,17 @@ func pythonTag(t *testing.T, py string) string {
 // of its interpreter's version, and from the source when that bytecode is stale.
 func TestRuntimeBytecode(t *testing.T) {
 	py := testenv.Python(t)
-	tag := pythonTag(t, py)
+	tag := askTag(t, py)
 	if _, err := bytecodeFS.ReadFile("bytecode/" + tag + "/gorn_worker/main.pyc"); err != nil {
 		testenv.Missing(t, "no embedded bytecode for %s (%s): run `make bytecode` before go test", tag, py)
 	}
-	f, err := runtimeZip()
+	if stale := staleSources(t, tag); len(stale) > 0 {
+		testenv.Missing(t, "the embedded %s bytecode is older than %v: run `make bytecode` before go test", tag, stale)
+	}
+	if guess := pythonTag(py); guess != tag {
+		t.Errorf("the spawner guesses %s is %q, it is %s", py, guess, tag)
+	}
+	f, err := runtimeZip(tag)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,11 +98,39 @@ func interpreters(minor string) []string {
 	return append(out, found...)
 }
 
+// staleSources lists the runtime sources whose embedded tag bytecode was compiled from
+// another version of them (bytecode/TAG/SOURCES, written by compile.sh).
+func staleSources(t *testing.T, tag string) []string {
+	t.Helper()
+	manifest, err := bytecodeFS.ReadFile("bytecode/" + tag + "/SOURCES")
+	if err != nil {
+		return []string{"SOURCES"}
+	}
+	compiled := map[string]string{}
+	for line := range strings.Lines(string(manifest)) {
+		if sum, name, ok := strings.Cut(strings.TrimSpace(line), "  "); ok {
+			compiled[name] = sum
+		}
+	}
+	var stale []string
+	entries, _ := runtimeFS.ReadDir("pyworker/gorn_worker")
+	for _, e := range entries {
+		src, err := runtimeFS.ReadFile("pyworker/gorn_worker/" + e.Name())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sum := sha256.Sum256(src); compiled[e.Name()] != hex.EncodeToString(sum[:]) {
+			stale = append(stale, e.Name())
+		}
+	}
+	return stale
+}
+
 // TestRuntimeBytecodeEachVersion runs the check under every embedded version with an
 // interpreter on this machine (python3.X on PATH, or pyenv's).
 func TestRuntimeBytecodeEachVersion(t *testing.T) {
 	dirs, _ := bytecodeFS.ReadDir("bytecode")
-	f, err := runtimeZip()
+	f, err := runtimeZip("") // every version's bytecode
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,6 +152,9 @@ func TestRuntimeBytecodeEachVersion(t *testing.T) {
 		if py == "" {
 			t.Logf("%s: no interpreter found", d.Name())
 			continue
+		}
+		if stale := staleSources(t, d.Name()); len(stale) > 0 {
+			testenv.Missing(t, "the embedded %s bytecode is older than %v: run `make bytecode` before go test", d.Name(), stale)
 		}
 		ran++
 		if got, want := loadedFrom(t, py, f), "/"+d.Name()+"/gorn_worker/main.pyc"; !strings.HasSuffix(got, want) {

@@ -5,13 +5,14 @@ package worker
 
 import (
 	"archive/zip"
-	"bytes"
+	"bufio"
 	"embed"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 
@@ -42,6 +43,8 @@ type Settings struct {
 	LifelineFD   int            `json:"lifeline_fd"`
 	// FaultFD is the write end of the pipe the worker's faulthandler dumps stacks to.
 	FaultFD int `json:"faulthandler_fd"`
+	// ReadyFD is the write end of the readiness pipe (Spawner.Readies).
+	ReadyFD int `json:"ready_fd"`
 	Workers int `json:"workers"`
 	// Check makes the worker import the app and exit: 0 if it loads, 4 if not.
 	Check bool `json:"check,omitempty"`
@@ -125,12 +128,14 @@ type Spawner struct {
 	cfg      Config
 	zip      *os.File
 	lifeline [2]*os.File // read end inherited by workers; write end held by the master
+	ready    [2]*os.File // write end inherited by workers; read by watchReady
 	thread   *Thread
+	readies  chan struct{}
 }
 
 // NewSpawner packs the runtime and starts the spawning thread.
 func NewSpawner(cfg Config) (*Spawner, error) {
-	z, err := runtimeZip()
+	z, err := runtimeZip(pythonTag(cfg.Python))
 	if err != nil {
 		return nil, err
 	}
@@ -150,7 +155,36 @@ func NewSpawner(cfg Config) (*Spawner, error) {
 		}
 		s.lifeline = [2]*os.File{r, w}
 	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("creating readiness pipe: %w", err)
+	}
+	s.ready, s.readies = [2]*os.File{r, w}, make(chan struct{}, 1)
+	go s.watchReady()
 	return s, nil
+}
+
+// Readies receives a value soon after a worker writes to the readiness pipe, which it
+// does right after it marks itself ready in the scoreboard (the master's Inputs.Ready).
+// Writes that arrive together are merged into one value.
+func (s *Spawner) Readies() <-chan struct{} { return s.readies }
+
+// watchReady turns bytes on the readiness pipe into values on readies. The spawner holds
+// the pipe's write end for the workers it starts, so the read never sees EOF.
+func (s *Spawner) watchReady() {
+	buf := make([]byte, 256)
+	for {
+		n, err := s.ready[0].Read(buf)
+		if n > 0 {
+			select {
+			case s.readies <- struct{}{}:
+			default: // one is pending already; the loop will look at every booting worker
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
 }
 
 // Lifeline returns the pipe's read end (inherited by workers) and write end (held by the
@@ -160,22 +194,44 @@ func (s *Spawner) Lifeline() (r, w *os.File) { return s.lifeline[0], s.lifeline[
 // Thread is the thread that forks the workers.
 func (s *Spawner) Thread() *Thread { return s.thread }
 
+// pythonTag guesses the bytecode directory (cpython-3XX) of the interpreter at path from
+// the name it resolves to (python3.11: a venv's python links to its base's); "" when the
+// name does not say.
+func pythonTag(path string) string {
+	real, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		return ""
+	}
+	minor, ok := strings.CutPrefix(filepath.Base(real), "python3.")
+	if !ok || minor == "" || strings.Trim(minor, "0123456789") != "" {
+		return ""
+	}
+	return "cpython-3" + minor
+}
+
 // runtimeZip writes the embedded package to a memfd as a zip the interpreter can run: the
-// sources at the root, and for each CPython version with embedded bytecode a directory
-// cpython-3XX holding the bytecode (stored, to be read in place) beside a copy of the
+// sources at the root, and for the CPython version tag (all of them when tag is "") with
+// embedded bytecode a directory cpython-3XX holding the bytecode beside a copy of the
 // sources, which zipimport checks the bytecode's hash against and falls back to.
-func runtimeZip() (*os.File, error) {
-	var buf bytes.Buffer
-	zw := zip.NewWriter(&buf)
-	add := func(name string, data []byte, method uint16) error {
-		f, err := zw.CreateHeader(&zip.FileHeader{Name: name, Method: method})
+func runtimeZip(tag string) (*os.File, error) {
+	fd, err := unix.MemfdCreate("gorn-worker-runtime", unix.MFD_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("creating runtime memfd: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), "gorn-worker-runtime")
+	// Written straight to the memfd, uncompressed: packing is on the way to the first
+	// worker's start, and compressing 2 MB took longer (10 ms) than the whole rest of it.
+	out := bufio.NewWriterSize(f, 1<<20)
+	zw := zip.NewWriter(out)
+	add := func(name string, data []byte) error {
+		w, err := zw.CreateHeader(&zip.FileHeader{Name: name, Method: zip.Store})
 		if err != nil {
 			return err
 		}
-		_, err = f.Write(data)
+		_, err = w.Write(data)
 		return err
 	}
-	err := fs.WalkDir(runtimeFS, "pyworker", func(path string, d fs.DirEntry, err error) error {
+	err = fs.WalkDir(runtimeFS, "pyworker", func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
 		}
@@ -183,7 +239,7 @@ func runtimeZip() (*os.File, error) {
 		if err != nil {
 			return err
 		}
-		return add(path[len("pyworker/"):], data, zip.Deflate)
+		return add(path[len("pyworker/"):], data)
 	})
 	if err == nil {
 		err = fs.WalkDir(bytecodeFS, "bytecode", func(path string, d fs.DirEntry, err error) error {
@@ -191,7 +247,10 @@ func runtimeZip() (*os.File, error) {
 				return err
 			}
 			rel := path[len("bytecode/"):] // cpython-3XX/gorn_worker/NAME.pyc
-			_, module, _ := strings.Cut(rel, "/")
+			dir, module, _ := strings.Cut(rel, "/")
+			if tag != "" && dir != tag {
+				return nil
+			}
 			source, err := runtimeFS.ReadFile("pyworker/" + strings.TrimSuffix(module, "c"))
 			if errors.Is(err, fs.ErrNotExist) {
 				return nil // bytecode of a module since removed
@@ -203,26 +262,21 @@ func runtimeZip() (*os.File, error) {
 			if err != nil {
 				return err
 			}
-			if err := add(strings.TrimSuffix(rel, "c"), source, zip.Deflate); err != nil {
+			if err := add(strings.TrimSuffix(rel, "c"), source); err != nil {
 				return err
 			}
-			return add(rel, data, zip.Store)
+			return add(rel, data)
 		})
 	}
 	if err == nil {
 		err = zw.Close()
 	}
-	if err != nil {
-		return nil, fmt.Errorf("packing the worker runtime: %w", err)
+	if err == nil {
+		err = out.Flush()
 	}
-	fd, err := unix.MemfdCreate("gorn-worker-runtime", unix.MFD_CLOEXEC)
 	if err != nil {
-		return nil, fmt.Errorf("creating runtime memfd: %w", err)
-	}
-	f := os.NewFile(uintptr(fd), "gorn-worker-runtime")
-	if _, err := f.Write(buf.Bytes()); err != nil {
 		f.Close()
-		return nil, fmt.Errorf("writing runtime memfd: %w", err)
+		return nil, fmt.Errorf("packing the worker runtime: %w", err)
 	}
 	return f, nil
 }
@@ -275,6 +329,8 @@ func (s *Spawner) spawn(req master.SpawnRequest, spec Spec) (master.Process, err
 	}()
 	set.FaultFD = len(files)
 	files = append(files, faultW)
+	set.ReadyFD = len(files)
+	files = append(files, s.ready[1])
 	zipFD := len(files)
 	files = append(files, s.zip)
 	js, err := json.Marshal(set)

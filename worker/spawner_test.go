@@ -22,7 +22,7 @@ import (
 )
 
 func TestRuntimeZip(t *testing.T) {
-	f, err := runtimeZip()
+	f, err := runtimeZip("")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,6 +101,11 @@ func TestSpawnServesAndReaps(t *testing.T) {
 	}
 	if s := proc.Status(); s.PID != uint64(proc.Pid()) || s.Generation != 3 {
 		t.Errorf("slot %+v, pid %d", s, proc.Pid())
+	}
+	select { // the worker announced its readiness on the pipe too
+	case <-sp.Readies():
+	case <-time.After(5 * time.Second):
+		t.Error("ready in the scoreboard, but nothing arrived on the readiness pipe")
 	}
 	resp, err := http.Get("http://127.0.0.1:" + strconv.Itoa(ls[0].Port()) + "/")
 	if err != nil {

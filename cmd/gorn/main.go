@@ -333,7 +333,7 @@ func serve(cfg *config.Config, reparse func() (*config.Config, error), logs *log
 			}
 		}()
 	}
-	return m.Run(master.Inputs{Signals: signals, Exits: exits, Ticks: ticker.C}), nil
+	return m.Run(master.Inputs{Signals: signals, Exits: exits, Ticks: ticker.C, Ready: spawner.Readies()}), nil
 }
 
 // bindAll binds every address, or adopts systemd's sockets (then other binds are ignored,

@@ -26,6 +26,8 @@ for f in sorted(src.glob("*.py")):
     py_compile.compile(str(f), cfile=str(out / (f.name + "c")), dfile="gorn_worker/" + f.name,
                        doraise=True, invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH)
 PY
+  # What the bytecode was compiled from, for the tests to tell stale bytecode from a fault.
+  (cd "$src" && sha256sum -- *.py) >"$tag/SOURCES"
   found+=("$tag")
 done
 echo "bytecode: ${found[*]:-none (no CPython 3.10-3.13 found)}"

@@ -71,6 +71,7 @@ class Settings:
     scoreboard_fd: int = _f(-1, _INT, "memfd of the scoreboard; -1 = private (tests)")
     lifeline_fd: int = _f(-1, _INT, "read end of the lifeline pipe; -1 = none (tests)")
     faulthandler_fd: int = _f(-1, _INT, "write end of the stack-dump pipe the master logs; -1 = stderr")
+    ready_fd: int = _f(-1, _INT, "write end of the readiness pipe; -1 = none (tests)")
     worker_class: str = _f("sync", _STR, "worker class: `sync`, `gthread`, `gevent` or `eventlet`")
     threads: int = _f(1, _INT, "gthread: requests served at once")
     worker_connections: int = _f(1000, _INT, "open connections a worker holds, idle ones included")
@@ -157,7 +158,7 @@ class Settings:
         for fd in self.listen_fds:
             if fd < 0:
                 raise ConfigError(f"listen_fds: {fd} is not a file descriptor")
-        for name in ("scoreboard_fd", "lifeline_fd", "faulthandler_fd"):
+        for name in ("scoreboard_fd", "lifeline_fd", "faulthandler_fd", "ready_fd"):
             if getattr(self, name) < -1:
                 raise ConfigError(f"{name} must be a file descriptor or -1")
         _at_least("slot", self.slot, 0)

@@ -23,15 +23,13 @@ import resource
 import signal
 import sys
 from types import FrameType
-from typing import Optional, Protocol
+from typing import TYPE_CHECKING, Optional, Protocol
 
 from . import accesslog as _accesslog
 from . import app as _app
 from . import conffile as _conffile
 from . import config as _config
 from . import core as _core
-from . import green as _green
-from . import gthread as _gthread
 from . import http as _http  # noqa: F401  (imported up front: nothing loads lazily later)
 from . import logs as _logs
 from . import request as _request
@@ -39,8 +37,14 @@ from . import scoreboard as _scoreboard
 from . import statsd as _statsd
 from . import sync as _sync
 from . import threads as _threads
-from . import watch as _watch
 from . import wsgi as _wsgi  # noqa: F401
+
+if TYPE_CHECKING:
+    from . import green as _green
+
+# The modules of the other worker classes and of --reload (green, gthread, gevent_worker,
+# eventlet_worker, watch) are imported at boot only by the workers that use them: each
+# module imported costs start-up time in every worker.
 
 EXIT_OK = 0
 EXIT_BOOT = 3
@@ -137,6 +141,19 @@ def start_lifeline(fd: int) -> None:
     _threads.start_native(_lifeline, "gorn-lifeline", fd)
 
 
+def announce_ready(fd: int) -> None:
+    """One byte on the readiness pipe, after state=ready: the master's loop looks at the
+    scoreboard now instead of at its next tick. Best effort (the slot is the truth): the
+    write never blocks, and a master gone or re-executed (no reader) is ignored."""
+    if fd < 0:
+        return
+    try:
+        os.set_blocking(fd, False)
+        os.write(fd, b"r")
+    except OSError:
+        pass
+
+
 EXIT_GRACE = 2.0  # seconds the interpreter gets to shut down after serving ends
 
 
@@ -175,7 +192,7 @@ class _Serving(Protocol):
 ASYNC_CLASSES = ("gevent", "eventlet")
 
 
-def patch_for(worker_class: str) -> Optional[_green.GreenLib]:
+def patch_for(worker_class: str) -> Optional["_green.GreenLib"]:
     """Monkey-patch for an async class (its adapter imports the library); None otherwise.
     Raises :class:`.green.MissingLibrary`."""
     if worker_class == "gevent":
@@ -302,11 +319,15 @@ def main(argv: Optional[list[str]] = None) -> int:
         return EXIT_BOOT
 
     # 3b. async classes: monkey-patch before any config-file code or the app is imported
-    try:
-        green_lib = patch_for(settings.worker_class)
-    except _green.MissingLibrary as e:
-        log.error(f"cannot start the worker: {e}")
-        return EXIT_BOOT
+    green_lib = None
+    if settings.worker_class in ASYNC_CLASSES:
+        from .green import MissingLibrary
+
+        try:
+            green_lib = patch_for(settings.worker_class)
+        except MissingLibrary as e:
+            log.error(f"cannot start the worker: {e}")
+            return EXIT_BOOT
     if settings.worker_class == "eventlet" and settings.slot == 0:
         log.warning("eventlet is deprecated upstream (bugfix-only); gevent serves the same apps")
 
@@ -351,9 +372,13 @@ def main(argv: Optional[list[str]] = None) -> int:
         # 8. serve
         worker: _Serving
         if green_lib is not None:
-            worker = _green.GreenWorker(green_lib, application, settings, log, sb, listeners, access)
+            from .green import GreenWorker
+
+            worker = GreenWorker(green_lib, application, settings, log, sb, listeners, access)
         elif settings.worker_class == "gthread":
-            worker = _gthread.ThreadWorker(application, settings, log, sb, listeners, access)
+            from .gthread import ThreadWorker
+
+            worker = ThreadWorker(application, settings, log, sb, listeners, access)
         else:
             worker = _sync.SyncWorker(application, settings, log, sb, listeners, access)
         worker.handler.request_hooks = hooks.request_hooks()
@@ -363,8 +388,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         if signals.stop_requested:  # a stop during boot whose FastExit Python dropped
             raise _core.FastExit()
         if settings.reload:
-            _watch.start(sb, log, settings.reload_extra_files)
+            from . import watch
+
+            watch.start(sb, log, settings.reload_extra_files)
         sb.set_state(_scoreboard.STATE_READY)
+        announce_ready(settings.ready_fd)
         signals.worker = worker  # from here TERM drains instead of ending the process
         if signals.stop_requested:
             raise _core.FastExit()

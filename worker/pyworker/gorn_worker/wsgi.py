@@ -23,8 +23,7 @@ import os
 import re
 import socket
 import stat
-from email.utils import formatdate
-from time import time
+from time import gmtime, time
 from types import TracebackType
 from typing import Any, Callable, Iterable, Optional, Type
 
@@ -47,13 +46,25 @@ _NAMES: dict[str, str] = {}
 _CACHE_MAX = 1024
 
 _date_cache: list[Any] = [0, b""]
+# IMF-fixdate's names, not the locale's (strftime's %a and %b follow the app's locale); and
+# no email.utils, whose imports cost every worker milliseconds at start-up.
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def imf_fixdate(when: int) -> str:
+    """``Sun, 06 Nov 1994 08:49:37 GMT`` for a Unix time."""
+    t = gmtime(when)
+    return "%s, %02d %s %04d %02d:%02d:%02d GMT" % (
+        _DAYS[t.tm_wday], t.tm_mday, _MONTHS[t.tm_mon - 1], t.tm_year, t.tm_hour, t.tm_min, t.tm_sec
+    )
 
 
 def date_line() -> bytes:
     """``Date: ...\\r\\n`` (IMF-fixdate), formatted once per second."""
     now = int(time())
     if now != _date_cache[0]:
-        _date_cache[1] = ("Date: " + formatdate(now, usegmt=True) + "\r\n").encode("ascii")
+        _date_cache[1] = ("Date: " + imf_fixdate(now) + "\r\n").encode("ascii")
         _date_cache[0] = now
     return _date_cache[1]  # type: ignore[no-any-return]
 

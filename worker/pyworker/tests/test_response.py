@@ -565,3 +565,17 @@ def test_date_header_format() -> None:
 
     _, h, _, _ = one(simple())
     assert parsedate_to_datetime(h["date"]).tzname() == "UTC"
+
+
+def test_imf_fixdate_matches_email_utils() -> None:
+    """The Date header's formatter agrees with the standard library's, across years, leap
+    days and every weekday and month."""
+    import email.utils
+    import random
+
+    from gorn_worker.wsgi import imf_fixdate
+
+    rng = random.Random(7)
+    stamps = [0, 784111777, 951782400, 1709164800, 4102444799] + [rng.randrange(0, 4102444800) for _ in range(2000)]
+    for t in stamps:
+        assert imf_fixdate(t) == email.utils.formatdate(t, usegmt=True), t
