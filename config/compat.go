@@ -167,20 +167,25 @@ func applyUnimplemented(given []unimplemented, where string, warnings *[]string)
 	return nil
 }
 
-// MasterHooks are gunicorn's server hooks that run in its Python master: the Go master
-// cannot call them. worker_abort is one: a hung gorn worker gets its stack dumped by
-// faulthandler instead.
+// MasterHooks are gunicorn's server hooks that run in its Python master; gorn runs them in
+// the hook host (gorn_worker/hookhost.py), which is started only for a config file that
+// defines one.
 func MasterHooks() []string {
 	return []string{
-		"on_starting", "on_reload", "when_ready", "pre_fork", "worker_abort", "pre_exec",
-		"child_exit", "nworkers_changed", "on_exit", "ssl_context",
-		"on_dirty_starting", "dirty_post_fork", "dirty_worker_init", "dirty_worker_exit",
+		"on_starting", "on_reload", "when_ready", "pre_fork", "pre_exec",
+		"child_exit", "nworkers_changed", "on_exit",
 	}
+}
+
+// UnsupportedHooks are gunicorn's server hooks gorn cannot run: TLS is not terminated by
+// gorn, and it has no dirty-worker pool.
+func UnsupportedHooks() []string {
+	return []string{"ssl_context", "on_dirty_starting", "dirty_post_fork", "dirty_worker_init", "dirty_worker_exit"}
 }
 
 // WorkerHooks are gunicorn's server hooks that gorn's workers run (gorn_worker/conffile.py).
 func WorkerHooks() []string {
-	return []string{"post_fork", "post_worker_init", "pre_request", "post_request", "worker_int", "worker_exit"}
+	return []string{"post_fork", "post_worker_init", "pre_request", "post_request", "worker_int", "worker_abort", "worker_exit"}
 }
 
 // credential resolves --user, --group (names or numbers) and --initgroups into the

@@ -2,6 +2,7 @@ package config
 
 import (
 	"os"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -38,7 +39,7 @@ func TestEveryGunicornSettingIsKnown(t *testing.T) {
 	for _, u := range unimplementedSettings() {
 		claim(u.setting, "the compat table")
 	}
-	for _, h := range append(MasterHooks(), WorkerHooks()...) {
+	for _, h := range slices.Concat(MasterHooks(), UnsupportedHooks(), WorkerHooks()) {
 		claim(h, "a hook")
 	}
 	for _, s := range WorkerFileSettings() {

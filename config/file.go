@@ -26,6 +26,7 @@ type fileLayer struct {
 	args     []string
 	app      string // wsgi_app: the application when the command line names none
 	warnings []string
+	hooks    []string // master-side hooks it defines
 }
 
 // fileOption finds the option a config-file name sets: gunicorn's setting name, or any
@@ -84,6 +85,9 @@ func newFileLayer(options []Option, source string, f *FileSettings) (*fileLayer,
 	}
 	for _, name := range f.Callables {
 		if slices.Contains(MasterHooks(), name) {
+			l.hooks = append(l.hooks, name)
+		}
+		if slices.Contains(UnsupportedHooks(), name) {
 			l.warnings = append(l.warnings, fmt.Sprintf("config file %s: server hook %s is not supported by gorn; ignored", source, name))
 		}
 	}

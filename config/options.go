@@ -20,6 +20,7 @@ type Config struct {
 	WorkersSource string              // where Workers came from, for the sizing log line
 	CPUsSource    string              // where CPUs came from
 	Credential    *syscall.Credential // --user/--group: whom the workers run as; nil = as gorn
+	MasterHooks   []string            // the master-side server hooks the config file defines
 
 	ConfigFile        string // the Python config file read, if any
 	Binds             []string

@@ -181,7 +181,7 @@ func Parse(args []string, getenv Environment, load Loader) (*Config, error) {
 		if err := fs.Parse(file.args); err != nil {
 			return nil, p.parseError("config file "+source+": ", err)
 		}
-		c.ConfigFile, c.Warnings = source, file.warnings
+		c.ConfigFile, c.Warnings, c.MasterHooks = source, file.warnings, file.hooks
 	}
 	// Options from the environment next ($GORN_CMD_ARGS, else $GUNICORN_CMD_ARGS, so a
 	// gunicorn deployment keeps working); the command line overrides them.

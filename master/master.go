@@ -43,7 +43,19 @@ type Process interface {
 type SpawnRequest struct {
 	Slot       int
 	Generation int
+	Age        int // the spawn counter: gunicorn's worker.age (the first worker is 1)
 	Workers    int // desired count, for wsgi.multiprocess
+}
+
+// HookWorker is one worker as the config file's master-side hooks see it (gunicorn's
+// worker object): Pid is 0 before the fork.
+type HookWorker struct {
+	Pid         int    `json:"pid,omitempty"`
+	Slot        int    `json:"slot"`
+	Generation  int    `json:"generation"`
+	Age         int    `json:"age"`
+	MaxRequests uint64 `json:"max_requests,omitempty"`
+	Status      *int   `json:"status,omitempty"` // the wait status, once reaped
 }
 
 // Spawner starts workers. Spawn is called on the master loop and must not block: it takes
@@ -86,6 +98,14 @@ type Hooks struct {
 	OOMKills func() (uint64, bool)
 	// Ready is called once when the first worker becomes ready (sd_notify and friends).
 	Ready func()
+
+	// The config file's master-side hooks (gunicorn's server hooks). PreFork runs in the
+	// spawn's goroutine before the fork and may take a while (bounded by the hook host);
+	// the others run on the loop and must not block: they queue the call.
+	PreFork        func(HookWorker)
+	Spawned        func(HookWorker) // the fork reported its pid; Pid 0: it failed
+	ChildExit      func(HookWorker) // after the worker was reaped
+	WorkersChanged func(now, old int)
 }
 
 // Config is the policy's knobs.
@@ -136,6 +156,7 @@ const (
 type worker struct {
 	slot        int
 	gen         int
+	age         int
 	proc        Process // nil while starting
 	pid         int     // 0 while starting
 	spawnedAt   time.Duration
@@ -177,6 +198,7 @@ type Master struct {
 	workers      []*worker // in spawn order: oldest first
 	desired      int
 	gen          int
+	age          int // workers spawned so far: gunicorn's worker_age
 	failedGen    int // generation whose workers could not boot; not rolled out again
 	everReady    bool
 	phase        phase
@@ -293,15 +315,15 @@ func (m *Master) onSignal(sig syscall.Signal) {
 				return
 			}
 		}
-		m.desired++
+		m.setDesired(m.desired + 1)
 		m.log.Info("scaling up", zap.Int("workers", m.desired))
 	case syscall.SIGTTOU:
 		if m.desired > 1 {
-			m.desired--
+			m.setDesired(m.desired - 1)
 			m.log.Info("scaling down", zap.Int("workers", m.desired))
 		}
 	case syscall.SIGWINCH:
-		m.desired = 0
+		m.setDesired(0)
 		m.log.Info("stopping all workers; the master and its sockets stay (HUP or TTIN to resume)")
 	case syscall.SIGUSR1:
 		if m.hooks.ReopenLogs != nil {
@@ -312,6 +334,15 @@ func (m *Master) onSignal(sig syscall.Signal) {
 		}
 	case syscall.SIGUSR2:
 		m.upgrade()
+	}
+}
+
+// setDesired changes the worker count the master aims for, telling the hooks.
+func (m *Master) setDesired(n int) {
+	old := m.desired
+	m.desired = n
+	if n != old && m.hooks.WorkersChanged != nil {
+		m.hooks.WorkersChanged(n, old)
 	}
 }
 
@@ -386,7 +417,11 @@ func (m *Master) onReloaded(r reloadResult) {
 		next.Slots, next.KillGrace = m.cfg.Slots, m.cfg.KillGrace
 		if next.Workers != m.cfg.Workers && next.Workers > 0 {
 			m.log.Info("the configuration changes the worker count", zap.Int("from", m.desired), zap.Int("to", next.Workers))
-			m.desired, m.sized = next.Workers, next.Workers
+			m.sized = next.Workers
+			m.setDesired(next.Workers)
+		} else if next.Workers > 0 && m.hooks.WorkersChanged != nil {
+			// gunicorn's reload sets the count again, and its hook hears it, changed or not.
+			m.hooks.WorkersChanged(m.desired, m.desired)
 		}
 		m.cfg = next
 		m.rollOut()
@@ -400,7 +435,7 @@ func (m *Master) onReloaded(r reloadResult) {
 // rollOut starts a new generation: workers are replaced one at a time.
 func (m *Master) rollOut() {
 	if m.desired == 0 {
-		m.desired = m.cfg.Workers
+		m.setDesired(m.cfg.Workers)
 	}
 	m.gen++
 	m.log.Info("reloading: replacing workers one at a time", zap.Int("generation", m.gen))
@@ -449,10 +484,10 @@ func (m *Master) handOver() {
 		return
 	}
 	// The table as it is now, not as it was when USR2 arrived.
-	h := Handover{Desired: m.desired, Generation: m.gen}
+	h := Handover{Desired: m.desired, Generation: m.gen, Age: m.age}
 	for _, w := range m.workers {
 		if !w.stopping() {
-			h.Workers = append(h.Workers, HandoverWorker{Pid: w.pid, Slot: w.slot, Generation: w.gen, MaxRequests: w.maxRequests})
+			h.Workers = append(h.Workers, HandoverWorker{Pid: w.pid, Slot: w.slot, Generation: w.gen, MaxRequests: w.maxRequests, Age: w.age})
 		}
 	}
 	if err := m.hooks.Upgrade(h); err != nil {
@@ -519,6 +554,10 @@ func (m *Master) onExit(e Exit) {
 		m.log.Error("worker exited unexpectedly"+serving, append(fields, inFlight...)...)
 	}
 	m.exits[reason]++
+	if m.hooks.ChildExit != nil {
+		status := int(e.Status)
+		m.hooks.ChildExit(HookWorker{Pid: w.pid, Slot: w.slot, Generation: w.gen, Age: w.age, MaxRequests: w.maxRequests, Status: &status})
+	}
 
 	if m.phase == stopping {
 		return
@@ -665,7 +704,7 @@ func (m *Master) resize() {
 	m.sized = n
 	if n != m.desired {
 		m.log.Info("resizing", zap.Int("from", m.desired), zap.Int("to", n), zap.String("reason", reason))
-		m.desired = n
+		m.setDesired(n)
 	}
 }
 
@@ -880,8 +919,9 @@ func (m *Master) spawn(replaces *worker) *worker {
 		m.log.Error("no free scoreboard slot; not spawning", zap.Int("slots", m.cfg.Slots))
 		return nil
 	}
-	start := m.spawner.Spawn(SpawnRequest{Slot: slot, Generation: m.gen, Workers: m.desired})
-	w := &worker{slot: slot, gen: m.gen, spawnedAt: m.now(), replaces: replaces}
+	m.age++
+	start := m.spawner.Spawn(SpawnRequest{Slot: slot, Generation: m.gen, Age: m.age, Workers: m.desired})
+	w := &worker{slot: slot, gen: m.gen, age: m.age, spawnedAt: m.now(), replaces: replaces}
 	if m.cfg.MaxRequests > 0 {
 		w.maxRequests = uint64(m.cfg.MaxRequests)
 		if m.cfg.MaxRequestsJitter > 0 {
@@ -891,7 +931,11 @@ func (m *Master) spawn(replaces *worker) *worker {
 	m.workers = append(m.workers, w)
 	m.starting++
 	m.spawns++
+	preFork, info := m.hooks.PreFork, HookWorker{Slot: w.slot, Generation: w.gen, Age: w.age, MaxRequests: w.maxRequests}
 	go func() {
+		if preFork != nil {
+			preFork(info)
+		}
 		proc, err := start()
 		m.spawned <- spawnResult{w, proc, err}
 	}()
@@ -901,6 +945,13 @@ func (m *Master) spawn(replaces *worker) *worker {
 func (m *Master) onSpawned(r spawnResult) {
 	m.starting--
 	w := r.w
+	if m.hooks.Spawned != nil {
+		info := HookWorker{Slot: w.slot, Generation: w.gen, Age: w.age, MaxRequests: w.maxRequests}
+		if r.err == nil {
+			info.Pid = r.proc.Pid()
+		}
+		m.hooks.Spawned(info)
+	}
 	if r.err != nil {
 		m.workers = slices.DeleteFunc(m.workers, func(o *worker) bool { return o == w })
 		m.log.Error("starting worker", zap.Error(r.err))
@@ -913,7 +964,7 @@ func (m *Master) onSpawned(r spawnResult) {
 		}
 	} else {
 		w.proc, w.pid = r.proc, r.proc.Pid()
-		m.log.Debug("worker spawned", zap.Int("pid", w.pid), zap.Int("slot", w.slot), zap.Int("generation", w.gen))
+		m.log.Debug("worker spawned", zap.Int("pid", w.pid), zap.Int("slot", w.slot), zap.Int("generation", w.gen), zap.Int("age", w.age))
 		switch {
 		case w.killed():
 			m.kill(w)

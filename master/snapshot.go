@@ -87,6 +87,7 @@ func (m *Master) snapshot() Snapshot {
 type Handover struct {
 	Desired    int              `json:"desired"`
 	Generation int              `json:"generation"`
+	Age        int              `json:"age,omitempty"` // workers spawned so far
 	Workers    []HandoverWorker `json:"workers"`
 }
 
@@ -96,6 +97,7 @@ type HandoverWorker struct {
 	Slot        int    `json:"slot"`
 	Generation  int    `json:"generation"`
 	MaxRequests uint64 `json:"max_requests"`
+	Age         int    `json:"age,omitempty"`
 }
 
 // Adopt takes over workers started by a previous master image; call before Run. With
@@ -104,12 +106,13 @@ type HandoverWorker struct {
 func (m *Master) Adopt(h Handover, attach func(pid, slot int) Process, rollOut bool) {
 	m.desired = h.Desired
 	m.gen = h.Generation
+	m.age = h.Age
 	if rollOut {
 		m.gen++
 	}
 	now := m.now()
 	for _, hw := range h.Workers {
-		w := &worker{slot: hw.Slot, gen: hw.Generation, proc: attach(hw.Pid, hw.Slot), pid: hw.Pid, spawnedAt: now, readyAt: now, maxRequests: hw.MaxRequests}
+		w := &worker{slot: hw.Slot, gen: hw.Generation, age: hw.Age, proc: attach(hw.Pid, hw.Slot), pid: hw.Pid, spawnedAt: now, readyAt: now, maxRequests: hw.MaxRequests}
 		m.workers = append(m.workers, w)
 	}
 	m.everReady = len(m.workers) > 0

@@ -60,6 +60,7 @@ var (
 	descCgroupPeriods       = newDesc("cgroup_cpu_periods_total", "CFS enforcement periods of gorn's CPU cgroup in which it ran under a quota.")
 	descCgroupThrottled     = newDesc("cgroup_cpu_throttled_periods_total", "CFS periods in which gorn's CPU cgroup used up its quota and was throttled.")
 	descCgroupThrottledTime = newDesc("cgroup_cpu_throttled_seconds_total", "Time gorn's CPU cgroup was throttled, summed over its threads' run queues.")
+	descHookRestarts        = newDesc("hook_host_restarts_total", "Times the hook host (the config file's master-side server hooks) died or was killed as hung and was started again; absent without one.")
 
 	descScrapeSuccess  = newDesc("scrape_collector_success", "1 if this part of the scrape succeeded.", "collector")
 	descScrapeDuration = newDesc("scrape_collector_duration_seconds", "Time this part of the scrape took.", "collector")
@@ -67,7 +68,7 @@ var (
 	allDescs = []*prometheus.Desc{
 		descBuildInfo, descWorkers, descDesired, descReady, descGeneration, descSpawns, descExits,
 		descRequests, descDuration, descInFlight, descBytes, descConns, descQueue, descBacklog, descRSS, descPSS,
-		descCPUs, descMemoryLimit, descSizingInfo,
+		descCPUs, descMemoryLimit, descSizingInfo, descHookRestarts,
 		descCgroupUsage, descCgroupPeriods, descCgroupThrottled, descCgroupThrottledTime, descScrapeSuccess, descScrapeDuration,
 	}
 )
@@ -109,6 +110,9 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 // (the saturation signal matters most then) and gorn_scrape_collector_success{collector="master"} 0.
 func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	emit(ch, descBuildInfo, prometheus.GaugeValue, 1, c.opts.Version, c.goVersion)
+	if c.opts.HookHost != nil {
+		ch <- prometheus.MustNewConstMetric(descHookRestarts, prometheus.CounterValue, float64(c.opts.HookHost()))
+	}
 	if c.opts.Limits != nil {
 		collectLimits(ch, c.opts.Limits())
 	}

@@ -350,6 +350,7 @@ func TestLint(t *testing.T) {
 	opts := goldenCases["healthy"]
 	opts.Listeners = []Listener{ls[0]}
 	opts.ProcRoot = filepath.Join("testdata", "proc")
+	opts.HookHost = func() uint64 { return 1 }
 	if _, err := NewHandler(reg, opts); err != nil {
 		t.Fatal(err)
 	}

@@ -64,6 +64,8 @@ type Options struct {
 	// (cgroup.ReadCPUStat of the master's cgroup, which its workers share). An error
 	// wrapping os.ErrNotExist means there is no such group: nothing is reported.
 	CPUStat func() (cgroup.CPUStat, error)
+	// HookHost, if set, returns how many times the hook host was restarted.
+	HookHost func() uint64
 	// MinReady is how many ready workers /readyz (and gorn_ready) requires; values
 	// below 1 mean 1.
 	MinReady int

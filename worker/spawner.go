@@ -38,6 +38,7 @@ type Settings struct {
 	Options      map[string]any `json:"-"`
 	Slot         int            `json:"slot"`
 	Generation   int            `json:"generation"`
+	Age          int            `json:"age"`
 	ListenFDs    []int          `json:"listen_fds"`
 	ScoreboardFD int            `json:"scoreboard_fd"`
 	LifelineFD   int            `json:"lifeline_fd"`
@@ -299,14 +300,56 @@ func (s *Spawner) Spawn(req master.SpawnRequest) func() (master.Process, error) 
 func (s *Spawner) spawn(req master.SpawnRequest, spec Spec) (master.Process, error) {
 	cfg := s.cfg
 	cfg.Board.Reset(req.Slot)
+	set := spec.Settings
+	set.Slot, set.Generation, set.Age, set.Workers = req.Slot, req.Generation, req.Age, req.Workers
+	faultR, faultW, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("creating the stack-dump pipe: %w", err)
+	}
+	defer faultW.Close() // the worker's copy is the only writer once it runs
+	p, err := s.start(cfg.Exits, spec, set, fmt.Sprintf("worker [%s] slot=%d", set.procName(), req.Slot), faultW, nil, "")
+	if err != nil {
+		faultR.Close()
+		return nil, fmt.Errorf("starting worker %s: %w", cfg.Python, err)
+	}
+	if cfg.Faults != nil {
+		cfg.Faults(faultR, p.Pid, req.Slot)
+	} else {
+		faultR.Close()
+	}
+	return &Process{pid: p.Pid, proc: p, board: cfg.Board, slot: req.Slot}, nil
+}
+
+// StartHost starts the hook host (gorn_worker/hookhost.py) with spec: the worker's
+// inherited fds (listeners, scoreboard, lifeline) plus conn, its end of the master's
+// socket, named by $GORN_HOOKHOST. Its exit goes to owner. It runs on the spawner's thread.
+func (s *Spawner) StartHost(spec Spec, conn *os.File, owner chan<- master.Exit) (*os.Process, error) {
+	set := spec.Settings
+	set.Workers = 1
+	var (
+		p   *os.Process
+		err error
+	)
+	s.thread.Do(func() {
+		p, err = s.start(owner, spec, set, fmt.Sprintf("hooks [%s]", set.procName()), nil, conn, "GORN_HOOKHOST")
+	})
+	if err != nil {
+		return nil, fmt.Errorf("starting the hook host %s: %w", s.cfg.Python, err)
+	}
+	return p, nil
+}
+
+// start forks and execs the runtime with set and the inherited fds, its exit routed to
+// owner; title is the process title after "gorn: ". fault, if not nil, is the stack-dump
+// pipe; extra, if not nil, is one more fd, whose number the variable env gets.
+func (s *Spawner) start(owner chan<- master.Exit, spec Spec, set Settings, title string, fault, extra *os.File, env string) (*os.Process, error) {
+	cfg := s.cfg
 	devnull, err := os.Open(os.DevNull)
 	if err != nil {
 		return nil, fmt.Errorf("opening %s: %w", os.DevNull, err)
 	}
 	defer devnull.Close()
 	files := []*os.File{devnull, cfg.Stdout, cfg.Stderr}
-	set := spec.Settings
-	set.Slot, set.Generation, set.Workers = req.Slot, req.Generation, req.Workers
 	set.ListenFDs = nil
 	for _, l := range cfg.Listeners {
 		set.ListenFDs = append(set.ListenFDs, len(files))
@@ -316,19 +359,11 @@ func (s *Spawner) spawn(req master.SpawnRequest, spec Spec) (master.Process, err
 	files = append(files, cfg.Board.File())
 	set.LifelineFD = len(files)
 	files = append(files, s.lifeline[0])
-	faultR, faultW, err := os.Pipe()
-	if err != nil {
-		return nil, fmt.Errorf("creating the stack-dump pipe: %w", err)
+	set.FaultFD = -1
+	if fault != nil {
+		set.FaultFD = len(files)
+		files = append(files, fault)
 	}
-	defer faultW.Close() // the worker's copy is the only writer once it runs
-	handed := false
-	defer func() {
-		if !handed {
-			faultR.Close()
-		}
-	}()
-	set.FaultFD = len(files)
-	files = append(files, faultW)
 	set.ReadyFD = len(files)
 	files = append(files, s.ready[1])
 	zipFD := len(files)
@@ -337,14 +372,18 @@ func (s *Spawner) spawn(req master.SpawnRequest, spec Spec) (master.Process, err
 	if err != nil {
 		return nil, fmt.Errorf("encoding worker settings: %w", err)
 	}
-	name := set.procName()
-	argv := []string{cfg.Python, fmt.Sprintf("/proc/self/fd/%d", zipFD), fmt.Sprintf("gorn: worker [%s] slot=%d", name, req.Slot)}
+	environ := append(spec.Env[:len(spec.Env):len(spec.Env)], "GORN_WORKER="+string(js))
+	if extra != nil {
+		environ = append(environ, fmt.Sprintf("%s=%d", env, len(files)))
+		files = append(files, extra)
+	}
+	argv := []string{cfg.Python, fmt.Sprintf("/proc/self/fd/%d", zipFD), "gorn: " + title}
 	var p *os.Process
-	_, err = cfg.Reaper.Start(cfg.Exits, func() (int, error) {
+	_, err = cfg.Reaper.Start(owner, func() (int, error) {
 		var err error
 		p, err = os.StartProcess(cfg.Python, argv, &os.ProcAttr{
 			Dir:   spec.Dir,
-			Env:   append(spec.Env[:len(spec.Env):len(spec.Env)], "GORN_WORKER="+string(js)),
+			Env:   environ,
 			Files: files,
 			// Go sets Pdeathsig after the credentials change, which would otherwise clear it.
 			Sys: &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, Credential: spec.Credential},
@@ -354,14 +393,7 @@ func (s *Spawner) spawn(req master.SpawnRequest, spec Spec) (master.Process, err
 		}
 		return p.Pid, nil
 	})
-	if err != nil {
-		return nil, fmt.Errorf("starting worker %s: %w", cfg.Python, err)
-	}
-	if cfg.Faults != nil {
-		cfg.Faults(faultR, p.Pid, req.Slot)
-		handed = true
-	}
-	return &Process{pid: p.Pid, proc: p, board: cfg.Board, slot: req.Slot}, nil
+	return p, err
 }
 
 // Attach wraps an already running worker (adopted after a binary upgrade), with a pidfd

@@ -257,6 +257,22 @@ func serve(cfg *config.Config, reparse func() (*config.Config, error), logs *log
 	if err != nil {
 		return master.ExitError, err
 	}
+	var adopted []master.HookWorker
+	initial := desired
+	if in != nil {
+		initial = in.handover.Desired
+		adopted = []master.HookWorker{}
+		for _, w := range in.handover.Workers {
+			adopted = append(adopted, master.HookWorker{Pid: w.Pid, Slot: w.Slot, Generation: w.Generation, Age: w.Age, MaxRequests: w.MaxRequests})
+		}
+	}
+	serverHooks, err := startServerHooks(cfg, spawner, initial, adopted, log)
+	if err != nil {
+		return master.ExitError, err
+	}
+	// After the master loop: on_exit runs once every worker is gone, as gunicorn's halt.
+	defer serverHooks.close()
+	reload.reread = func(next *config.Config) { serverHooks.reloaded(next, log.Named("hooks")) }
 
 	signals := make(chan os.Signal, 16)
 	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP,
@@ -287,14 +303,21 @@ func serve(cfg *config.Config, reparse func() (*config.Config, error), logs *log
 		ReopenLogs:    logs.Reopen,
 		OOMKills:      sizer.OOMKills,
 		MemoryCeiling: sizer.MemoryCeiling,
-		Preflight:     up.preflight,
-		Upgrade:       up.upgrade,
+		Preflight: func() error {
+			err := up.preflight()
+			if err == nil {
+				serverHooks.preExec(log.Named("hooks"))
+			}
+			return err
+		},
+		Upgrade: up.upgrade,
 		Ready: func() {
 			if err := sdNotify(getenv, "READY=1"); err != nil {
 				log.Warn("notifying systemd", zap.Error(err))
 			}
 		},
 	}
+	serverHooks.wire(&hooks)
 	if cfg.Workers == 0 {
 		mcfg.ResizeInterval = cfg.ResizeInterval
 	}
@@ -305,7 +328,7 @@ func serve(cfg *config.Config, reparse func() (*config.Config, error), logs *log
 		m.Adopt(in.handover, spawner.Attach, in.rolledBack == "")
 	}
 	if cfg.MetricsBind != "" {
-		stop, err := serveMetrics(cfg, m, listeners, limitsInfo.info, log)
+		stop, err := serveMetrics(cfg, m, listeners, limitsInfo.info, serverHooks.restarts(), log)
 		if err != nil {
 			return master.ExitError, err
 		}

@@ -23,6 +23,9 @@ type reloader struct {
 	spec    worker.Spec
 	sizer   *sizing.Sizer
 	log     *zap.Logger
+	// reread, if set, is told the evaluated configuration in the reload's goroutine, before
+	// the loop applies it (the hook host runs on_reload).
+	reread func(*config.Config)
 }
 
 func newReloader(cfg *config.Config, reparse func() (*config.Config, error), s *sizing.Sizer, log *zap.Logger) *reloader {
@@ -38,6 +41,9 @@ func (r *reloader) reload(mc master.Config) (func() master.Config, error) {
 	next, err := r.reparse()
 	if err != nil {
 		return nil, fmt.Errorf("re-reading the configuration: %w", err)
+	}
+	if r.reread != nil {
+		r.reread(next)
 	}
 	return func() master.Config { return r.apply(mc, next) }, nil
 }

@@ -13,7 +13,9 @@ Each worker evaluates the file again (``Hooks``) to run the worker-side server h
 gunicorn's names and arguments: ``post_fork(server, worker)`` before the app is imported,
 ``post_worker_init(worker)`` after, ``pre_request(worker, req)`` and
 ``post_request(worker, req[, environ[, resp]])`` around each request, ``worker_int(worker)``
-on INT/QUIT and ``worker_exit(server, worker)`` when the worker ends.
+on INT/QUIT, ``worker_abort(worker)`` on SIGABRT (the master's --timeout) and
+``worker_exit(server, worker)`` when the worker ends. The master-side hooks run in the hook
+host (hookhost.py).
 """
 
 from __future__ import annotations
@@ -29,7 +31,15 @@ import traceback
 import types
 from typing import Any, Callable, Optional
 
-WORKER_HOOKS = ("post_fork", "post_worker_init", "worker_int", "worker_exit", "pre_request", "post_request")
+WORKER_HOOKS = (
+    "post_fork",
+    "post_worker_init",
+    "worker_int",
+    "worker_abort",
+    "worker_exit",
+    "pre_request",
+    "post_request",
+)
 
 
 def load(source: str) -> types.ModuleType:
@@ -135,14 +145,16 @@ class Server:
 class Worker:
     """What a hook's ``worker`` argument offers here (a subset of gunicorn's Worker)."""
 
-    def __init__(self, log: HookLog, cfg: Any, slot: int, generation: int) -> None:
+    def __init__(self, log: HookLog, cfg: Any, slot: int, generation: int, age: int) -> None:
         self.pid = os.getpid()
         self.ppid = os.getppid()
-        self.age = generation
+        self.age = age  # gunicorn's: the master's spawn counter (the first worker is 1)
+        self.generation = generation
         self.slot = slot
         self.log = log
         self.cfg = cfg
         self.alive = True
+        self.aborted = False
         self.app: Any = None
         self.wsgi: Any = None
 
@@ -219,13 +231,13 @@ class HookError(Exception):
 class Hooks:
     """The worker-side server hooks of a config file (none without one)."""
 
-    def __init__(self, source: Optional[str], log: Any, cfg: Any, slot: int, generation: int) -> None:
+    def __init__(self, source: Optional[str], log: Any, cfg: Any, slot: int, generation: int, age: int = 0) -> None:
         self._log = log
         self._fns: dict[str, Callable[..., Any]] = {}
         self.secure_scheme_headers: Optional[dict[str, str]] = None  # gunicorn's setting, a dict
         hook_log = HookLog(log)
         self.server = Server(hook_log, cfg)
-        self.worker = Worker(hook_log, cfg, slot, generation)
+        self.worker = Worker(hook_log, cfg, slot, generation, age)
         if not source:
             return
         out, sys.stdout = sys.stdout, sys.stderr  # as in the master: the file's prints go to stderr
@@ -246,6 +258,10 @@ class Hooks:
             ):
                 raise HookError(f"config file {source}: secure_scheme_headers must be a dict of header name to value")
             self.secure_scheme_headers = headers
+
+    def defines(self, name: str) -> bool:
+        """Whether the config file defines the hook."""
+        return name in self._fns
 
     def request_hooks(self) -> Optional[RequestHooks]:
         """The per-request hooks, or None when the file defines neither."""

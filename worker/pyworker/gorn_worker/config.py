@@ -68,6 +68,7 @@ class Settings:
     listen_fds: tuple[int, ...] = _f((), _INT_LIST, "inherited listening sockets", required=True)
     slot: int = _f(0, _INT, "scoreboard slot index of this worker")
     generation: int = _f(0, _INT, "reload generation")
+    age: int = _f(0, _INT, "the master's spawn counter: gunicorn's worker.age (the first worker is 1)")
     scoreboard_fd: int = _f(-1, _INT, "memfd of the scoreboard; -1 = private (tests)")
     lifeline_fd: int = _f(-1, _INT, "read end of the lifeline pipe; -1 = none (tests)")
     faulthandler_fd: int = _f(-1, _INT, "write end of the stack-dump pipe the master logs; -1 = stderr")
@@ -163,6 +164,7 @@ class Settings:
                 raise ConfigError(f"{name} must be a file descriptor or -1")
         _at_least("slot", self.slot, 0)
         _at_least("generation", self.generation, 0)
+        _at_least("age", self.age, 0)
         _at_least("workers", self.workers, 1)
         for name in ("keepalive", "header_timeout", "graceful_timeout"):
             v = getattr(self, name)

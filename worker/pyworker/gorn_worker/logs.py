@@ -62,6 +62,7 @@ class Logger:
         generation: int = 0,
         fd: int = 2,
         path: Optional[str] = None,
+        name: str = "worker",
     ) -> None:
         self.level = LEVELS[level]
         self.json = fmt == "json"
@@ -71,7 +72,8 @@ class Logger:
         self.path = path  # error_log path, or None for "-" (stderr as inherited)
         self.pid = os.getpid()
         self._prefix_tail = f"] [{self.pid}] ["
-        self._who = f"] worker[{slot}]: "
+        self.name = name
+        self._who = f"] worker[{slot}]: " if name == "worker" else f"] {name}: "
         # Called with "warning", "error", "exception" (an error with a traceback) or
         # "critical" for each such record: gunicorn's StatsD log counters.
         self.count: Optional[Callable[[str], None]] = None
@@ -93,7 +95,7 @@ class Logger:
             rec: dict[str, object] = {
                 "ts": time.time(),
                 "level": _NAMES.get(level, "info"),
-                "logger": "worker",
+                "logger": self.name,
                 "msg": msg,
                 "pid": self.pid,
                 "slot": self.slot,

@@ -224,6 +224,7 @@ class _Signals:
         # exception raised inside a weakref callback or __del__ (importlib runs some) is
         # printed and dropped by Python: this flag is checked after the import.
         self.stop_requested = False
+        self.fault_fd = -1  # where stack dumps go (enable_faulthandler's fd)
 
     def install(self, ignore_with_handler: bool = True) -> None:
         signal.signal(signal.SIGTERM, self.on_term)
@@ -250,6 +251,27 @@ class _Signals:
             self.stop_requested = True
             raise _core.FastExit()
         self.worker.on_fast_exit()
+
+    def on_abort(self, signum: int, frame: Optional[FrameType]) -> None:
+        """SIGABRT (the master's --timeout) when the config file defines worker_abort, as
+        gunicorn's handler: the stacks are dumped (faulthandler would have), then
+        worker_abort(worker), worker_exit, exit 1. Without the hook faulthandler handles
+        SIGABRT in C, which also reaches a worker stuck outside Python code."""
+        if self.fault_fd >= 0:
+            faulthandler.dump_traceback(file=self.fault_fd, all_threads=True)
+        else:
+            faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+        if self.hooks is not None:
+            self.hooks.worker.alive = False
+            self.hooks.worker.aborted = True
+            self.hooks.notify("worker_abort", self.hooks.worker)
+            self.hooks.notify("worker_exit", self.hooks.server, self.hooks.worker)
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        os._exit(1)
 
     def on_usr1(self, signum: int, frame: Optional[FrameType]) -> None:
         self.log.reopen()
@@ -333,6 +355,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     # 4. signals, lifeline
     signals = _Signals(log, access, sb)
+    signals.fault_fd = settings.faulthandler_fd
     try:
         signals.install(ignore_with_handler=big_altstack)
         if settings.lifeline_fd >= 0:
@@ -343,9 +366,13 @@ def main(argv: Optional[list[str]] = None) -> int:
         sb.boot(settings.generation, os.getpid())
         log.debug(f"booting worker (pid {os.getpid()}, app {settings.app})")
         try:
-            hooks = _conffile.Hooks(settings.config_file, log, settings, settings.slot, settings.generation)
+            hooks = _conffile.Hooks(
+                settings.config_file, log, settings, settings.slot, settings.generation, settings.age
+            )
             if not settings.check:
                 signals.hooks = hooks
+                if hooks.defines("worker_abort"):
+                    signal.signal(signal.SIGABRT, signals.on_abort)
                 hooks.boot("post_fork", hooks.server, hooks.worker)
         except _conffile.HookError as e:
             log.error(f"cannot start the worker: {e}")
