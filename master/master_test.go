@@ -3,8 +3,11 @@ package master
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"slices"
+	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -45,6 +48,9 @@ type fakeSpawner struct {
 	procs []*fakeProc
 	fail  bool
 	clock *time.Duration
+	ages  []int // SpawnRequest.Age of every spawn
+	// forked, if set, is called by each start (the fork), off the loop.
+	forked func(pid int)
 }
 
 // Spawn creates the fake process on the loop, so spawns are numbered in the loop's order;
@@ -54,11 +60,17 @@ func (s *fakeSpawner) Spawn(r SpawnRequest) func() (Process, error) {
 		return func() (Process, error) { return nil, os.ErrNotExist }
 	}
 	s.next++
+	s.ages = append(s.ages, r.Age)
 	p := &fakeProc{pid: 1000 + s.next, slot: r.Slot, gen: r.Generation, clock: s.clock}
 	p.status.PID = uint64(p.pid)
 	p.status.State = scoreboard.StateBooting
 	s.procs = append(s.procs, p)
-	return func() (Process, error) { return p, nil }
+	return func() (Process, error) {
+		if s.forked != nil {
+			s.forked(p.pid)
+		}
+		return p, nil
+	}
 }
 
 // alive returns the fake processes the master still tracks.
@@ -79,9 +91,13 @@ type harness struct {
 }
 
 func newHarness(t *testing.T, cfg Config, hooks Hooks) *harness {
+	return newHarnessWith(t, cfg, hooks, &fakeSpawner{})
+}
+
+func newHarnessWith(t *testing.T, cfg Config, hooks Hooks, sp *fakeSpawner) *harness {
 	core, logs := observer.New(zap.DebugLevel)
 	// The clock starts where CLOCK_MONOTONIC might be on a machine up for a day.
-	h := &harness{t: t, sp: &fakeSpawner{}, clock: 24 * time.Hour, logs: logs}
+	h := &harness{t: t, sp: sp, clock: 24 * time.Hour, logs: logs}
 	h.sp.clock = &h.clock
 	if cfg.GracefulTimeout == 0 {
 		cfg.GracefulTimeout = 30 * time.Second
@@ -944,5 +960,51 @@ func (s *slowSpawner) Spawn(r SpawnRequest) func() (Process, error) {
 	return func() (Process, error) {
 		<-s.release
 		return &fakeProc{pid: 4242, slot: r.Slot}, nil
+	}
+}
+
+// TestServerHookCalls: the master-side hooks hear what gunicorn's arbiter would: pre_fork
+// with a per-spawn age before the fork, the pid once known, child_exit after the reap with
+// the same age, and every change of the worker count; the age is the spawner's too.
+func TestServerHookCalls(t *testing.T) {
+	var (
+		mu     sync.Mutex
+		events []string
+	)
+	note := func(format string, args ...any) {
+		mu.Lock()
+		defer mu.Unlock()
+		events = append(events, fmt.Sprintf(format, args...))
+	}
+	hooks := Hooks{
+		PreFork:        func(w HookWorker) { note("pre_fork age=%d pid=%d", w.Age, w.Pid) },
+		Spawned:        func(w HookWorker) { note("spawned age=%d pid=%d", w.Age, w.Pid) },
+		ChildExit:      func(w HookWorker) { note("child_exit age=%d pid=%d status=%d", w.Age, w.Pid, *w.Status) },
+		WorkersChanged: func(now, old int) { note("nworkers_changed %d %d", now, old) },
+	}
+	sp := &fakeSpawner{forked: func(pid int) { note("fork %d", pid) }}
+	h := newHarnessWith(t, Config{Workers: 1}, hooks, sp)
+	h.readyAll()
+	p := h.sp.alive(h.m)[0]
+	h.exit(p, killedBy(syscall.SIGKILL))
+	h.readyAll()
+	h.signal(syscall.SIGTTIN)
+	h.readyAll()
+	h.signal(syscall.SIGTTOU)
+	want := []string{
+		"pre_fork age=1 pid=0", "fork 1001", "spawned age=1 pid=1001",
+		"child_exit age=1 pid=1001 status=9",
+		"pre_fork age=2 pid=0", "fork 1002", "spawned age=2 pid=1002",
+		"nworkers_changed 2 1",
+		"pre_fork age=3 pid=0", "fork 1003", "spawned age=3 pid=1003",
+		"nworkers_changed 1 2",
+	}
+	if !slices.Equal(events, want) {
+		t.Errorf("hook calls:\n%s\nwant:\n%s", strings.Join(events, "\n"), strings.Join(want, "\n"))
+	}
+	for i, sp := range h.sp.ages {
+		if sp != i+1 {
+			t.Errorf("spawn %d asked for age %d, want %d", i, sp, i+1)
+		}
 	}
 }

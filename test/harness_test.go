@@ -283,9 +283,33 @@ func (g *gorn) signal(sig syscall.Signal) {
 	}
 }
 
-// workerPids lists the master's worker children from /proc.
+// workerPids lists the master's worker children from /proc (not the hook host).
 func (g *gorn) workerPids() []int {
-	return childPids(g.cmd.Process.Pid)
+	return slices.DeleteFunc(childPids(g.cmd.Process.Pid), func(pid int) bool { return processTitle(pid) == "hooks" })
+}
+
+// processTitle is what a gorn child's argv says it is: "worker", "hooks", or "" if gone.
+func processTitle(pid int) string {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		return ""
+	}
+	for _, arg := range strings.Split(string(data), "\x00") {
+		if rest, ok := strings.CutPrefix(arg, "gorn: "); ok {
+			return strings.Fields(rest)[0]
+		}
+	}
+	return ""
+}
+
+// hookHostPid is the master's hook host child, 0 if none.
+func (g *gorn) hookHostPid() int {
+	for _, pid := range childPids(g.cmd.Process.Pid) {
+		if processTitle(pid) == "hooks" {
+			return pid
+		}
+	}
+	return 0
 }
 
 // childPids lists a process's children; each thread has its own list (gorn forks from a

@@ -59,8 +59,8 @@ def on_starting(server):
 	if !slices.Equal(c.Binds, []string{"127.0.0.1:7001"}) || c.Workers != 3 || c.Timeout != 2500*time.Millisecond {
 		t.Errorf("config %+v: want the file's bind, workers and timeout", c)
 	}
-	if len(c.Warnings) != 1 {
-		t.Errorf("warnings %q: want on_starting alone (the workers read secure_scheme_headers)", c.Warnings)
+	if len(c.Warnings) != 0 || !slices.Equal(c.MasterHooks, []string{"on_starting"}) {
+		t.Errorf("warnings %q, master hooks %q: want none (the workers read secure_scheme_headers) and on_starting (the hook host runs it)", c.Warnings, c.MasterHooks)
 	}
 	for name, tc := range map[string]struct{ src, want string }{
 		"raises":   {"x = 1\ny = 1 / 0\n", "ZeroDivisionError: division by zero (line 2)"},

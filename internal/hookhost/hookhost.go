@@ -70,7 +70,7 @@ type Host struct {
 type call struct {
 	msg      map[string]any
 	id       uint64
-	deadline time.Time     // set when written
+	deadline time.Time  // set when written
 	done     chan error // nil: nobody waits
 }
 
