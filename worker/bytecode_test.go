@@ -82,6 +82,7 @@ func TestRuntimeBytecode(t *testing.T) {
 	if got, want := loadedFrom(t, py, stale), "/"+tag+"/gorn_worker/main.py"; !strings.HasSuffix(got, want) {
 		t.Errorf("with stale bytecode, gorn_worker.main loaded from %s, want the source .../%s", got, want)
 	}
+
 }
 
 // interpreters are the CPython 3.X interpreters found: python3.X on PATH, pyenv's 3.X.*.
@@ -96,6 +97,26 @@ func interpreters(minor string) []string {
 	}
 	found, _ := filepath.Glob(filepath.Join(root, "versions", "3."+minor+".*", "bin", "python3"))
 	return append(out, found...)
+}
+
+// TestRuntimeModuleWithoutBytecode: a module added after the bytecode was compiled has
+// none; the worker still boots, from that module's source beside the others' bytecode.
+func TestRuntimeModuleWithoutBytecode(t *testing.T) {
+	py := testenv.Python(t)
+	tag := askTag(t, py)
+	if _, err := bytecodeFS.ReadFile("bytecode/" + tag + "/gorn_worker/config.pyc"); err != nil {
+		testenv.Missing(t, "no embedded bytecode for %s (%s): run `make bytecode` before go test", tag, py)
+	}
+	f, err := runtimeZip(tag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	added := editZip(t, f, tag+"/gorn_worker/config.pyc", func([]byte) []byte { return nil })
+	defer added.Close()
+	if got := loadedFrom(t, py, added); !strings.Contains(got, "/"+tag+"/gorn_worker/main.py") {
+		t.Errorf("with config.pyc missing, gorn_worker.main loaded from %s, want .../%s/gorn_worker/main.py[c]", got, tag)
+	}
 }
 
 // staleSources lists the runtime sources whose embedded tag bytecode was compiled from
@@ -166,7 +187,8 @@ func TestRuntimeBytecodeEachVersion(t *testing.T) {
 	}
 }
 
-// editZip copies zip f into a new memfd with the entry name's contents changed by edit.
+// editZip copies zip f into a new memfd with the entry name's contents changed by edit
+// (dropped when edit returns nil).
 func editZip(t *testing.T, f *os.File, name string, edit func([]byte) []byte) *os.File {
 	t.Helper()
 	st, _ := f.Stat()
@@ -188,6 +210,9 @@ func editZip(t *testing.T, f *os.File, name string, edit func([]byte) []byte) *o
 		}
 		if zf.Name == name {
 			data, found = edit(data), true
+			if data == nil {
+				continue // dropped
+			}
 		}
 		w, err := zw.CreateHeader(&zip.FileHeader{Name: zf.Name, Method: zf.Method})
 		if err != nil {

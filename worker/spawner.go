@@ -232,6 +232,16 @@ func runtimeZip(tag string) (*os.File, error) {
 		_, err = w.Write(data)
 		return err
 	}
+	// The sources at the root, and again in each version's directory: once a version's
+	// package is found there, its submodules are looked up there only, so a module
+	// without bytecode (added after `make bytecode`) must still have its source there.
+	var dirs []string
+	entries, _ := bytecodeFS.ReadDir("bytecode")
+	for _, e := range entries {
+		if e.IsDir() && strings.HasPrefix(e.Name(), "cpython-") && (tag == "" || e.Name() == tag) {
+			dirs = append(dirs, e.Name())
+		}
+	}
 	err = fs.WalkDir(runtimeFS, "pyworker", func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
@@ -240,35 +250,31 @@ func runtimeZip(tag string) (*os.File, error) {
 		if err != nil {
 			return err
 		}
-		return add(path[len("pyworker/"):], data)
-	})
-	if err == nil {
-		err = fs.WalkDir(bytecodeFS, "bytecode", func(path string, d fs.DirEntry, err error) error {
-			if err != nil || d.IsDir() || !strings.HasSuffix(path, ".pyc") {
+		name := path[len("pyworker/"):]
+		if err := add(name, data); err != nil {
+			return err
+		}
+		module, ok := strings.CutPrefix(name, "gorn_worker/")
+		if !ok {
+			return nil // __main__.py: run from the root
+		}
+		for _, dir := range dirs {
+			if err := add(dir+"/"+name, data); err != nil {
 				return err
 			}
-			rel := path[len("bytecode/"):] // cpython-3XX/gorn_worker/NAME.pyc
-			dir, module, _ := strings.Cut(rel, "/")
-			if tag != "" && dir != tag {
-				return nil
-			}
-			source, err := runtimeFS.ReadFile("pyworker/" + strings.TrimSuffix(module, "c"))
+			pyc, err := bytecodeFS.ReadFile("bytecode/" + dir + "/gorn_worker/" + module + "c")
 			if errors.Is(err, fs.ErrNotExist) {
-				return nil // bytecode of a module since removed
+				continue // compiled before this module existed: its source serves
 			}
 			if err != nil {
 				return err
 			}
-			data, err := bytecodeFS.ReadFile(path)
-			if err != nil {
+			if err := add(dir+"/"+name+"c", pyc); err != nil {
 				return err
 			}
-			if err := add(strings.TrimSuffix(rel, "c"), source); err != nil {
-				return err
-			}
-			return add(rel, data)
-		})
-	}
+		}
+		return nil
+	})
 	if err == nil {
 		err = zw.Close()
 	}
