@@ -7,7 +7,7 @@ PY312   := $(VENV312)/bin/python
 BIN   := bin/gorn
 GO    ?= go
 
-.PHONY: run test build bytecode venv venv312 lint gotest pytest bench clean
+.PHONY: run test build bytecode wheel venv venv312 lint gotest pytest bench clean
 
 build: bytecode
 	$(GO) build -o $(BIN) ./cmd/gorn
@@ -16,6 +16,27 @@ build: bytecode
 ## embed (worker/bytecode/README.md).
 bytecode:
 	@bash worker/bytecode/compile.sh
+
+## wheel: dist/gorn-VERSION-py3-none-manylinux_2_17_ARCH.whl for each of WHEEL_ARCHES: the
+## binary, with what `make build` embeds, cross-compiled (CGO_ENABLED=0: static, no glibc
+## symbol at all, so the manylinux tag is true), packed by hatchling through `python -m
+## build` (python/pyproject.toml).
+WHEEL_ARCHES ?= x86_64 aarch64
+DIST         ?= dist
+WHEEL_BUILD  ?= build/wheel
+wheel: venv bytecode
+	rm -rf $(WHEEL_BUILD) && mkdir -p $(DIST)
+	for arch in $(WHEEL_ARCHES); do \
+	  case $$arch in x86_64) goarch=amd64 ;; aarch64) goarch=arm64 ;; \
+	    *) echo "make wheel: unknown architecture $$arch (x86_64, aarch64)"; exit 2 ;; esac; \
+	  rm -f $(DIST)/gorn-*-manylinux_2_17_$$arch.*.whl; \
+	  CGO_ENABLED=0 GOOS=linux GOARCH=$$goarch $(GO) build -trimpath -ldflags "-s -w" \
+	    -o $(WHEEL_BUILD)/$$arch/gorn ./cmd/gorn || exit 1; \
+	  SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct 2>/dev/null || date +%s) \
+	  GORN_WHEEL_BINARY=$(abspath $(WHEEL_BUILD))/$$arch/gorn \
+	  GORN_WHEEL_PLATFORM=manylinux_2_17_$$arch.manylinux2014_$$arch \
+	    $(abspath $(PY)) -m build --wheel --no-isolation --outdir $(abspath $(DIST)) python || exit 1; \
+	done
 
 $(PY): examples/flask/requirements.txt worker/pyworker/requirements-test.txt
 	python3 -m venv $(VENV)
@@ -43,7 +64,8 @@ run: build venv
 test: lint gotest pytest
 
 ## lint: gofmt, go vet and staticcheck (pinned in go.mod's tool block); ruff and mypy (pinned
-## in requirements-test.txt, configured in worker/pyworker/pyproject.toml).
+## in requirements-test.txt, configured in worker/pyworker/pyproject.toml and, for the
+## wheel's launcher, python/pyproject.toml).
 lint: venv
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
@@ -51,6 +73,7 @@ lint: venv
 	$(GO) tool staticcheck ./...
 	cd worker/pyworker && $(abspath $(VENV))/bin/ruff check --no-cache .
 	cd worker/pyworker && $(abspath $(VENV))/bin/mypy
+	cd python && $(abspath $(VENV))/bin/ruff check --no-cache . && $(abspath $(VENV))/bin/mypy
 
 gotest: venv bytecode
 	GORN_TEST_PYTHON=$(abspath $(PY)) GORN_TEST_PYTHON312=$(abspath $(PY312)) $(GO) test -race -count=1 -timeout 20m ./...
@@ -62,4 +85,4 @@ bench: build venv
 	bash bench/bench.sh
 
 clean:
-	rm -rf bin $(VENV) $(VENV312)
+	rm -rf bin build dist $(VENV) $(VENV312)

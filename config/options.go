@@ -134,7 +134,7 @@ func Options() []Option {
 		{Name: "env", Short: "e", Gunicorn: "raw_env", Kind: List, Arg: "KEY=VALUE",
 			Help:  "environment for the workers; repeatable",
 			field: func(c *Config) any { return &c.Env }, check: checkEnv},
-		{Name: "python", Arg: "PATH", Start: true, NotInFile: true, DefaultHelp: "$VIRTUAL_ENV/bin/python, else python3",
+		{Name: "python", Arg: "PATH", Start: true, NotInFile: true, DefaultHelp: "$VIRTUAL_ENV/bin/python, else the python of the venv gorn is installed in, else python3",
 			Help:  "interpreter of the workers (and of the config file)",
 			field: func(c *Config) any { return &c.Python }, check: checkPython},
 		{Name: "timeout", Short: "t", Gunicorn: "timeout", Kind: Seconds, Arg: "S", Default: "30", Worker: "timeout",

@@ -122,6 +122,8 @@ type gornOpts struct {
 	noWait  bool     // do not wait for the listener and workers
 	workers int      // wait for this many "worker ready" lines (default from -w)
 	wrap    []string // command prefix, e.g. unshare
+	// ownPython leaves out --python: gorn picks the interpreter itself.
+	ownPython bool
 }
 
 // startGorn runs the built binary with args (plus -b 127.0.0.1:0 unless a bind is given)
@@ -143,7 +145,10 @@ func startGornWith(t *testing.T, o gornOpts, bin string, args ...string) *gorn {
 			hasBind = true
 		}
 	}
-	full := []string{"--log-format", "json", "--python", python(t)}
+	full := []string{"--log-format", "json"}
+	if !o.ownPython {
+		full = append(full, "--python", python(t))
+	}
 	if !hasBind {
 		full = append(full, "-b", "127.0.0.1:0")
 	}

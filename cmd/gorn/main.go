@@ -51,13 +51,15 @@ func supervise(th *worker.Thread) int {
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "gorn: error: %v; serving on without a way back\n", err)
 	}
+	exe, _ := os.Executable()
+	getenv := ownVenv(os.Getenv, exe)
 	if guard == nil {
-		return run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr, host{thread: th})
+		return run(os.Args[1:], getenv, os.Stdout, os.Stderr, host{thread: th})
 	}
 	stops := make(chan os.Signal, 8)
 	signal.Notify(stops, upgrade.StopSignals()...)
 	code, reason := upgrade.Watch(upgrade.ReadyTimeout, func(serving func(), failed func(error)) int {
-		return run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr, host{thread: th, serving: serving, failed: failed})
+		return run(os.Args[1:], getenv, os.Stdout, os.Stderr, host{thread: th, serving: serving, failed: failed})
 	}, func() {
 		// The master loop runs with its own channel for signals; one caught before that
 		// channel existed is raised again (a stop signal twice is a stop signal).

@@ -1,0 +1,136 @@
+package test
+
+import (
+	"archive/zip"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// wheelArch is the wheel platform's name for this machine's architecture.
+var wheelArch = map[string]string{"amd64": "x86_64", "arm64": "aarch64"}
+
+// gornVersion reads the version from cmd/gorn/main.go, the one place it is written.
+func gornVersion(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(repoRoot, "cmd", "gorn", "main.go"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`var version = "([^"]+)"`).FindSubmatch(b)
+	if m == nil {
+		t.Fatal("no version in cmd/gorn/main.go")
+	}
+	return string(m[1])
+}
+
+// TestWheelServesFlaskWithoutGo builds this machine's wheel with `make wheel`, installs it
+// with Flask into a fresh virtual environment whose PATH holds no Go, and serves the
+// example with the installed gorn, started as a user would: no --python, no activated
+// environment. `python -m gorn` runs the same binary.
+func TestWheelServesFlaskWithoutGo(t *testing.T) {
+	arch, ok := wheelArch[runtime.GOARCH]
+	if !ok {
+		t.Fatalf("no wheel for GOARCH %s", runtime.GOARCH)
+	}
+	py := python(t) // the test venv: it has build and hatchling (requirements-test.txt)
+	venvOfTests := filepath.Dir(filepath.Dir(py))
+	dir := t.TempDir()
+	dist := filepath.Join(dir, "dist")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	run := func(env []string, name string, args ...string) string {
+		t.Helper()
+		cmd := exec.CommandContext(ctx, name, args...)
+		cmd.Dir = repoRoot
+		cmd.Env = env
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	// -o: the test venv is what it is; make must not try to rebuild it.
+	run(os.Environ(), "make", "-o", py, "wheel", "VENV="+venvOfTests, "WHEEL_ARCHES="+arch,
+		"DIST="+dist, "WHEEL_BUILD="+filepath.Join(dir, "build"))
+
+	version := gornVersion(t)
+	wheel := filepath.Join(dist, "gorn-"+version+"-py3-none-manylinux_2_17_"+arch+".manylinux2014_"+arch+".whl")
+	checkWheel(t, wheel, version)
+
+	// A fresh environment, and a PATH of its bin directory alone: no go anywhere.
+	venv := filepath.Join(dir, "venv")
+	run(os.Environ(), py, "-m", "venv", venv)
+	bin := filepath.Join(venv, "bin")
+	env := append(cleanEnv(), "PATH="+bin)
+	for _, d := range filepath.SplitList(bin) {
+		if _, err := os.Stat(filepath.Join(d, "go")); err == nil {
+			t.Fatalf("go is on the install PATH: %s", d)
+		}
+	}
+	run(env, filepath.Join(bin, "python"), "-m", "pip", "install", "--disable-pip-version-check", "-q",
+		wheel, "-r", filepath.Join(repoRoot, "examples", "flask", "requirements.txt"))
+
+	gorn := filepath.Join(bin, "gorn")
+	if out := run(env, gorn, "--version"); strings.TrimSpace(out) != "gorn "+version {
+		t.Errorf("gorn --version = %q, want gorn %s", out, version)
+	}
+	if out := run(env, filepath.Join(bin, "python"), "-m", "gorn", "--version"); strings.TrimSpace(out) != "gorn "+version {
+		t.Errorf("python -m gorn --version = %q, want gorn %s", out, version)
+	}
+
+	// Started by its path with an empty PATH: only the environment it is installed in can
+	// give it a Python (and that one has Flask).
+	g := startGornWith(t, gornOpts{env: []string{"PATH=" + t.TempDir()}, ownPython: true}, gorn, "-w", "2", "app:app")
+	for _, path := range []string{"/", "/json"} {
+		if code, body := get(t, g.url(path)); code != 200 || (path == "/" && body != "Hello, World!\n") {
+			t.Errorf("GET %s: %d %q", path, code, body)
+		}
+	}
+	g.signal(syscall.SIGTERM)
+	if code := g.wait(30 * time.Second); code != 0 {
+		t.Errorf("gorn exited %d after TERM", code)
+	}
+}
+
+// checkWheel: the wheel holds the gorn package and the binary as an executable script,
+// and says it is platform-specific.
+func checkWheel(t *testing.T, path, version string) {
+	t.Helper()
+	z, err := zip.OpenReader(path)
+	if err != nil {
+		t.Fatalf("make wheel did not make %s: %v", path, err)
+	}
+	defer z.Close()
+	files := map[string]*zip.File{}
+	for _, f := range z.File {
+		files[f.Name] = f
+	}
+	for _, name := range []string{"gorn/__init__.py", "gorn/__main__.py", "gorn-" + version + ".data/scripts/gorn"} {
+		if files[name] == nil {
+			t.Errorf("%s: no %s", filepath.Base(path), name)
+		}
+	}
+	if f := files["gorn-"+version+".data/scripts/gorn"]; f != nil && f.Mode()&0o111 == 0 {
+		t.Errorf("the gorn script is not executable: %v", f.Mode())
+	}
+	if f := files["gorn-"+version+".dist-info/WHEEL"]; f == nil {
+		t.Error("no WHEEL file")
+	} else {
+		r, _ := f.Open()
+		b := make([]byte, 4096)
+		n, _ := r.Read(b)
+		r.Close()
+		if !strings.Contains(string(b[:n]), "Root-Is-Purelib: false") {
+			t.Errorf("WHEEL:\n%s", b[:n])
+		}
+	}
+}
