@@ -51,6 +51,11 @@ var (
 
 	descRSS = newDesc("worker_rss_bytes", "Resident set size of each live worker, by scoreboard slot.", "slot")
 	descPSS = newDesc("worker_pss_bytes", "Proportional set size of each live worker (shared pages divided among their sharers), by scoreboard slot.", "slot")
+	descUSS = newDesc("worker_uss_bytes", "Unique set size of each live worker, by scoreboard slot: the pages only it maps, which its exit frees; the memory one more worker costs.", "slot")
+
+	descProcPSS = newDesc("process_pss_bytes", "Proportional set size of gorn's processes other than the workers: the master, and the hook host or preload mold when there is one.", "process")
+	descProcUSS = newDesc("process_uss_bytes", "Unique set size of gorn's processes other than the workers.", "process")
+	descTreePSS = newDesc("memory_pss_bytes", "Memory of the whole process tree (master, hook host or mold, workers): the sum of their PSS, in which a page shared by several of them counts once.")
 
 	descCPUs        = newDesc("cpus", "CPUs the worker count is sized for.")
 	descMemoryLimit = newDesc("memory_limit_bytes", "Memory limit of the cgroup; absent when there is none.")
@@ -67,7 +72,8 @@ var (
 
 	allDescs = []*prometheus.Desc{
 		descBuildInfo, descWorkers, descDesired, descReady, descGeneration, descSpawns, descExits,
-		descRequests, descDuration, descInFlight, descBytes, descConns, descQueue, descBacklog, descRSS, descPSS,
+		descRequests, descDuration, descInFlight, descBytes, descConns, descQueue, descBacklog,
+		descRSS, descPSS, descUSS, descProcPSS, descProcUSS, descTreePSS,
 		descCPUs, descMemoryLimit, descSizingInfo, descHookRestarts,
 		descCgroupUsage, descCgroupPeriods, descCgroupThrottled, descCgroupThrottledTime, descScrapeSuccess, descScrapeDuration,
 	}
@@ -136,7 +142,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		start = c.now()
 		c.scraped(ch, "listeners", start, c.collectListeners(ch))
 	}
-	if err == nil && len(snap.Workers) > 0 {
+	if err == nil && (len(snap.Workers) > 0 || c.opts.Processes != nil) {
 		start = c.now()
 		c.scraped(ch, "memory", start, c.collectMemory(ch, snap.Workers))
 	}
@@ -265,39 +271,53 @@ func (c *Collector) collectListeners(ch chan<- prometheus.Metric) bool {
 	return ok
 }
 
-// collectMemory reports each worker's RSS and PSS. A worker that exited since the
-// snapshot is skipped; any other read failure makes the part fail.
+// collectMemory reports each worker's RSS, PSS and USS, the other processes' PSS and USS,
+// and the tree's total PSS. A process that exited since the snapshot is skipped; any other
+// read failure makes the part fail (and leaves the total out: it would be too small).
 func (c *Collector) collectMemory(ch chan<- prometheus.Metric, workers []master.WorkerInfo) bool {
 	ok := true
+	var total int64
+	read := func(pid int) (sizing.Footprint, bool) {
+		fp, err := sizing.ReadFootprint(c.opts.ProcRoot, pid)
+		if err != nil {
+			if !exited(c.opts.ProcRoot, pid) {
+				ok = false
+				c.opts.log().Warn("scrape: reading process memory", zap.Int("pid", pid), zap.Error(err))
+			}
+			return fp, false
+		}
+		total += fp.PSS
+		return fp, true
+	}
 	for _, w := range workers {
 		if w.Pid <= 0 {
 			continue
 		}
-		rss, pss, err := readMemory(c.opts.ProcRoot, w.Pid)
-		if err != nil {
-			if !exited(c.opts.ProcRoot, w.Pid) {
-				ok = false
-				c.opts.log().Warn("scrape: reading worker memory", zap.Int("pid", w.Pid), zap.Error(err))
-			}
-			continue
+		if fp, found := read(w.Pid); found {
+			slot := strconv.Itoa(w.Slot)
+			emit(ch, descRSS, prometheus.GaugeValue, float64(fp.RSS), slot)
+			emit(ch, descPSS, prometheus.GaugeValue, float64(fp.PSS), slot)
+			emit(ch, descUSS, prometheus.GaugeValue, float64(fp.USS), slot)
 		}
-		slot := strconv.Itoa(w.Slot)
-		emit(ch, descRSS, prometheus.GaugeValue, float64(rss), slot)
-		emit(ch, descPSS, prometheus.GaugeValue, float64(pss), slot)
+	}
+	if c.opts.Processes != nil {
+		procs := c.opts.Processes()
+		roles := make([]string, 0, len(procs))
+		for role := range procs {
+			roles = append(roles, role)
+		}
+		sort.Strings(roles)
+		for _, role := range roles {
+			if fp, found := read(procs[role]); found {
+				emit(ch, descProcPSS, prometheus.GaugeValue, float64(fp.PSS), role)
+				emit(ch, descProcUSS, prometheus.GaugeValue, float64(fp.USS), role)
+			}
+		}
+	}
+	if ok {
+		emit(ch, descTreePSS, prometheus.GaugeValue, float64(total))
 	}
 	return ok
-}
-
-// readMemory reads a worker's PSS (the Pss line of /proc/PID/smaps_rollup) and RSS (VmRSS
-// of /proc/PID/status) with the readers the sizing policy measures workers with.
-func readMemory(procRoot string, pid int) (rss, pss int64, err error) {
-	if pss, err = sizing.ReadPSS(procRoot, pid); err != nil {
-		return 0, 0, err
-	}
-	if rss, err = sizing.ReadRSS(procRoot, pid); err != nil {
-		return 0, 0, err
-	}
-	return rss, pss, nil
 }
 
 // exited reports whether process pid is gone or a zombie (its memory files are then

@@ -109,8 +109,9 @@ var goldenCases = map[string]Options{
 	// Serving, with every kind of series.
 	"healthy": {
 		Source: &fakeSource{snap: healthySnapshot()}, MinReady: 2,
-		Limits:  func() Limits { return testLimits },
-		CPUStat: cpuStat(cgroup.CPUStat{Throttling: true, Periods: 1200, Throttled: 30, ThrottledTime: 2500 * time.Millisecond, UsageOK: true, Usage: 95 * time.Second}, nil),
+		Limits:    func() Limits { return testLimits },
+		Processes: func() map[string]int { return map[string]int{"master": 999} },
+		CPUStat:   cpuStat(cgroup.CPUStat{Throttling: true, Periods: 1200, Throttled: 30, ThrottledTime: 2500 * time.Millisecond, UsageOK: true, Usage: 95 * time.Second}, nil),
 	},
 	// Just started: one worker booting, nothing served, no memory limit, explicit count.
 	"starting": {

@@ -4,10 +4,15 @@
 // Nothing here keeps counters of its own. At scrape time a Collector asks the master
 // loop for one master.Snapshot (the pattern of client_golang's
 // example_clustermanager_test.go), reads the listen queues of the TCP listeners with
-// TCP_INFO and the workers' memory from /proc, and emits const metrics. Request counters
-// come from the workers' scoreboard slots plus the snapshot's Retired totals (the final
-// counts of workers that have exited), so they never go backwards when workers are
-// replaced.
+// TCP_INFO and the processes' memory from /proc/PID/smaps_rollup, and emits const metrics.
+// Memory is read at scrape time, on the scraping goroutine, never on the master loop: the
+// values are as fresh as the scrape and cost nothing when nobody scrapes. (The master's
+// own decisions, --max-worker-memory and the sizing, use samples taken off its loop too;
+// see cmd/gorn/memwatch.go.)
+//
+// Request counters come from the workers' scoreboard slots plus the snapshot's Retired
+// totals (the final counts of workers that have exited), so they never go backwards when
+// workers are replaced.
 //
 // Everything is registered on a registry the caller passes in; the global registry is
 // never touched.
@@ -73,6 +78,11 @@ type Options struct {
 	Version string
 	// Timeout bounds each wait for the master loop; 0 means DefaultTimeout.
 	Timeout time.Duration
+	// Processes, if set, returns gorn's processes other than the workers by role
+	// ("master", "hooks"), read at each scrape: their memory is reported and counted in
+	// the tree's total. A preload mold is one of them, so the pages the workers share
+	// with it count once.
+	Processes func() map[string]int
 	// ProcRoot is where /proc is read for worker memory; "" means "/proc".
 	ProcRoot string
 	// Log receives scrape failures; nil means no logging.

@@ -100,6 +100,18 @@ func (sh *serverHooks) restarts() func() uint64 {
 	return sh.host.Restarts
 }
 
+// processes are gorn's processes other than the workers, by role, for the memory metrics:
+// the master and, when there is one, the hook host.
+func (sh *serverHooks) processes() map[string]int {
+	procs := map[string]int{"master": os.Getpid()}
+	if sh.host != nil {
+		if pid := sh.host.Pid(); pid > 0 {
+			procs["hooks"] = pid
+		}
+	}
+	return procs
+}
+
 // close runs on_exit and ends the host.
 func (sh *serverHooks) close() {
 	if sh.host != nil {

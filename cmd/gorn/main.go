@@ -330,7 +330,7 @@ func serve(cfg *config.Config, reparse func() (*config.Config, error), logs *log
 		m.Adopt(in.handover, spawner.Attach, in.rolledBack == "")
 	}
 	if cfg.MetricsBind != "" {
-		stop, err := serveMetrics(cfg, m, listeners, limitsInfo.info, serverHooks.restarts(), log)
+		stop, err := serveMetrics(cfg, m, listeners, limitsInfo.info, serverHooks.restarts(), serverHooks.processes, log)
 		if err != nil {
 			return master.ExitError, err
 		}

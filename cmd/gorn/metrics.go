@@ -25,7 +25,7 @@ const metricsShutdownTimeout = 2 * time.Second
 
 // serveMetrics serves /metrics, /healthz and /readyz on cfg.MetricsBind until stop is
 // called. The address is bound before it returns, so "address in use" is an error here.
-func serveMetrics(cfg *config.Config, m *master.Master, ls []*socket.Listener, limits func() metrics.Limits, hookRestarts func() uint64, log *zap.Logger) (stop func(), err error) {
+func serveMetrics(cfg *config.Config, m *master.Master, ls []*socket.Listener, limits func() metrics.Limits, hookRestarts func() uint64, processes func() map[string]int, log *zap.Logger) (stop func(), err error) {
 	log = log.Named("metrics")
 	listeners := make([]metrics.Listener, len(ls))
 	for i, l := range ls {
@@ -38,6 +38,7 @@ func serveMetrics(cfg *config.Config, m *master.Master, ls []*socket.Listener, l
 		Source:    m,
 		Listeners: listeners,
 		Limits:    limits,
+		Processes: processes,
 		CPUStat: func() (cgroup.CPUStat, error) {
 			if groups.CPU.Dir == "" {
 				return cgroup.CPUStat{}, fmt.Errorf("no CPU cgroup visible: %w", os.ErrNotExist)

@@ -2,6 +2,7 @@ package sizing
 
 import (
 	"errors"
+	"os/exec"
 	"testing"
 
 	"github.com/gornhq/gorn/internal/cgroup"
@@ -287,6 +288,43 @@ func TestReadPSSAndRSS(t *testing.T) {
 				t.Errorf("got %d, %v; want %d, error %v", got, err, tt.want, tt.err)
 			}
 		})
+	}
+}
+
+func TestReadFootprint(t *testing.T) {
+	got, err := ReadFootprint("testdata/proc", 77)
+	want := Footprint{RSS: 204800 * 1024, PSS: 184320 * 1024, USS: (3800 + 160000) * 1024}
+	if err != nil || got != want {
+		t.Errorf("got %+v, %v; want %+v", got, err, want)
+	}
+	for _, pid := range []int{78, 79} { // malformed, missing
+		if got, err := ReadFootprint("testdata/proc", pid); err == nil {
+			t.Errorf("pid %d: got %+v, want an error", pid, got)
+		}
+	}
+}
+
+// TestReadFootprintReal reads this process's footprint and another's from the real /proc.
+func TestReadFootprintReal(t *testing.T) {
+	before, err := ReadFootprint("", 0)
+	if err != nil {
+		testenv.Missing(t, "no smaps_rollup here: %v", err)
+	}
+	if before.USS <= 0 || before.USS > before.PSS || before.PSS > before.RSS {
+		t.Fatalf("want 0 < USS <= PSS <= RSS, got %+v", before)
+	}
+	py := exec.Command("sleep", "30")
+	if err := py.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = py.Process.Kill(); _ = py.Wait() }()
+	child, err := ReadFootprint("", py.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// sleep shares libc with every process using it: USS is below RSS.
+	if child.USS >= child.RSS || child.PSS > child.RSS {
+		t.Errorf("a sleep's footprint %+v: want USS < RSS, PSS <= RSS", child)
 	}
 }
 
