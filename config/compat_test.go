@@ -96,3 +96,30 @@ func TestUnimplementedFlagsAreAccepted(t *testing.T) {
 		}
 	}
 }
+
+// TestReadmeListsEveryUnimplementedSetting: the README's "Where gorn differs from
+// gunicorn" names every gunicorn setting gorn does not implement, so the list stays whole
+// as settings are implemented or added.
+func TestReadmeListsEveryUnimplementedSetting(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(readme)
+	start := strings.Index(text, "### Where gorn differs from gunicorn")
+	end := strings.Index(text, "### Exit codes")
+	if start < 0 || end < start {
+		t.Fatal("README has no differences section before Exit codes")
+	}
+	section := text[start:end]
+	for _, u := range unimplementedSettings() {
+		if !strings.Contains(section, "`"+u.setting+"`") && !(strings.HasPrefix(u.setting, "http2_") && strings.Contains(section, "`http2_*`")) {
+			t.Errorf("README's differences do not name %s (%s)", u.setting, u.why)
+		}
+	}
+	for _, implemented := range []string{"statsd_host", "logconfig_dict"} {
+		if _, ok := unimplementedSetting(implemented); ok {
+			t.Errorf("%s is implemented but still in the compat table", implemented)
+		}
+	}
+}

@@ -138,5 +138,5 @@ func settingValues(raw json.RawMessage) ([]string, error) {
 // WorkerFileSettings are the config-file settings that are not flags (dicts, in gunicorn)
 // and that the workers read themselves when they evaluate the file for its hooks.
 func WorkerFileSettings() []string {
-	return []string{"secure_scheme_headers"}
+	return []string{"secure_scheme_headers", "logconfig_dict"}
 }

@@ -57,6 +57,8 @@ type Config struct {
 	ErrorLog          string
 	LogLevel          string
 	LogFormat         string
+	LogConfigJSON     string // absolute
+	LogConfig         string // absolute
 	StatsdHost        string // "" = off; else HOST:PORT or unix://PATH (normalized)
 	StatsdPrefix      string
 	DogstatsdTags     string
@@ -200,6 +202,12 @@ func Options() []Option {
 		{Name: "log-format", Arg: "FMT", Start: true, Worker: "log_format", DefaultHelp: "json when stdout is not a terminal, else text",
 			Help:  "json or text",
 			field: func(c *Config) any { return &c.LogFormat }, check: checkLogFormat},
+		{Name: "log-config-json", Gunicorn: "logconfig_json", Arg: "FILE", Worker: "logconfig_json",
+			Help:  "configure Python logging in the workers from this JSON dictConfig file (gunicorn's defaults underneath)",
+			field: func(c *Config) any { return &c.LogConfigJSON }, check: checkLogConfigFiles},
+		{Name: "log-config", Gunicorn: "logconfig", Arg: "FILE", Worker: "logconfig",
+			Help:  "configure Python logging in the workers from this ini fileConfig file",
+			field: func(c *Config) any { return &c.LogConfig }},
 		{Name: "statsd-host", Gunicorn: "statsd_host", Arg: "ADDR", Start: true, Worker: "statsd_host",
 			Help:  "send gunicorn's StatsD metrics to HOST[:PORT] (UDP, port 8125) or unix://PATH",
 			field: func(c *Config) any { return &c.StatsdHost }, check: checkStatsdHost},
@@ -338,6 +346,28 @@ func checkWorkerClass(c *Config, _ Environment) error {
 		return usagef("-k/--worker-class %q is not supported yet: use sync, gthread (--threads), gevent or eventlet", c.WorkerClass)
 	default:
 		return usagef("-k/--worker-class %q: want sync, gthread, gevent or eventlet", c.WorkerClass)
+	}
+	return nil
+}
+
+// checkLogConfigFiles makes --log-config-json and --log-config absolute (the workers run
+// in --chdir) and refuses a file that is not there, as gunicorn refuses a missing one.
+func checkLogConfigFiles(c *Config, _ Environment) error {
+	for _, f := range []struct {
+		flag string
+		path *string
+	}{{"--log-config-json", &c.LogConfigJSON}, {"--log-config", &c.LogConfig}} {
+		if *f.path == "" {
+			continue
+		}
+		abs, err := filepath.Abs(*f.path)
+		if err == nil {
+			_, err = os.Stat(abs)
+		}
+		if err != nil {
+			return usagef("%s %q: %v", f.flag, *f.path, err)
+		}
+		*f.path = abs
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -52,6 +53,11 @@ func TestParseConfig(t *testing.T) {
 			return c.StatsdHost == "localhost:8125" && w["statsd_host"] == "localhost:8125" && w["statsd_prefix"] == "web." && w["dogstatsd_tags"] == "env:prod" && len(c.Warnings) == 0
 		}},
 		{"statsd unix socket", []string{"--statsd-host", "unix:///run/statsd.sock", "app"}, env(), func(c *Config) bool { return c.StatsdHost == "unix:///run/statsd.sock" }},
+		{"log config files made absolute", []string{"--log-config", "parse_test.go", "--log-config-json", "testdata/../parse.go", "app"}, env(), func(c *Config) bool {
+			w := WorkerSettings(c, "gorn/test").Options
+			return filepath.IsAbs(c.LogConfig) && strings.HasSuffix(c.LogConfig, "/config/parse_test.go") && w["logconfig"] == c.LogConfig &&
+				strings.HasSuffix(c.LogConfigJSON, "/config/parse.go") && w["logconfig_json"] == c.LogConfigJSON && len(c.Warnings) == 0
+		}},
 		{"version needs no app", []string{"-v"}, env(), func(c *Config) bool { return c.Version }},
 		{"gunicorn-only flags warn", []string{"--preload", "--worker-tmp-dir", "/dev/shm", "--log-syslog-to=udp://localhost:514", "-R", "app"}, env(), func(c *Config) bool {
 			all := strings.Join(c.Warnings, "\n")
@@ -118,6 +124,8 @@ func TestParseConfigErrors(t *testing.T) {
 		{[]string{"--cpus", "-1", "app"}, env(), "--cpus"},
 		{[]string{"--backlog", "0", "app"}, env(), "--backlog"},
 		{[]string{"--statsd-host", "host:port", "app"}, env(), `--statsd-host "host:port"`},
+		{[]string{"--log-config-json", "/no/such/logging.json", "app"}, env(), `--log-config-json "/no/such/logging.json"`},
+		{[]string{"--log-config", "/no/such/logging.ini", "app"}, env(), `--log-config "/no/such/logging.ini"`},
 	} {
 		_, err := Parse(tc.args, tc.env, nil)
 		var ue *UsageError

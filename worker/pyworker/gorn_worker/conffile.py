@@ -235,6 +235,7 @@ class Hooks:
         self._log = log
         self._fns: dict[str, Callable[..., Any]] = {}
         self.secure_scheme_headers: Optional[dict[str, str]] = None  # gunicorn's setting, a dict
+        self.logconfig_dict: Optional[dict[str, Any]] = None  # gunicorn's setting, a dict
         hook_log = HookLog(log)
         self.server = Server(hook_log, cfg)
         self.worker = Worker(hook_log, cfg, slot, generation, age)
@@ -258,6 +259,11 @@ class Hooks:
             ):
                 raise HookError(f"config file {source}: secure_scheme_headers must be a dict of header name to value")
             self.secure_scheme_headers = headers
+        logconfig = getattr(mod, "logconfig_dict", None)
+        if logconfig:
+            if not isinstance(logconfig, dict):
+                raise HookError(f"config file {source}: logconfig_dict must be a dict (logging.config.dictConfig's schema)")
+            self.logconfig_dict = logconfig
 
     def defines(self, name: str) -> bool:
         """Whether the config file defines the hook."""

@@ -98,6 +98,8 @@ class Settings:
     statsd_host: str = _f("", _STR, "StatsD server: HOST:PORT or unix://PATH; empty = off")
     statsd_prefix: str = _f("", _STR, "StatsD metric name prefix, ending in '.'")
     dogstatsd_tags: str = _f("", _STR, "DogStatsD tags appended to every StatsD line")
+    logconfig_json: str = _f("", _STR, "--log-config-json: a JSON logging.config dict for Python logging; empty = none")
+    logconfig: str = _f("", _STR, "--log-config: an ini logging.config file for Python logging; empty = none")
     proc_name: str = _f("gorn", _STR, "process name")
     server_software: str = _f("gorn", _STR, "the Server header; SERVER_SOFTWARE is gunicorn/VERSION then this")
     pythonpath: tuple[str, ...] = _f((), _STR_LIST, "extra sys.path entries (after the cwd)")

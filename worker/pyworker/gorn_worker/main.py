@@ -5,7 +5,8 @@
 3. inherited fds: scoreboard, listeners, access log (unusable: exit 3)
 4. signal handlers; the lifeline thread (EOF on the pipe: ``os._exit(0)``)
 5. sys.path: cwd, then the pythonpath entries, in front
-6. scoreboard: pid, generation, state=booting; the config file's post_fork hook
+6. scoreboard: pid, generation, state=booting; Python logging from the config file's
+   logconfig_dict (or --log-config-json, --log-config); the config file's post_fork hook
 7. import the app (failure: one log line with the Python error, exit 4); post_worker_init
 8. state=ready, serve; TERM drains and returns 0; worker_exit
 
@@ -31,6 +32,7 @@ from . import conffile as _conffile
 from . import config as _config
 from . import core as _core
 from . import http as _http  # noqa: F401  (imported up front: nothing loads lazily later)
+from . import logconfig as _logconfig
 from . import logs as _logs
 from . import request as _request
 from . import scoreboard as _scoreboard
@@ -369,12 +371,15 @@ def main(argv: Optional[list[str]] = None) -> int:
             hooks = _conffile.Hooks(
                 settings.config_file, log, settings, settings.slot, settings.generation, settings.age
             )
+            configured = _logconfig.configure(hooks.logconfig_dict, settings.logconfig_json, settings.logconfig)
+            if configured:
+                log.debug(f"Python logging configured from {configured}")
             if not settings.check:
                 signals.hooks = hooks
                 if hooks.defines("worker_abort"):
                     signal.signal(signal.SIGABRT, signals.on_abort)
                 hooks.boot("post_fork", hooks.server, hooks.worker)
-        except _conffile.HookError as e:
+        except (_conffile.HookError, _logconfig.LogConfigError) as e:
             log.error(f"cannot start the worker: {e}")
             return EXIT_BOOT
 
