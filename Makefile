@@ -7,9 +7,9 @@ PY312   := $(VENV312)/bin/python
 BIN   := bin/gorn
 GO    ?= go
 
-.PHONY: run test build bytecode wheel venv venv312 lint gotest pytest bench clean
+.PHONY: run test build bytecode native asan wheel venv venv312 lint gotest pytest bench clean
 
-build: bytecode
+build: bytecode native
 	$(GO) build -o $(BIN) ./cmd/gorn
 
 ## bytecode: compile the worker runtime for each CPython 3.10-3.13 found, for go build to
@@ -38,6 +38,17 @@ wheel: venv bytecode
 	    $(abspath $(PY)) -m build --wheel --no-isolation --outdir $(abspath $(DIST)) python || exit 1; \
 	done
 
+## native: the worker's C accelerator (worker/native/build.sh), embedded by the next go build.
+## CC, PYTHON, PYTHON_INCLUDE and NATIVE_CFLAGS are passed through; without a compiler or
+## Python headers it only says so (NATIVE_REQUIRED=1 fails instead) and workers run the
+## pure-Python request path.
+native:
+	bash worker/native/build.sh
+
+## asan: fuzz the native parser under AddressSanitizer for ASAN_SECONDS (default 20).
+asan: venv
+	bash worker/native/asan.sh $(abspath $(PY))
+
 $(PY): examples/flask/requirements.txt worker/pyworker/requirements-test.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q -r examples/flask/requirements.txt -r worker/pyworker/requirements-test.txt
@@ -61,7 +72,7 @@ run: build venv
 
 ## test: linters, Go unit and integration tests (race detector), Python runtime tests.
 ## GORN_TEST_STRICT=1 (set by .ci/run) fails the tests whose prerequisites are missing.
-test: lint gotest pytest
+test: lint gotest pytest asan
 
 ## lint: gofmt, go vet and staticcheck (pinned in go.mod's tool block); ruff and mypy (pinned
 ## in requirements-test.txt, configured in worker/pyworker/pyproject.toml and, for the
@@ -75,10 +86,10 @@ lint: venv
 	cd worker/pyworker && $(abspath $(VENV))/bin/mypy
 	cd python && $(abspath $(VENV))/bin/ruff check --no-cache . && $(abspath $(VENV))/bin/mypy
 
-gotest: venv bytecode
+gotest: venv bytecode native
 	GORN_TEST_PYTHON=$(abspath $(PY)) GORN_TEST_PYTHON312=$(abspath $(PY312)) $(GO) test -race -count=1 -timeout 20m ./...
 
-pytest: venv
+pytest: venv native
 	cd worker/pyworker && $(abspath $(PY)) -m pytest -q -p no:cacheprovider tests
 
 bench: build venv

@@ -44,6 +44,7 @@ var (
 	descDuration = newDesc("request_duration_seconds", "Request duration measured by the worker, from the request head parsed to the response finished.")
 	descInFlight = newDesc("requests_in_flight", "Requests being served now: one per busy sync worker, the in-progress count of a threaded one.")
 	descBytes    = newDesc("response_body_bytes_total", "Response body bytes written.")
+	descPaths    = newDesc("workers_request_path", "Live workers by the request path they run: native (the C accelerator) or python (its pure-Python twin); see GORN_NATIVE.", "path")
 	descConns    = newDesc("connections_open", "Client connections the workers hold open: running a request, waiting for a request head, or kept alive between requests. A worker holding connections is busy only while it runs the app.")
 
 	descQueue   = newDesc("listen_queue_length", "Connections waiting in the listen queue for a worker to accept them (TCP listeners).", "listener")
@@ -72,7 +73,7 @@ var (
 
 	allDescs = []*prometheus.Desc{
 		descBuildInfo, descWorkers, descDesired, descReady, descGeneration, descSpawns, descExits,
-		descRequests, descDuration, descInFlight, descBytes, descConns, descQueue, descBacklog,
+		descRequests, descDuration, descInFlight, descBytes, descConns, descPaths, descQueue, descBacklog,
 		descRSS, descPSS, descUSS, descProcPSS, descProcUSS, descTreePSS,
 		descCPUs, descMemoryLimit, descSizingInfo, descHookRestarts,
 		descCgroupUsage, descCgroupPeriods, descCgroupThrottled, descCgroupThrottledTime, descScrapeSuccess, descScrapeDuration,
@@ -166,6 +167,7 @@ func collectLimits(ch chan<- prometheus.Metric, l Limits) {
 func collectSnapshot(ch chan<- prometheus.Metric, s master.Snapshot, minReady int) {
 	states := make(map[string]int, len(workerStates))
 	inFlight, conns := 0, uint64(0)
+	var native, python int
 	total := s.Retired
 	for _, w := range s.Workers {
 		states[w.State]++
@@ -176,6 +178,12 @@ func collectSnapshot(ch chan<- prometheus.Metric, s master.Snapshot, minReady in
 			inFlight++
 		}
 		conns += w.Status.Connections
+		switch w.Status.RequestPath {
+		case scoreboard.RequestPathNative:
+			native++
+		case scoreboard.RequestPathPython:
+			python++
+		}
 		total.Add(w.Status)
 	}
 	for _, st := range workerStates {
@@ -208,6 +216,8 @@ func collectSnapshot(ch chan<- prometheus.Metric, s master.Snapshot, minReady in
 	emitHistogram(ch, total)
 	emit(ch, descInFlight, prometheus.GaugeValue, float64(inFlight))
 	emit(ch, descConns, prometheus.GaugeValue, float64(conns))
+	emit(ch, descPaths, prometheus.GaugeValue, float64(native), "native")
+	emit(ch, descPaths, prometheus.GaugeValue, float64(python), "python")
 	emit(ch, descBytes, prometheus.CounterValue, float64(total.BytesSent))
 }
 

@@ -82,11 +82,13 @@ func healthySnapshot() master.Snapshot {
 					map[[2]int]uint64{{get, c2xx}: 100, {post, c2xx}: 10, {other, c4xx}: 1},
 					map[int]uint64{0: 60, 1: 40, 12: 11}, 123_456, 400_000)
 				s.Connections = 12 // kept alive, waiting for their next request: not busy
+				s.RequestPath = scoreboard.RequestPathNative
 				return s
 			}()},
 			{Slot: 1, Pid: 1002, Generation: 2, State: "busy", Age: time.Minute, Status: func() scoreboard.Slot {
 				s := slotWith(1002, map[[2]int]uint64{{get, c2xx}: 7}, map[int]uint64{2: 7}, 21_000, 7_000)
 				s.BusySince = 12345
+				s.RequestPath = scoreboard.RequestPathPython
 				return s
 			}()},
 			{Slot: 2, Pid: 1003, Generation: 2, State: "booting", Age: time.Second, Status: scoreboard.Slot{PID: 1003}},

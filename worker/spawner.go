@@ -22,7 +22,10 @@ import (
 	"github.com/gornhq/gorn/master"
 )
 
-//go:embed pyworker/__main__.py pyworker/gorn_worker/*.py
+// The runtime, and its native accelerator when `make native` built one (lib/ holds a README
+// otherwise, so the pattern always matches).
+//
+//go:embed pyworker/__main__.py pyworker/gorn_worker/*.py pyworker/gorn_worker/lib/*
 var runtimeFS embed.FS
 
 // bytecodeFS is the runtime compiled for each CPython minor version `make bytecode` found

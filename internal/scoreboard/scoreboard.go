@@ -41,11 +41,18 @@ const (
 	WordInFlight    = 80 // requests in progress in a threaded worker; 0 in a sync one
 	WordReload      = 81 // --reload: when the newest source change the worker saw was made
 	WordConnections = 82 // client connections the worker holds open (running, waiting for a head, kept alive)
+	WordRequestPath = 83 // the request path the worker runs: RequestPathPython or RequestPathNative; 0 before it chose
 
 	Methods  = 8 // GET HEAD POST PUT DELETE PATCH OPTIONS other
 	Classes  = 5 // 1xx..5xx
 	Buckets  = 14
 	MaxSlots = 1024
+)
+
+// Request paths written to WordRequestPath (worker/pyworker/gorn_worker/native.py).
+const (
+	RequestPathPython = 1
+	RequestPathNative = 2
 )
 
 // Worker states written to WordState.
@@ -79,6 +86,7 @@ type Slot struct {
 	InFlight     uint64 // threaded workers: requests in progress (BusySince is the oldest's start)
 	SourceChange uint64 // --reload: mtime (Unix ns) of the newest source change seen; 0 = none
 	Connections  uint64 // client connections held open: running a request, waiting for a head, kept alive
+	RequestPath  uint64 // RequestPathPython, RequestPathNative, or 0 before the worker chose
 }
 
 // Board is a mapped scoreboard.
@@ -159,6 +167,7 @@ func (b *Board) Read(slot int) Slot {
 		InFlight:     b.Load(slot, WordInFlight),
 		SourceChange: b.Load(slot, WordReload),
 		Connections:  b.Load(slot, WordConnections),
+		RequestPath:  b.Load(slot, WordRequestPath),
 	}
 	for m := 0; m < Methods; m++ {
 		for c := 0; c < Classes; c++ {

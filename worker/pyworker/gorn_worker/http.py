@@ -708,19 +708,19 @@ class Request:
         self.body = body
 
 
-def parse_request(
-    head: bytes,
-    conn: Connection,
-    base: dict[str, Any],
-    root_path: str = "",
-    proxy: Optional[Proxy] = None,
-) -> Request:
-    """Parse a complete head (without the final CRLFCRLF) into a Request.
+#: What :func:`parse_head` returns: the environ (``wsgi.input`` still EMPTY_BODY), the method,
+#: the raw path, HTTP/1.1?, keep-alive?, the body framing (BODY_NONE, BODY_LENGTH or
+#: BODY_CHUNKED), the Content-Length, 100-continue expected?, and (name, port) from Host or
+#: the target's authority (None when neither was sent).
+Head = tuple[dict[str, Any], str, bytes, bool, bool, int, int, bool, Optional[tuple[str, str]]]
+BODY_NONE, BODY_LENGTH, BODY_CHUNKED = 0, 1, 2
 
-    ``base`` holds the per-connection environ keys (REMOTE_*, SERVER_* defaults,
-    wsgi.*); it is copied, never modified. Raises HTTPError.
+
+def parse_head_py(head: bytes, limits: Limits, base: dict[str, Any], root_path: str = "") -> Head:
+    """Parse a complete head (without the final CRLFCRLF): the pure-Python twin of the
+    native ``parse_head`` (``gorn_native``), which must behave identically (same environ,
+    same HTTPError status and detail). ``base`` is copied, never modified.
     """
-    limits = conn.limits
     if _CTL_SEARCH(head.replace(b"\r\n", b"")) is not None:
         # Check the request line first, so that a huge line still gets its 414.
         if head.find(b"\r\n") > limits.line:
@@ -849,8 +849,10 @@ def parse_request(
         else:
             env[key] = old + "," + value
 
-    # ---- framing
-    body: Optional[Body] = None
+    # ---- framing (the body reader, if any, replaces wsgi.input)
+    env["wsgi.input"] = EMPTY_BODY
+    framing = BODY_NONE
+    length = 0
     te = get("HTTP_TRANSFER_ENCODING")
     expect_continue = False
     exp = get("HTTP_EXPECT")
@@ -872,8 +874,7 @@ def parse_request(
             raise HTTPError(400, "chunked must be the last transfer coding, once")
         if n == 0 or len(codings) > 1:
             raise HTTPError(501, "unsupported transfer coding")
-        body = ChunkedBody(conn, expect_continue)
-        env["wsgi.input"] = body
+        framing = BODY_CHUNKED
     else:
         cl = get("CONTENT_LENGTH")
         if cl is not None:
@@ -883,12 +884,7 @@ def parse_request(
             if limits.body and length > limits.body:
                 raise HTTPError(413, f"request body larger than limit_request_body ({limits.body})")
             if length:
-                body = LengthBody(conn, length, expect_continue)
-                env["wsgi.input"] = body
-            else:
-                env["wsgi.input"] = EMPTY_BODY
-        else:
-            env["wsgi.input"] = EMPTY_BODY
+                framing = BODY_LENGTH
 
     # ---- connection persistence
     ch = get("HTTP_CONNECTION")
@@ -925,13 +921,47 @@ def parse_request(
         if hp is None:  # not reached: _AUTHORITY_MATCH/_CONNECT_MATCH accept less than split_host
             raise HTTPError(400, "invalid authority in request target")
 
-    # ---- proxies, then the server name
+    return env, method, path, v11, keepalive, framing, length, expect_continue, hp
+
+
+parse_head = parse_head_py  # the native twin when it is loaded (use_native)
+
+
+def use_native(mod: Any) -> None:
+    """Parse heads with the native extension ``mod`` (gorn_native) from now on."""
+    global parse_head
+    mod.setup(HTTPError, EMPTY_BODY)
+    parse_head = mod.parse_head
+
+
+def use_python() -> None:
+    """Parse heads with the pure-Python twin from now on."""
+    global parse_head
+    parse_head = parse_head_py
+
+
+def parse_request(
+    head: bytes,
+    conn: Connection,
+    base: dict[str, Any],
+    root_path: str = "",
+    proxy: Optional[Proxy] = None,
+) -> Request:
+    """Parse a complete head (without the final CRLFCRLF) into a Request.
+
+    ``base`` holds the per-connection environ keys (REMOTE_*, SERVER_* defaults,
+    wsgi.*); it is copied, never modified. Raises HTTPError.
+    """
+    env, method, path, v11, keepalive, framing, length, expect_continue, hp = parse_head(head, conn.limits, base, root_path)
+    body: Optional[Body] = None
+    if framing:
+        body = LengthBody(conn, length, expect_continue) if framing == BODY_LENGTH else ChunkedBody(conn, expect_continue)
+        env["wsgi.input"] = body
     if proxy is not None:
         proxy.apply(env)
     if hp is not None and hp[0]:
         env["SERVER_NAME"] = hp[0]
         env["SERVER_PORT"] = hp[1] or ("443" if env["wsgi.url_scheme"] == "https" else "80")
-
     return Request(env, method, path, v11, keepalive, body)
 
 

@@ -2,7 +2,8 @@
 
 1. settings from ``GORN_WORKER`` (invalid: one log line, exit 3)
 2. the error log; faulthandler (SIGABRT from the master dumps every thread's stack)
-3. inherited fds: scoreboard, listeners, access log (unusable: exit 3)
+3. inherited fds: scoreboard, listeners, access log (unusable: exit 3); the request path
+   (native or pure Python, logged and in the scoreboard)
 4. signal handlers; the lifeline thread (EOF on the pipe: ``os._exit(0)``)
 5. sys.path: cwd, then the pythonpath entries, in front
 6. scoreboard: pid, generation, state=booting; Python logging from the config file's
@@ -34,6 +35,7 @@ from . import core as _core
 from . import http as _http  # noqa: F401  (imported up front: nothing loads lazily later)
 from . import logconfig as _logconfig
 from . import logs as _logs
+from . import native as _native
 from . import request as _request
 from . import scoreboard as _scoreboard
 from . import statsd as _statsd
@@ -341,6 +343,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     except (_scoreboard.ScoreboardError, ValueError, OSError) as e:
         log.error(f"cannot start the worker: {e}")
         return EXIT_BOOT
+
+    # 3a. the request path: native when it loads (GORN_NATIVE; gorn_worker/native.py)
+    try:
+        path, line = _native.select()
+    except _native.NativeRequired as e:
+        log.error(f"cannot start the worker: {e}")
+        return EXIT_BOOT
+    sb.set_request_path(path == _native.PATH_NATIVE)
+    log.info(line)
 
     # 3b. async classes: monkey-patch before any config-file code or the app is imported
     green_lib = None

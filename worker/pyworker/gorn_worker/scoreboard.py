@@ -33,6 +33,10 @@ DESC_BYTES = 128
 W_IN_FLIGHT = 80  # threaded workers: requests in progress (busy_since is the oldest's start)
 W_RELOAD = 81  # --reload: mtime (Unix ns) of the newest source change seen
 W_CONNECTIONS = 82  # connections the worker holds open (running, waiting for a head, kept alive)
+W_REQUEST_PATH = 83  # which request path the worker runs: REQUEST_PATH_PYTHON or REQUEST_PATH_NATIVE
+
+REQUEST_PATH_PYTHON = 1
+REQUEST_PATH_NATIVE = 2
 
 STATE_FREE = 0
 STATE_BOOTING = 1
@@ -103,6 +107,9 @@ class Scoreboard:
         w[W_PID] = pid
         w[W_HEARTBEAT] = monotonic_ns()
         w[W_STATE] = STATE_BOOTING
+
+    def set_request_path(self, native: bool) -> None:
+        self.words[W_REQUEST_PATH] = REQUEST_PATH_NATIVE if native else REQUEST_PATH_PYTHON
 
     def set_state(self, state: int) -> None:
         self.words[W_STATE] = state

@@ -70,12 +70,15 @@ Address = Union[tuple[str, int], str]
 
 
 def build_zip() -> bytes:
-    """The zip the master execs: gorn_worker/*.py plus the top-level __main__.py."""
+    """The zip the master execs: gorn_worker/*.py and gorn_worker/lib/* (the native
+    accelerator, when built) plus the top-level __main__.py."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
         z.write(PYWORKER / "__main__.py", "__main__.py")
         for p in sorted((PYWORKER / "gorn_worker").glob("*.py")):
             z.write(p, f"gorn_worker/{p.name}")
+        for p in sorted((PYWORKER / "gorn_worker" / "lib").glob("*")):
+            z.write(p, f"gorn_worker/lib/{p.name}")
     return buf.getvalue()
 
 

@@ -37,6 +37,9 @@ import pytest
 
 from harness import Worker, start_worker
 
+# Every test here runs on both request paths, native and pure Python (conftest.request_path).
+pytestmark = pytest.mark.usefixtures("request_path")
+
 CORPUS = Path(__file__).resolve().parent / "corpus"
 READERS = ("read_all", "read_sized", "read_lines", "iterate")  # tests/apps/corpus_app.py
 VARIANTS = (0, 1, 2, 3)  # 0: sent whole; 1-3: three different random splits
@@ -101,8 +104,9 @@ INVALID = load_cases("invalid")
 
 
 @pytest.fixture(scope="module")
-def workers() -> Iterator[dict[tuple[str, str], Worker]]:
-    """One worker per (settings group, wsgi.input reader), started in parallel."""
+def workers(request_path: str) -> Iterator[dict[tuple[str, str], Worker]]:
+    """One worker per (settings group, wsgi.input reader), started in parallel, on each
+    request path (native and pure Python: conftest.request_path)."""
     started: dict[tuple[str, str], Worker] = {}
     tmp = tempfile.TemporaryDirectory(prefix="gorn-corpus-")
     try:

@@ -5,8 +5,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from apps.basic import echo
 from harness import make_settings, parse_responses, serve_raw
+
+# Every test here runs on both request paths, native and pure Python (conftest.request_path).
+pytestmark = pytest.mark.usefixtures("request_path")
 
 
 def environ_of(raw: bytes, **settings: Any) -> dict:

@@ -44,6 +44,9 @@ from gorn_worker.http import (
 from harness import Worker, parse_responses, serve_raw, start_worker
 from test_corpus import INVALID, VALID
 
+# Every test here runs on both request paths, native and pure Python (conftest.request_path).
+pytestmark = pytest.mark.usefixtures("request_path")
+
 SEEDS = [raw for _, raw, _ in VALID] + [raw for _, raw, _ in INVALID]
 ALLOWED = {400, 413, 414, 417, 431, 501, 505}
 BASE = {
@@ -316,7 +319,7 @@ def test_handler_in_process(data: bytes) -> None:
 
 
 @pytest.fixture(scope="module")
-def worker() -> Iterator[Worker]:
+def worker(request_path: str) -> Iterator[Worker]:
     with start_worker("basic:echo", header_timeout=0.3, keepalive=0.2) as w:
         yield w
 

@@ -28,6 +28,9 @@ from gorn_worker.http import (
     split_host,
 )
 
+# Every test here runs on both request paths, native and pure Python (conftest.request_path).
+pytestmark = pytest.mark.usefixtures("request_path")
+
 BASE = {
     "wsgi.url_scheme": "http",
     "SERVER_NAME": "0.0.0.0",
@@ -814,8 +817,11 @@ def test_request_type() -> None:
     assert r is not None and r.method == "GET"
 
 
-def test_header_line_cache_keeps_the_rules() -> None:
+def test_header_line_cache_keeps_the_rules(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pure-Python path's cache of whole header lines (the native one has none)."""
     from gorn_worker import http
+
+    monkeypatch.setattr(http, "parse_head", http.parse_head_py)
 
     assert status_of(b"GET / HTTP/1.1\r\nHost: cached\r\nX-C: v\r\n\r\n") == 200
     assert b"Host: cached" in http._LINES

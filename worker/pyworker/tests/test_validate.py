@@ -15,7 +15,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from harness import parse_responses, start_worker
+
+# Every test here runs on both request paths, native and pure Python (conftest.request_path).
+pytestmark = pytest.mark.usefixtures("request_path")
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "flask"
 
