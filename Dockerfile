@@ -1,29 +1,60 @@
-# Build gorn, then run the example Flask app with gorn as PID 1 (exec-form ENTRYPOINT, so
-# signals reach gorn directly). Workers are sized from the container's cgroup limits.
-# The worker runtime's bytecode for the runtime image's interpreter (worker/bytecode).
-FROM python:3.11-slim-bookworm AS bytecode
-WORKDIR /src
-COPY worker/ worker/
-RUN bash worker/bytecode/compile.sh
+# gorn and the example Flask app in a small image: gorn runs as PID 1 (exec-form ENTRYPOINT,
+# no shell anywhere on the way), as a non-root user, and works with a read-only root
+# filesystem (the worker runtime runs from memory; nothing is written to disk). Workers are
+# sized from the container's cgroup limits (or GORN_CPUS). Build: docker build -t app .
+#
+# Replace the example with your app: your requirements in the venv stage, your code in /app,
+# your MODULE:APP at the end of CMD. test/container_test.go runs this final stage's
+# ENTRYPOINT, CMD, USER, ENV and WORKDIR as they are, in a PID namespace with a read-only
+# root and cgroup limits.
 
 FROM golang:1.26-bookworm AS build
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-COPY --from=bytecode /src/worker/bytecode/ worker/bytecode/
+# Static (CGO_ENABLED=0), so it runs on any base image.
 RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o /out/gorn ./cmd/gorn
 
-FROM python:3.11-slim-bookworm
+# The app's virtual environment, built where pip and a shell are, then copied.
+FROM python:3.12-slim-bookworm AS venv
 RUN python -m venv /venv
-ENV VIRTUAL_ENV=/venv PATH=/venv/bin:$PATH PYTHONUNBUFFERED=1
-COPY examples/flask/requirements.txt /app/requirements.txt
-RUN pip install --no-cache-dir -r /app/requirements.txt
+COPY examples/flask/requirements.txt /tmp/requirements.txt
+RUN /venv/bin/pip install --no-cache-dir -r /tmp/requirements.txt
+
+# Example, not built by default: gorn installed from its wheel (make wheel) in a plain
+# python: image, as a requirements.txt line would. docker build --target wheel-example .
+FROM python:3.12-slim-bookworm AS wheel-example
+ARG GORN_VERSION=0.1.0
+COPY dist/ /tmp/dist/
+COPY examples/flask/requirements.txt /tmp/requirements.txt
+RUN python -m venv /venv \
+ && /venv/bin/pip install --no-cache-dir --find-links /tmp/dist "gorn==${GORN_VERSION}" -r /tmp/requirements.txt
 COPY examples/flask/ /app/
-COPY --from=build /out/gorn /usr/local/bin/gorn
 WORKDIR /app
-USER 65534:65534
+USER 65532:65532
 EXPOSE 8000 9191
-# Runs with a read-only root filesystem: gorn and its workers write nothing to disk.
-ENTRYPOINT ["gorn", "--bind", "0.0.0.0:8000", "--metrics-bind", "0.0.0.0:9191", "--shutdown-delay", "5", "--access-logfile", "-"]
-CMD ["app:app"]
+STOPSIGNAL SIGTERM
+# /venv/bin/gorn runs the venv's python without activating it.
+ENTRYPOINT ["/venv/bin/gorn"]
+CMD ["--bind", "0.0.0.0:8000", "--metrics-bind", "0.0.0.0:9191", "--shutdown-delay", "5", "app:app"]
+
+# The image (the default target).
+FROM python:3.12-slim-bookworm
+COPY --from=venv /venv /venv
+COPY --from=build /out/gorn /usr/local/bin/gorn
+COPY examples/flask/ /app/
+WORKDIR /app
+ENV PATH=/venv/bin:/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin \
+    VIRTUAL_ENV=/venv \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1
+# A numeric user, so Kubernetes' runAsNonRoot can check it.
+USER 65532:65532
+EXPOSE 8000 9191
+# TERM is gorn's graceful stop: /readyz fails at once, it serves on for --shutdown-delay
+# while endpoints update, then drains within --graceful-timeout (30 s; give the runtime's
+# stop timeout more: docker stop -t 40, terminationGracePeriodSeconds in Kubernetes).
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["gorn"]
+CMD ["--bind", "0.0.0.0:8000", "--metrics-bind", "0.0.0.0:9191", "--shutdown-delay", "5", "--access-logfile", "-", "app:app"]
