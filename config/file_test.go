@@ -26,7 +26,7 @@ func fakeFile(t *testing.T, settings map[string]any, callables ...string) Loader
 func TestConfigFileLayering(t *testing.T) {
 	file := fakeFile(t, map[string]any{
 		"bind": []string{"127.0.0.1:7001", "127.0.0.1:7002"}, "workers": 5, "timeout": 12.5,
-		"keepalive": 4, "accesslog": "-", "raw_env": []string{"A=1", "B=2"}, "max_requests": 1000,
+		"keepalive": 4, "accesslog": "-", "raw_env": []string{"A=1", "B=2"}, "max_requests": 1000, "max_worker_memory": "300M",
 		"pythonpath": "src,lib", "forwarded_allow_ips": []string{"10.0.0.1", "10.0.0.2"},
 		"wsgi_app": "pkg.web:create_app()", "header_timeout": 3, "preload_app": true,
 		"w": 9, "python": "/nope", "helper_variable": "ignored",
@@ -44,7 +44,7 @@ func TestConfigFileLayering(t *testing.T) {
 				c.Keepalive == 4*time.Second && c.AccessLog == "-" && slices.Equal(c.Env, []string{"A=1", "B=2"}) &&
 				c.MaxRequests == 1000 && slices.Equal(c.PythonPath, []string{"src", "lib"}) &&
 				slices.Equal(c.ForwardedAllowIPs, []string{"10.0.0.1", "10.0.0.2"}) &&
-				c.HeaderTimeout == 3*time.Second && c.Python == "python3"
+				c.HeaderTimeout == 3*time.Second && c.Python == "python3" && c.MaxWorkerMemory == 300<<20
 		}},
 		{"environment over file", []string{"--config=x.py"}, env("GUNICORN_CMD_ARGS", "-w 2 -b 127.0.0.1:7003"), func(c *Config) bool {
 			return c.Workers == 2 && c.WorkersSource == "--workers" && slices.Equal(c.Binds, []string{"127.0.0.1:7003"}) && c.MaxRequests == 1000

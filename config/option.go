@@ -30,6 +30,7 @@ const (
 	CommaList             // []string: one comma-separated value
 	Mode                  // int: an octal file mode such as 022; -1 = not set
 	CPUs                  // float64: a CPU count such as 1.5 or 1500m
+	Bytes                 // int64: a memory size such as 512M or 1.5GiB (sizing.ParseBytes)
 	Action                // bool: an action (help, version) rather than a setting
 )
 
@@ -118,6 +119,12 @@ func (o *Option) set(c *Config, v string, appendList bool) error {
 			return errors.New("want a whole number")
 		}
 		*p = n
+	case *int64:
+		n, err := sizing.ParseBytes(v)
+		if err != nil {
+			return errors.New("want a size such as 512M or 1.5GiB (K, M, G: powers of 1024), or bytes")
+		}
+		*p = n
 	case *float64:
 		f, err := sizing.ParseCPUs(v)
 		if err != nil || f <= 0 {
@@ -193,6 +200,8 @@ func reflectElem(p any) any {
 	case *int:
 		return *p
 	case *float64:
+		return *p
+	case *int64:
 		return *p
 	}
 	panic(fmt.Sprintf("config: unsupported field type %T", p))

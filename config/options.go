@@ -45,6 +45,7 @@ type Config struct {
 	HeaderTimeout     time.Duration
 	MaxRequests       int
 	MaxRequestsJitter int
+	MaxWorkerMemory   int64 // bytes of USS past which a worker is replaced; 0 = off
 	LimitRequestLine  int
 	LimitFields       int
 	LimitFieldSize    int
@@ -163,6 +164,9 @@ func Options() []Option {
 		{Name: "max-requests-jitter", Gunicorn: "max_requests_jitter", Kind: Int, Arg: "N", Default: "0",
 			Help:  "add up to N to each worker's max requests",
 			field: func(c *Config) any { return &c.MaxRequestsJitter }},
+		{Name: "max-worker-memory", Kind: Bytes, Arg: "SIZE", Default: "0",
+			Help:  "replace a worker whose unique memory (USS) grows past SIZE,\nafter its request, its replacement ready first; 0 = never",
+			field: func(c *Config) any { return &c.MaxWorkerMemory }},
 		{Name: "limit-request-line", Gunicorn: "limit_request_line", Kind: Int, Arg: "N", Default: "4094", Worker: "limit_request_line",
 			Help:  "longest request line; 0 = unlimited",
 			field: func(c *Config) any { return &c.LimitRequestLine }},

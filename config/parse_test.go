@@ -58,6 +58,8 @@ func TestParseConfig(t *testing.T) {
 			return filepath.IsAbs(c.LogConfig) && strings.HasSuffix(c.LogConfig, "/config/parse_test.go") && w["logconfig"] == c.LogConfig &&
 				strings.HasSuffix(c.LogConfigJSON, "/config/parse.go") && w["logconfig_json"] == c.LogConfigJSON && len(c.Warnings) == 0
 		}},
+		{"max worker memory", []string{"--max-worker-memory", "256M", "app"}, env(), func(c *Config) bool { return c.MaxWorkerMemory == 256<<20 }},
+		{"max worker memory off", []string{"app"}, env(), func(c *Config) bool { return c.MaxWorkerMemory == 0 }},
 		{"version needs no app", []string{"-v"}, env(), func(c *Config) bool { return c.Version }},
 		{"gunicorn-only flags warn", []string{"--preload", "--worker-tmp-dir", "/dev/shm", "--log-syslog-to=udp://localhost:514", "-R", "app"}, env(), func(c *Config) bool {
 			all := strings.Join(c.Warnings, "\n")
@@ -122,6 +124,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{[]string{"--reload-engine", "magic", "app"}, env(), "--reload-engine"},
 		{[]string{"-k", "tornado", "app"}, env(), "worker-class"},
 		{[]string{"--cpus", "-1", "app"}, env(), "--cpus"},
+		{[]string{"--max-worker-memory", "lots", "app"}, env(), "--max-worker-memory"},
 		{[]string{"--backlog", "0", "app"}, env(), "--backlog"},
 		{[]string{"--statsd-host", "host:port", "app"}, env(), `--statsd-host "host:port"`},
 		{[]string{"--log-config-json", "/no/such/logging.json", "app"}, env(), `--log-config-json "/no/such/logging.json"`},

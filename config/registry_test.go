@@ -234,7 +234,7 @@ func TestRegistryIsConsistent(t *testing.T) {
 		want := map[Kind]reflect.Type{
 			String: reflect.TypeFor[*string](), Int: reflect.TypeFor[*int](), Bool: reflect.TypeFor[*bool](),
 			Seconds: reflect.TypeFor[*time.Duration](), List: reflect.TypeFor[*[]string](), CommaList: reflect.TypeFor[*[]string](),
-			Mode: reflect.TypeFor[*int](), CPUs: reflect.TypeFor[*float64](), Action: reflect.TypeFor[*bool](),
+			Mode: reflect.TypeFor[*int](), CPUs: reflect.TypeFor[*float64](), Bytes: reflect.TypeFor[*int64](), Action: reflect.TypeFor[*bool](),
 		}[o.Kind]
 		if reflect.TypeOf(p) != want {
 			t.Errorf("option %s: kind %d with a %T field", o.Name, o.Kind, p)

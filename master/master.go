@@ -120,6 +120,10 @@ type Config struct {
 	MaxRequestsJitter int
 	ResizeInterval    time.Duration
 	Slots             int
+	// MaxWorkerMemory replaces a worker whose unique memory (USS, from Inputs.Memory)
+	// exceeds it, as max requests does: after its request, its replacement ready first.
+	// 0 = never.
+	MaxWorkerMemory int64
 }
 
 // Inputs are the channels the loop serves. Ticks drive every timer.
@@ -130,7 +134,13 @@ type Inputs struct {
 	// Ready says a worker has just marked itself ready in the scoreboard: the loop looks
 	// at the booting workers now instead of at the next tick. nil: ticks only.
 	Ready <-chan struct{}
+	// Memory brings samples of the workers' memory, read from /proc off the loop. nil:
+	// none (--max-worker-memory then never acts).
+	Memory <-chan MemorySample
 }
+
+// MemorySample is the workers' unique memory (USS) in bytes, by pid, as read at one time.
+type MemorySample map[int]int64
 
 type phase int
 
@@ -151,6 +161,7 @@ const (
 	ReasonShutdown   = "shutdown"
 	ReasonSignal     = "signal"
 	ReasonOOM        = "oom"
+	ReasonMemory     = "memory" // its USS grew past --max-worker-memory: replaced
 )
 
 type worker struct {
@@ -162,7 +173,8 @@ type worker struct {
 	spawnedAt   time.Duration
 	readyAt     time.Duration // 0 while booting
 	maxRequests uint64        // 0 = unlimited
-	recycle     bool          // served its max requests: replace it
+	recycle     string        // why it is to be replaced (ReasonRecycled, ReasonMemory); "" = not
+	uss         int64         // unique memory at the last sample; 0 = not sampled
 	replaces    *worker       // set on a surge worker until it is ready and the old one stopped
 	stopReason  string        // why the master stopped it; "" = still wanted
 	stopAt      time.Duration
@@ -278,6 +290,8 @@ func (m *Master) Run(in Inputs) int {
 			m.onTick()
 		case <-in.Ready:
 			m.checkBooting()
+		case sample := <-in.Memory:
+			m.onMemory(sample)
 		case reply := <-m.queries:
 			reply <- m.snapshot()
 		case r := <-m.reloads:
@@ -542,7 +556,7 @@ func (m *Master) onExit(e Exit) {
 	case foreign:
 		reason = ReasonSignal
 		m.log.Error("worker was killed by a signal gorn did not send"+serving, append(fields, append(inFlight, zap.String("signal", sigName(e.Status.Signal())))...)...)
-	case reason == ReasonShutdown || reason == ReasonScaledDown || reason == ReasonRecycled || reason == ReasonReload:
+	case reason == ReasonShutdown || reason == ReasonScaledDown || reason == ReasonRecycled || reason == ReasonReload || reason == ReasonMemory:
 		m.log.Info("worker exited", append(fields, zap.String("reason", reason))...)
 	case reason != "":
 		m.log.Warn("worker exited", append(fields, zap.String("reason", reason))...)
@@ -673,6 +687,25 @@ func (m *Master) onTick() {
 	}
 }
 
+// onMemory takes a sample of the workers' memory: a worker past --max-worker-memory is
+// replaced like one that served its max requests.
+func (m *Master) onMemory(sample MemorySample) {
+	for _, w := range m.workers {
+		uss, ok := sample[w.pid]
+		if !ok || w.starting() {
+			continue
+		}
+		w.uss = uss
+		limit := m.cfg.MaxWorkerMemory
+		if limit <= 0 || uss <= limit || !w.ready() || w.stopping() || w.recycle != "" {
+			continue
+		}
+		w.recycle = ReasonMemory
+		m.log.Warn("worker's memory grew past --max-worker-memory; replacing it after its request", zap.Int("pid", w.pid), zap.Int("slot", w.slot),
+			zap.Int64("uss_bytes", uss), zap.Int64("max_worker_memory", limit))
+	}
+}
+
 // checkBooting looks for readiness in the slots of the workers still booting.
 func (m *Master) checkBooting() {
 	now := m.now()
@@ -766,8 +799,8 @@ func (m *Master) check(w *worker, now time.Duration) {
 		m.log.Info("source files changed (--reload): reloading", zap.Int("pid", w.pid), zap.Int("slot", w.slot))
 		m.reload()
 	}
-	if w.maxRequests > 0 && s.Requests >= w.maxRequests && !w.recycle {
-		w.recycle = true
+	if w.maxRequests > 0 && s.Requests >= w.maxRequests && w.recycle == "" {
+		w.recycle = ReasonRecycled
 		m.log.Info("worker reached max requests; replacing it", zap.Int("pid", w.pid), zap.Int("slot", w.slot), zap.Uint64("requests", s.Requests))
 	}
 	if m.cfg.Timeout <= 0 {
@@ -810,7 +843,10 @@ func (m *Master) promote(w *worker) {
 	}
 	w.replaces = nil
 	reason := ReasonRecycled
-	if old.gen < m.gen {
+	switch {
+	case old.recycle != "":
+		reason = old.recycle
+	case old.gen < m.gen:
 		reason = ReasonReload
 	}
 	m.stop(old, syscall.SIGTERM, reason)
@@ -871,7 +907,7 @@ func (m *Master) surge(now time.Duration) {
 		if w.stopping() || !w.ready() {
 			continue
 		}
-		if w.recycle || (w.gen < m.gen && m.failedGen != m.gen) {
+		if w.recycle != "" || (w.gen < m.gen && m.failedGen != m.gen) {
 			m.spawn(w)
 			return
 		}

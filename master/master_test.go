@@ -457,6 +457,56 @@ func TestMaxRequestsRecyclesAfterReplacementIsReady(t *testing.T) {
 	}
 }
 
+// TestMaxWorkerMemoryRecycles: a worker whose USS grows past the limit is replaced like a
+// recycled one, its replacement ready first; one below it, or still booting, is not.
+func TestMaxWorkerMemoryRecycles(t *testing.T) {
+	h := newHarness(t, Config{Workers: 2, MaxWorkerMemory: 100 << 20}, Hooks{})
+	h.readyAll()
+	fat, thin := h.sp.procs[0], h.sp.procs[1]
+	h.m.onMemory(MemorySample{fat.pid: 100 << 20, thin.pid: 50 << 20}) // at the limit: not past it
+	h.manage()
+	if len(h.sp.procs) != 2 {
+		t.Fatal("replaced a worker at, not past, the limit")
+	}
+	h.m.onMemory(MemorySample{fat.pid: 101 << 20, thin.pid: 50 << 20})
+	h.manage()
+	if len(h.sp.procs) != 3 || len(fat.signals) != 0 {
+		t.Fatalf("spawns %d, old worker signals %v: want the replacement first", len(h.sp.procs), fat.signals)
+	}
+	repl := h.sp.procs[2]
+	h.m.onMemory(MemorySample{fat.pid: 300 << 20, repl.pid: 500 << 20}) // booting: not judged yet
+	h.manage()
+	if len(h.sp.procs) != 3 {
+		t.Fatalf("spawns %d: one replacement at a time, and none for a booting worker", len(h.sp.procs))
+	}
+	repl.ready()
+	h.advance(50 * time.Millisecond)
+	if !fat.got(syscall.SIGTERM) || len(thin.signals) != 0 {
+		t.Fatalf("fat worker %v, thin worker %v: want only the fat one stopped once its replacement is ready", fat.signals, thin.signals)
+	}
+	h.exit(fat, exitCode(0))
+	if h.m.exits[ReasonMemory] != 1 || h.m.exits[ReasonRecycled] != 0 {
+		t.Errorf("exits %v, want one for memory", h.m.exits)
+	}
+	if n := len(h.sp.alive(h.m)); n != 2 {
+		t.Errorf("%d workers after the replacement, want 2", n)
+	}
+	if found := h.logs.FilterMessageSnippet("past --max-worker-memory").Len(); found != 1 {
+		t.Errorf("%d log lines about the memory limit, want 1", found)
+	}
+}
+
+// TestMemoryLimitOff: without --max-worker-memory, samples replace nobody.
+func TestMemoryLimitOff(t *testing.T) {
+	h := newHarness(t, Config{Workers: 1}, Hooks{})
+	h.readyAll()
+	h.m.onMemory(MemorySample{h.sp.procs[0].pid: 8 << 30})
+	h.manage()
+	if len(h.sp.procs) != 1 {
+		t.Fatal("a worker was replaced with no memory limit set")
+	}
+}
+
 func TestHangIsAborted(t *testing.T) {
 	h := newHarness(t, Config{Workers: 2, Timeout: 10 * time.Second}, Hooks{})
 	h.readyAll()

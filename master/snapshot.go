@@ -31,6 +31,9 @@ type Snapshot struct {
 	Retired    scoreboard.Slot   // counters of workers that have exited
 	Spawns     uint64            // workers started
 	Exits      map[string]uint64 // workers exited, by reason
+	// MaxWorkerMemory is the policy's --max-worker-memory now (0: off), for the memory
+	// sampler, which reads the workers' memory only when something acts on it.
+	MaxWorkerMemory int64
 }
 
 // Snapshot asks the loop for a copy of its state.
@@ -51,7 +54,8 @@ func (m *Master) Snapshot(ctx context.Context) (Snapshot, error) {
 
 func (m *Master) snapshot() Snapshot {
 	now := m.now()
-	s := Snapshot{Desired: m.desired, Generation: m.gen, Retired: m.retired, Spawns: m.spawns, Exits: make(map[string]uint64, len(m.exits))}
+	s := Snapshot{Desired: m.desired, Generation: m.gen, Retired: m.retired, Spawns: m.spawns, Exits: make(map[string]uint64, len(m.exits)),
+		MaxWorkerMemory: m.cfg.MaxWorkerMemory}
 	for k, v := range m.exits {
 		s.Exits[k] = v
 	}

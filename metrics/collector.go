@@ -86,7 +86,7 @@ var workerStates = []string{"booting", "ready", "busy", "draining"}
 // exitReasons are the exit reasons always reported, zero or not.
 var exitReasons = []string{
 	master.ReasonCrash, master.ReasonTimeout, master.ReasonBoot, master.ReasonRecycled, master.ReasonReload,
-	master.ReasonScaledDown, master.ReasonShutdown, master.ReasonSignal, master.ReasonOOM,
+	master.ReasonScaledDown, master.ReasonShutdown, master.ReasonSignal, master.ReasonOOM, master.ReasonMemory,
 }
 
 // statusClasses are the values of the "status_class" label, in scoreboard order.

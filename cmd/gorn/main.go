@@ -296,6 +296,7 @@ func serve(cfg *config.Config, reparse func() (*config.Config, error), logs *log
 		ShutdownDelay:     cfg.ShutdownDelay,
 		MaxRequests:       cfg.MaxRequests,
 		MaxRequestsJitter: cfg.MaxRequestsJitter,
+		MaxWorkerMemory:   cfg.MaxWorkerMemory,
 		Slots:             board.Slots(),
 	}
 	up := &upgrader{path: exe, args: os.Args, spawner: spawner, children: children, listeners: listeners, board: board}
@@ -358,7 +359,11 @@ func serve(cfg *config.Config, reparse func() (*config.Config, error), logs *log
 			}
 		}()
 	}
-	return m.Run(master.Inputs{Signals: signals, Exits: exits, Ticks: ticker.C, Ready: spawner.Readies()}), nil
+	memory := make(chan master.MemorySample, 1)
+	watchCtx, stopWatch := context.WithCancel(context.Background())
+	defer stopWatch()
+	go watchMemory(watchCtx, m, "", memorySampleInterval, memory)
+	return m.Run(master.Inputs{Signals: signals, Exits: exits, Ticks: ticker.C, Ready: spawner.Readies(), Memory: memory}), nil
 }
 
 // bindAll binds every address, or adopts systemd's sockets (then other binds are ignored,

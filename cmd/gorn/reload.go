@@ -59,6 +59,7 @@ func (r *reloader) apply(mc master.Config, next *config.Config) master.Config {
 	}
 	mc.Timeout, mc.BootTimeout, mc.GracefulTimeout = next.Timeout, next.BootTimeout, next.GracefulTimeout
 	mc.ShutdownDelay, mc.MaxRequests, mc.MaxRequestsJitter = next.ShutdownDelay, next.MaxRequests, next.MaxRequestsJitter
+	mc.MaxWorkerMemory = next.MaxWorkerMemory
 	mc.ResizeInterval = 0
 	switch {
 	case next.Workers > 0:

