@@ -17,24 +17,31 @@ build: bytecode native
 bytecode:
 	@bash worker/bytecode/compile.sh
 
-## wheel: dist/gorn-VERSION-py3-none-manylinux_2_17_ARCH.whl for each of WHEEL_ARCHES: the
-## binary, with what `make build` embeds, cross-compiled (CGO_ENABLED=0: static, no glibc
-## symbol at all, so the manylinux tag is true), packed by hatchling through `python -m
-## build` (python/pyproject.toml).
+## wheel: dist/gorn-VERSION-py3-none-manylinux_2_17_ARCH.whl for each of WHEEL_ARCHES: what
+## `make build` embeds, with the native accelerator built for ARCH by `zig cc` (the ziglang
+## wheel) against glibc 2.17, from the Python headers of $(PY)'s base interpreter (abi3;
+## Debian's multiarch headers cannot serve a cross build, a python.org/pyenv build's can),
+## overlaid on the embedded one; the binary cross-compiled with CGO_ENABLED=0 (static, no
+## glibc symbol of its own); packed by hatchling through `python -m build`
+## (python/pyproject.toml), which sets the platform tag.
 WHEEL_ARCHES ?= x86_64 aarch64
 DIST         ?= dist
 WHEEL_BUILD  ?= build/wheel
+NATIVE_SO    := worker/pyworker/gorn_worker/lib/gorn_native.abi3.so
 wheel: venv bytecode
 	rm -rf $(WHEEL_BUILD) && mkdir -p $(DIST)
 	for arch in $(WHEEL_ARCHES); do \
 	  case $$arch in x86_64) goarch=amd64 ;; aarch64) goarch=arm64 ;; \
 	    *) echo "make wheel: unknown architecture $$arch (x86_64, aarch64)"; exit 2 ;; esac; \
+	  out=$(abspath $(WHEEL_BUILD))/$$arch && mkdir -p $$out || exit 1; \
+	  CC="$(abspath $(PY)) -m ziglang cc -target $$arch-linux-gnu.2.17" PYTHON=$(abspath $(PY)) \
+	    NATIVE_OUT=$$out/gorn_native.abi3.so NATIVE_REQUIRED=1 bash worker/native/build.sh || exit 1; \
+	  printf '{"Replace":{"%s":"%s"}}' $(abspath $(NATIVE_SO)) $$out/gorn_native.abi3.so >$$out/overlay.json; \
+	  CGO_ENABLED=0 GOOS=linux GOARCH=$$goarch $(GO) build -overlay $$out/overlay.json -trimpath \
+	    -ldflags "-s -w" -o $$out/gorn ./cmd/gorn || exit 1; \
 	  rm -f $(DIST)/gorn-*-manylinux_2_17_$$arch.*.whl; \
-	  CGO_ENABLED=0 GOOS=linux GOARCH=$$goarch $(GO) build -trimpath -ldflags "-s -w" \
-	    -o $(WHEEL_BUILD)/$$arch/gorn ./cmd/gorn || exit 1; \
 	  SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct 2>/dev/null || date +%s) \
-	  GORN_WHEEL_BINARY=$(abspath $(WHEEL_BUILD))/$$arch/gorn \
-	  GORN_WHEEL_PLATFORM=manylinux_2_17_$$arch.manylinux2014_$$arch \
+	  GORN_WHEEL_BINARY=$$out/gorn GORN_WHEEL_PLATFORM=manylinux_2_17_$$arch.manylinux2014_$$arch \
 	    $(abspath $(PY)) -m build --wheel --no-isolation --outdir $(abspath $(DIST)) python || exit 1; \
 	done
 

@@ -3,6 +3,8 @@ package test
 import (
 	"archive/zip"
 	"context"
+	"debug/elf"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -60,12 +62,22 @@ func TestWheelServesFlaskWithoutGo(t *testing.T) {
 	}
 	// -o: the test venv is what it is, and the bytecode is what make build left (compiling
 	// it again would rewrite worker/bytecode while other packages' tests embed it).
-	run(os.Environ(), "make", "-o", py, "-o", "bytecode", "wheel", "VENV="+venvOfTests, "WHEEL_ARCHES="+arch,
-		"DIST="+dist, "WHEEL_BUILD="+filepath.Join(dir, "build"))
+	build := filepath.Join(dir, "build")
+	run(os.Environ(), "make", "-o", py, "-o", "bytecode", "wheel", "VENV="+venvOfTests,
+		"DIST="+dist, "WHEEL_BUILD="+build)
 
+	// Every architecture's wheel is what its tag says: a static binary for the machine,
+	// and an accelerator for the same machine needing nothing past glibc 2.17.
 	version := gornVersion(t)
-	wheel := filepath.Join(dist, "gorn-"+version+"-py3-none-manylinux_2_17_"+arch+".manylinux2014_"+arch+".whl")
-	checkWheel(t, wheel, version)
+	wheelOf := func(a string) string {
+		return filepath.Join(dist, "gorn-"+version+"-py3-none-manylinux_2_17_"+a+".manylinux2014_"+a+".whl")
+	}
+	for _, a := range []string{"x86_64", "aarch64"} {
+		checkWheel(t, wheelOf(a), version)
+		checkELF(t, filepath.Join(build, a, "gorn"), a, true)
+		checkELF(t, filepath.Join(build, a, "gorn_native.abi3.so"), a, false)
+	}
+	wheel := wheelOf(arch)
 
 	// A fresh environment, and a PATH of its bin directory alone: no go anywhere.
 	venv := filepath.Join(dir, "venv")
@@ -89,8 +101,12 @@ func TestWheelServesFlaskWithoutGo(t *testing.T) {
 	}
 
 	// Started by its path with an empty PATH: only the environment it is installed in can
-	// give it a Python (and that one has Flask).
-	g := startGornWith(t, gornOpts{env: []string{"PATH=" + t.TempDir()}, ownPython: true}, gorn, "-w", "2", "app:app")
+	// give it a Python (and that one has Flask). GORN_NATIVE=1: a worker that cannot load
+	// the wheel's accelerator does not boot.
+	g := startGornWith(t, gornOpts{env: []string{"PATH=" + t.TempDir(), "GORN_NATIVE=1"}, ownPython: true}, gorn, "-w", "2", "app:app")
+	if n := g.logs.count("request path: native (gorn_native)"); n < 2 {
+		t.Errorf("%d of 2 workers run the native request path", n)
+	}
 	for _, path := range []string{"/", "/json"} {
 		if code, body := get(t, g.url(path)); code != 200 || (path == "/" && body != "Hello, World!\n") {
 			t.Errorf("GET %s: %d %q", path, code, body)
@@ -99,6 +115,52 @@ func TestWheelServesFlaskWithoutGo(t *testing.T) {
 	g.signal(syscall.SIGTERM)
 	if code := g.wait(30 * time.Second); code != 0 {
 		t.Errorf("gorn exited %d after TERM", code)
+	}
+}
+
+// elfMachines are the ELF machines of the wheel architectures.
+var elfMachines = map[string]elf.Machine{"x86_64": elf.EM_X86_64, "aarch64": elf.EM_AARCH64}
+
+// checkELF: the file at path is for arch; static (no interpreter, no shared library), or
+// else needing no glibc symbol version past 2.17.
+func checkELF(t *testing.T, path, arch string, static bool) {
+	t.Helper()
+	f, err := elf.Open(path)
+	if err != nil {
+		t.Errorf("%v", err)
+		return
+	}
+	defer f.Close()
+	if f.Machine != elfMachines[arch] {
+		t.Errorf("%s is for %v, not %s", path, f.Machine, arch)
+	}
+	libs, _ := f.ImportedLibraries()
+	if static {
+		for _, p := range f.Progs {
+			if p.Type == elf.PT_INTERP {
+				t.Errorf("%s has an ELF interpreter: not static", path)
+			}
+		}
+		if len(libs) > 0 {
+			t.Errorf("%s needs %v: not static", path, libs)
+		}
+		return
+	}
+	syms, err := f.ImportedSymbols()
+	if err != nil {
+		t.Errorf("%s: %v", path, err)
+		return
+	}
+	for _, s := range syms {
+		v, ok := strings.CutPrefix(s.Version, "GLIBC_")
+		if !ok {
+			continue
+		}
+		var major, minor int
+		fmt.Sscanf(v, "%d.%d", &major, &minor)
+		if major > 2 || major == 2 && minor > 17 {
+			t.Errorf("%s: %s needs %s, past the manylinux_2_17 tag", path, s.Name, s.Version)
+		}
 	}
 }
 
