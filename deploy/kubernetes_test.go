@@ -262,16 +262,23 @@ func ptrString[T any](p *T) string {
 	return fmt.Sprint(*p)
 }
 
-func checkProbes(b *base) error {
+// boundPort returns gorn's container and the port of its address flag (bind or
+// metrics-bind); missing says why the flag cannot be left out.
+func (b *base) boundPort(flag, missing string) (*corev1.Container, int32, error) {
 	c, err := b.app()
 	if err != nil {
-		return err
+		return nil, 0, err
 	}
-	bind, ok := flagValue(c.Args, "metrics-bind")
+	addr, ok := flagValue(c.Args, flag)
 	if !ok {
-		return errors.New("no --metrics-bind: no /metrics, /healthz or /readyz")
+		return nil, 0, fmt.Errorf("no --%s: %s", flag, missing)
 	}
-	metricsPort, err := portOf(bind)
+	port, err := portOf(addr)
+	return c, port, err
+}
+
+func checkProbes(b *base) error {
+	c, metricsPort, err := b.boundPort("metrics-bind", "no /metrics, /healthz or /readyz")
 	if err != nil {
 		return err
 	}
@@ -305,15 +312,7 @@ func checkProbes(b *base) error {
 }
 
 func checkPorts(b *base) error {
-	c, err := b.app()
-	if err != nil {
-		return err
-	}
-	bind, ok := flagValue(c.Args, "bind")
-	if !ok {
-		return errors.New("no --bind: gorn would listen on 127.0.0.1, unreachable from the Service")
-	}
-	httpPort, err := portOf(bind)
+	c, httpPort, err := b.boundPort("bind", "gorn would listen on 127.0.0.1, unreachable from the Service")
 	if err != nil {
 		return err
 	}

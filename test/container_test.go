@@ -218,24 +218,8 @@ func TestContainerImageRunsAsDeclared(t *testing.T) {
 		"--net", "--propagation", "private", "sh", "-c", script)
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = cleanEnv()
-	logs := newLogBuffer()
-	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		select {
-		case <-done:
-		default:
-			_ = cmd.Process.Kill() // unshare; its PID 1 child takes the namespace down
-			<-done
-		}
-		if t.Failed() {
-			t.Logf("container output:\n%s", logs.String())
-		}
-	})
+	// SIGKILL to unshare at the end: its PID 1 child takes the namespace down.
+	logs, done := startProcess(t, cmd, "container", syscall.SIGKILL)
 
 	// gorn: the one child of unshare, PID 1 inside.
 	var pid int

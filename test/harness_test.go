@@ -381,3 +381,34 @@ func writeFile(t *testing.T, path, content string) {
 		t.Fatal(err)
 	}
 }
+
+// startProcess starts cmd with its output collected, and returns the output and a channel
+// closed once it has exited. At the end of the test a process still running gets stop,
+// then SIGKILL 10 s later, and a failed test logs the output under the name what.
+func startProcess(t *testing.T, cmd *exec.Cmd, what string, stop syscall.Signal) (*logBuffer, <-chan struct{}) {
+	t.Helper()
+	out := newLogBuffer()
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting %s: %v", what, err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		select {
+		case <-done:
+		default:
+			_ = cmd.Process.Signal(stop)
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				_ = cmd.Process.Kill()
+				<-done
+			}
+		}
+		if t.Failed() {
+			t.Logf("%s output:\n%s", what, out.String())
+		}
+	})
+	return out, done
+}

@@ -68,26 +68,8 @@ scrape_configs:
 	prom := exec.Command(promBin, "--config.file="+filepath.Join(dir, "prometheus.yml"),
 		"--storage.tsdb.path="+filepath.Join(dir, "data"), "--web.listen-address="+promAddr,
 		"--storage.tsdb.retention.time=1h", "--log.level=warn")
-	promLog := newLogBuffer()
-	prom.Stdout, prom.Stderr = promLog, promLog
 	prom.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := prom.Start(); err != nil {
-		t.Fatalf("starting prometheus: %v", err)
-	}
-	t.Cleanup(func() {
-		_ = prom.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _ = prom.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = prom.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			t.Logf("prometheus log:\n%s", promLog.String())
-		}
-	})
+	startProcess(t, prom, "prometheus", syscall.SIGTERM)
 	api := "http://" + promAddr
 
 	// Rates over the dashboard's window need a few scrapes of the loaded server.

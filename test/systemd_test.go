@@ -145,25 +145,8 @@ func TestSystemdUnitsServeWithSocketActivation(t *testing.T) {
 	cmd.Env = append(cleanEnv(), "LISTEN_FDS=1", "LISTEN_FDNAMES=gorn.socket", "NOTIFY_SOCKET="+notifyPath,
 		"VIRTUAL_ENV="+filepath.Dir(filepath.Dir(python(t))))
 	cmd.ExtraFiles = []*os.File{lnFile}
-	logs := newLogBuffer()
-	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	logs, done := startProcess(t, cmd, "gorn", syscall.SIGKILL)
 	lnFile.Close()
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		select {
-		case <-done:
-		default:
-			_ = cmd.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			t.Logf("gorn output:\n%s", logs.String())
-		}
-	})
 
 	_ = notify.SetReadDeadline(time.Now().Add(30 * time.Second))
 	buf := make([]byte, 4096)
