@@ -1,6 +1,7 @@
 """The AddressSanitizer fuzz loop (run by asan.sh): mutated corpus requests and random
-bytes go to the ASan build of gorn_native and to the pure-Python twin for a bounded time;
-their outcomes must agree. argv: the .so, the seconds to run."""
+bytes, and random start_response header lists, go to the ASan build of gorn_native and to
+the pure-Python twins for a bounded time; their outcomes must agree. argv: the .so, the
+seconds to run."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gorn_worker import http
+from gorn_worker import http, wsgi
 from gorn_worker.http import HTTPError, Limits, parse_head_py
 
 CORPUS = Path(__file__).resolve().parent.parent / "pyworker" / "tests" / "corpus"
@@ -27,7 +28,7 @@ def load(path: str) -> Any:
     assert spec is not None
     mod = importlib.util.module_from_spec(spec)
     loader.exec_module(mod)
-    mod.setup(HTTPError, http.EMPTY_BODY)
+    mod.setup(HTTPError, http.EMPTY_BODY, wsgi.header_block_py)
     return mod
 
 
@@ -66,6 +67,28 @@ def outcome(parse: Any, head: bytes, limits: Limits, root: str) -> Any:
     return ("ok", list(env.items()), rest)
 
 
+NAMES = ["Content-Type", "Content-Length", "connection", "Date", "Server", "TE", "Upgrade", "X-A", "X_B", "", "A B", "\u00e9", None]
+VALUES = ["text/plain", "14", " 14 ", "1" * 19, "", "close", "a, Close", "a\tb", "a\r\nb", "a\x00", "caf\u00e9", "\u20ac", "\ud800", 5]
+
+
+def headers(rnd: random.Random) -> Any:
+    out: list[Any] = []
+    for _ in range(rnd.randrange(6)):
+        name, value = rnd.choice(NAMES), rnd.choice(VALUES)
+        if rnd.random() < 0.2:
+            value = value * rnd.randrange(1, 300) if isinstance(value, str) else value
+        shape = rnd.randrange(10)
+        out.append([name, value] if shape == 0 else (name,) if shape == 1 else (name, value))
+    return out
+
+
+def block_outcome(build: Any, hs: Any, code: int) -> Any:
+    try:
+        return ("ok", build(hs, code))
+    except (TypeError, ValueError) as e:
+        return (type(e), str(e))
+
+
 def main() -> int:
     mod = load(sys.argv[1])
     deadline = time.monotonic() + float(sys.argv[2])
@@ -79,8 +102,13 @@ def main() -> int:
         if a != b:
             print(f"asan fuzz: the twins disagree on {head!r}:\n native {a}\n python {b}", file=sys.stderr)
             return 1
+        hs, code = headers(rnd), rnd.choice((200, 204, 304))
+        a, b = block_outcome(mod.header_block, hs, code), block_outcome(wsgi.header_block_py, hs, code)
+        if a != b:
+            print(f"asan fuzz: the twins disagree on {hs!r}, {code}:\n native {a}\n python {b}", file=sys.stderr)
+            return 1
         n += 1
-    print(f"asan fuzz: {n} heads, no memory error, the twins agree")
+    print(f"asan fuzz: {n} heads and header lists, no memory error, the twins agree")
     return 0
 
 

@@ -5,6 +5,10 @@
  * insertion order), the same HTTPError status and detail, in the same order of checks. It
  * does no I/O and never blocks, so every worker class (gevent and eventlet too) can use it.
  *
+ * header_block(headers, code) returns what wsgi.header_block_py returns for the headers an
+ * app passed to start_response. It handles the well-formed case; anything it would refuse it
+ * hands to header_block_py, which raises the error (so the errors are the twin's own).
+ *
  * Limited API (abi3): one build serves CPython 3.10 and later on a platform.
  * Every read of the head is bounded by its length; the head is never written.
  */
@@ -15,9 +19,10 @@
 
 typedef unsigned char uchar;
 
-/* Set by setup(): http.HTTPError and http.EMPTY_BODY. */
+/* Set by setup(): http.HTTPError, http.EMPTY_BODY and wsgi.header_block_py. */
 static PyObject *http_error;
 static PyObject *empty_body;
+static PyObject *header_block_py;
 
 /* Interned environ keys and values. */
 static PyObject *k_request_method, *k_raw_uri, *k_server_protocol, *k_query_string, *k_script_name,
@@ -728,19 +733,224 @@ error:
     return NULL;
 }
 
-static PyObject *setup(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+
+/* ------------------------------------------------------------------ header_block */
+
+/* A growing byte buffer (PyMem). */
+typedef struct {
+    char *data;
+    Py_ssize_t len, cap;
+} buffer;
+
+static int buf_add(buffer *b, const void *s, Py_ssize_t n) {
+    if (b->len + n > b->cap) {
+        Py_ssize_t cap = b->cap ? b->cap : 256;
+        while (cap < b->len + n)
+            cap *= 2;
+        char *d = PyMem_Realloc(b->data, (size_t)cap);
+        if (d == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        b->data = d;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, s, (size_t)n);
+    b->len += n;
+    return 0;
+}
+
+/* Appends the latin-1 form of the UTF-8 text s[0:n]; 1 if a character is a CTL other than
+ * HTAB (the twin's _BAD_CHARS) or not latin-1, 0 if appended, -1 on error. */
+static int add_latin1(buffer *b, const uchar *s, Py_ssize_t n) {
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uchar c = s[i];
+        if (c < 0x80) {
+            if ((c < 0x20 && c != '\t') || c == 0x7f)
+                return 1;
+            continue;
+        }
+        if ((c != 0xC2 && c != 0xC3) || i + 1 >= n)
+            return 1; /* beyond U+00FF */
+        i++;
+    }
+    Py_ssize_t start = b->len;
+    if (buf_add(b, s, n) < 0) /* room for at least n bytes; rewritten below, shorter */
+        return -1;
+    Py_ssize_t o = start;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uchar c = s[i];
+        if (c >= 0x80)
+            c = (uchar)(((c & 0x1F) << 6) | (s[++i] & 0x3F));
+        b->data[o++] = (char)c;
+    }
+    b->len = o;
+    return 0;
+}
+
+enum { H_OTHER, H_CONTENT_LENGTH, H_CONNECTION, H_DATE, H_SERVER, H_HOP };
+
+static int header_kind(const uchar *low, Py_ssize_t n) {
+    static const struct {
+        const char *name;
+        int kind;
+    } special[] = {
+        {"content-length", H_CONTENT_LENGTH}, {"connection", H_CONNECTION}, {"date", H_DATE},
+        {"server", H_SERVER}, {"keep-alive", H_HOP}, {"te", H_HOP}, {"trailer", H_HOP},
+        {"transfer-encoding", H_HOP}, {"upgrade", H_HOP}, {"proxy-connection", H_HOP},
+    };
+    for (size_t i = 0; i < sizeof special / sizeof special[0]; i++)
+        if (lower_equals(low, n, special[i].name))
+            return special[i].kind;
+    return H_OTHER;
+}
+
+static PyObject *header_block(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
     if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "setup(HTTPError, EMPTY_BODY)");
+        PyErr_SetString(PyExc_TypeError, "header_block(headers, code)");
         return NULL;
     }
-    PyObject *old_error = http_error, *old_empty = empty_body;
-    Py_INCREF(args[0]);
-    Py_INCREF(args[1]);
+    if (header_block_py == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "gorn_native.setup() was not called");
+        return NULL;
+    }
+    PyObject *headers = args[0];
+    long code = PyLong_AsLong(args[1]);
+    if (code == -1 && PyErr_Occurred())
+        return NULL;
+    if (!PyList_CheckExact(headers))
+        goto twin;
+    buffer b = {NULL, 0, 0};
+    long long length = -1;
+    int app_close = 0, has_date = 0, has_server = 0;
+    Py_ssize_t count = PyList_Size(headers);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *item = PyList_GetItem(headers, i); /* borrowed; the list is not changed here */
+        PyObject *name, *value;
+        if (item == NULL)
+            goto error;
+        if (PyTuple_CheckExact(item) && PyTuple_Size(item) == 2) {
+            name = PyTuple_GetItem(item, 0);
+            value = PyTuple_GetItem(item, 1);
+        } else if (PyList_CheckExact(item) && PyList_Size(item) == 2) {
+            name = PyList_GetItem(item, 0);
+            value = PyList_GetItem(item, 1);
+        } else {
+            goto refused;
+        }
+        if (name == NULL || value == NULL)
+            goto error;
+        if (!PyUnicode_CheckExact(name) || !PyUnicode_CheckExact(value))
+            goto refused;
+        Py_ssize_t nn, vn;
+        const uchar *ns = (const uchar *)PyUnicode_AsUTF8AndSize(name, &nn);
+        if (ns == NULL)
+            goto refused_clear; /* a lone surrogate: not a token */
+        const uchar *vs = (const uchar *)PyUnicode_AsUTF8AndSize(value, &vn);
+        if (vs == NULL)
+            goto refused_clear;
+        if (nn == 0)
+            goto refused;
+        for (Py_ssize_t j = 0; j < nn; j++)
+            if (!is_tchar(ns[j]))
+                goto refused;
+        switch (header_kind(ns, nn)) {
+        case H_CONTENT_LENGTH: {
+            Py_ssize_t a, m = strip_ows(vs, vn, &a);
+            long long v = 0;
+            if (m == 0 || m > 18)
+                goto refused; /* not digits, or beyond what the twin's fast checks cover */
+            for (Py_ssize_t j = 0; j < m; j++) {
+                if (!is_digit(vs[a + j]))
+                    goto refused;
+                v = v * 10 + (vs[a + j] - '0');
+            }
+            if (length >= 0) {
+                if (v != length)
+                    goto refused;
+                continue;
+            }
+            length = v;
+            if (code == 204)
+                continue; /* never in a 204 */
+            break;
+        }
+        case H_CONNECTION:
+            for (Py_ssize_t p = 0; p <= vn;) {
+                Py_ssize_t c = find_byte(vs + p, vn - p, ',');
+                Py_ssize_t len = c < 0 ? vn - p : c;
+                for (Py_ssize_t j = 0; j < len; j++)
+                    if ((vs[p + j] < 0x20 && vs[p + j] != '\t') || vs[p + j] == 0x7f)
+                        goto refused;
+                Py_ssize_t a, m = strip_ows(vs + p, len, &a);
+                app_close |= lower_equals(vs + p + a, m, "close");
+                p += len + 1;
+            }
+            continue;
+        case H_DATE:
+            has_date = 1;
+            break;
+        case H_SERVER:
+            has_server = 1;
+            break;
+        case H_HOP:
+            continue; /* the server frames the message */
+        }
+        if (buf_add(&b, ns, nn) < 0 || buf_add(&b, ": ", 2) < 0)
+            goto error;
+        int r = add_latin1(&b, vs, vn);
+        if (r < 0)
+            goto error;
+        if (r > 0)
+            goto refused;
+        if (buf_add(&b, "\r\n", 2) < 0)
+            goto error;
+    }
+    {
+        PyObject *block = PyBytes_FromStringAndSize(b.data ? b.data : "", b.len);
+        PyMem_Free(b.data);
+        if (block == NULL)
+            return NULL;
+        PyObject *len_obj;
+        if (length >= 0 && code != 204)
+            len_obj = PyLong_FromLongLong(length);
+        else {
+            len_obj = Py_None;
+            Py_INCREF(len_obj);
+        }
+        if (len_obj == NULL) {
+            Py_DECREF(block);
+            return NULL;
+        }
+        return Py_BuildValue("(NNOOO)", block, len_obj, app_close ? Py_True : Py_False,
+                             has_date ? Py_True : Py_False, has_server ? Py_True : Py_False);
+    }
+refused_clear:
+    PyErr_Clear();
+refused:
+    PyMem_Free(b.data);
+twin:
+    return PyObject_CallFunctionObjArgs(header_block_py, headers, args[1], NULL);
+error:
+    PyMem_Free(b.data);
+    return NULL;
+}
+
+static PyObject *setup(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "setup(HTTPError, EMPTY_BODY, header_block_py)");
+        return NULL;
+    }
+    PyObject *old[3] = {http_error, empty_body, header_block_py};
+    for (int i = 0; i < 3; i++)
+        Py_INCREF(args[i]);
     http_error = args[0];
     empty_body = args[1];
-    Py_XDECREF(old_error);
-    Py_XDECREF(old_empty);
+    header_block_py = args[2];
+    for (int i = 0; i < 3; i++)
+        Py_XDECREF(old[i]);
     Py_RETURN_NONE;
 }
 
@@ -748,8 +958,12 @@ static PyMethodDef module_methods[] = {
     {"parse_head", (PyCFunction)(void (*)(void))parse_head, METH_FASTCALL,
      "parse_head(head, limits, base, root_path) -> (environ, method, path, v11, keepalive, framing, length, "
      "expect_continue, (host, port) or None); raises HTTPError. The twin of http.parse_head_py."},
+    {"header_block", (PyCFunction)(void (*)(void))header_block, METH_FASTCALL,
+     "header_block(headers, code) -> (block, length or None, app_close, has_date, has_server): the twin of "
+     "wsgi.header_block_py, which it calls for headers it would refuse."},
     {"setup", (PyCFunction)(void (*)(void))setup, METH_FASTCALL,
-     "setup(HTTPError, EMPTY_BODY): the exception parse_head raises and the empty wsgi.input."},
+     "setup(HTTPError, EMPTY_BODY, header_block_py): the exception parse_head raises, the empty wsgi.input and "
+     "the twin header_block hands refused headers to."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -776,7 +990,7 @@ PyMODINIT_FUNC PyInit_gorn_native(void) {
         if (intern(&methods[i], method_names[i]))
             return NULL;
     PyObject *m = PyModule_Create(&module_def);
-    if (m != NULL && PyModule_AddIntConstant(m, "ABI", 1) < 0) { /* native.ABI */
+    if (m != NULL && PyModule_AddIntConstant(m, "ABI", 2) < 0) { /* native.ABI */
         Py_DECREF(m);
         return NULL;
     }

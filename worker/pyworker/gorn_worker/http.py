@@ -924,20 +924,14 @@ def parse_head_py(head: bytes, limits: Limits, base: dict[str, Any], root_path: 
     return env, method, path, v11, keepalive, framing, length, expect_continue, hp
 
 
-parse_head = parse_head_py  # the native twin when it is loaded (use_native)
+parse_head = parse_head_py  # the native twin when it is loaded (gorn_worker/native.py)
 
 
-def use_native(mod: Any) -> None:
-    """Parse heads with the native extension ``mod`` (gorn_native) from now on."""
+def use(mod: Any) -> None:
+    """Parse heads with gorn_native (``mod``, set up by :func:`.native.use`) from now on;
+    None: with the pure-Python twin."""
     global parse_head
-    mod.setup(HTTPError, EMPTY_BODY)
-    parse_head = mod.parse_head
-
-
-def use_python() -> None:
-    """Parse heads with the pure-Python twin from now on."""
-    global parse_head
-    parse_head = parse_head_py
+    parse_head = parse_head_py if mod is None else mod.parse_head
 
 
 def parse_request(

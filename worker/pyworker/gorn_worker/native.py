@@ -1,4 +1,6 @@
-"""The native accelerator: ``gorn_native``, a C twin of :func:`.http.parse_head_py`.
+"""The native accelerator: ``gorn_native``, the C twin of :func:`.http.parse_head_py` (a
+request head to the environ) and :func:`.wsgi.header_block_py` (start_response's headers
+to the response head's block).
 
 ``make build`` compiles ``worker/native/gorn_native.c`` (CPython limited API, abi3: one
 build serves 3.10 and later) into ``gorn_worker/lib/gorn_native.abi3.so``, which is
@@ -22,12 +24,12 @@ import sys
 from types import ModuleType
 from typing import Any, Optional
 
-from . import http
+from . import http, wsgi
 
 ENV_VAR = "GORN_NATIVE"
 RESOURCE = "lib/gorn_native.abi3.so"
 NAME = "gorn_native"
-ABI = 1  # gorn_native.ABI: the .so and this runtime are built together; a mismatch is refused
+ABI = 2  # gorn_native.ABI: the .so and this runtime are built together; a mismatch is refused
 
 PATH_PYTHON = "python"
 PATH_NATIVE = "native"
@@ -85,13 +87,21 @@ def load() -> tuple[Optional[ModuleType], str]:
     return mod, ""
 
 
+def use(mod: Optional[ModuleType]) -> None:
+    """Run gorn_native's twins (``mod``) from now on; None: the pure-Python ones."""
+    if mod is not None:
+        mod.setup(http.HTTPError, http.EMPTY_BODY, wsgi.header_block_py)
+    http.use(mod)
+    wsgi.use(mod)
+
+
 def select(setting: Optional[str] = None) -> tuple[str, str]:
     """Choose the request path from ``GORN_NATIVE`` (or ``setting``) and switch
     :mod:`.http` to it: (PATH_NATIVE or PATH_PYTHON, a line for the log). Raises
     NativeRequired when the native path is required and cannot run."""
     want = os.environ.get(ENV_VAR, "") if setting is None else setting
     if want == "0":
-        http.use_python()
+        use(None)
         return PATH_PYTHON, f"request path: python ({ENV_VAR}=0)"
     if want not in ("", "1"):
         raise NativeRequired(f"{ENV_VAR} must be 0, 1 or empty, not {want!r}")
@@ -99,7 +109,7 @@ def select(setting: Optional[str] = None) -> tuple[str, str]:
     if mod is None:
         if want == "1":
             raise NativeRequired(f"{ENV_VAR}=1 but the native request path cannot run: {why}")
-        http.use_python()
+        use(None)
         return PATH_PYTHON, f"request path: python (native: {why})"
-    http.use_native(mod)
+    use(mod)
     return PATH_NATIVE, "request path: native (gorn_native)"

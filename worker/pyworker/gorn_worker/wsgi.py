@@ -184,6 +184,73 @@ def _header_name(name: Any) -> str:
     return low
 
 
+def header_block_py(headers: Any, code: int) -> tuple[bytes, Optional[int], bool, bool, bool]:
+    """What start_response makes of the app's headers: the block to send (hop-by-hop ones
+    dropped), the Content-Length (None if absent, or for a 204), whether the app said
+    Connection: close, and whether it set Date and Server. Raises TypeError/ValueError.
+    The native twin (gorn_native.header_block) must behave identically."""
+    if type(headers) is not list:
+        raise TypeError(f"WSGI headers must be a list, not {type(headers).__name__}")
+    length: Optional[int] = None
+    app_close = has_date = has_server = False
+    parts: list[str] = []
+    for item in headers:
+        if type(item) not in (tuple, list) or len(item) != 2:
+            raise TypeError(f"WSGI header must be a (name, value) tuple, not {item!r}")
+        name, value = item
+        low = _header_name(name)
+        if type(value) is not str:
+            raise TypeError(f"WSGI header value for {name} must be a str, not {type(value).__name__}")
+        if low in _SPECIAL:
+            if low == "content-length":
+                v = value.strip(" \t")
+                if not v.isdigit() or not v.isascii():
+                    raise ValueError(f"invalid Content-Length {value!r} from the application")
+                n = int(v)
+                if length is not None:
+                    if n != length:
+                        raise ValueError("conflicting Content-Length headers from the application")
+                    continue
+                length = n
+                if code == 204:
+                    continue  # RFC 9110 8.6: never in a 204
+            elif low == "connection":
+                if _BAD_CHARS(value) is not None:
+                    raise ValueError(f"invalid character in header {name}")
+                if "close" in {t.strip(" \t") for t in value.lower().split(",")}:
+                    app_close = True
+                continue
+            elif low == "date":
+                has_date = True
+            elif low == "server":
+                has_server = True
+            else:
+                continue  # hop-by-hop: the server frames the message
+        parts.append(f"{name}: {value}\r\n")
+    block = "".join(parts)
+    n = len(parts)
+    if block.count("\n") != n or block.count("\r") != n or _BAD_BLOCK(block) is not None:
+        for name, value in headers:
+            if _BAD_CHARS(value) is not None:
+                raise ValueError(f"invalid character in the value of header {name}")
+        raise ValueError("invalid character in response headers")
+    try:
+        data = block.encode("latin-1")
+    except UnicodeEncodeError:
+        raise ValueError("response header values must be latin-1 encodable") from None
+    return data, None if code == 204 else length, app_close, has_date, has_server
+
+
+header_block = header_block_py  # the native twin when it is loaded (gorn_worker/native.py)
+
+
+def use(mod: Any) -> None:
+    """Build header blocks with gorn_native (``mod``, set up by :func:`.native.use`) from
+    now on; None: with the pure-Python twin."""
+    global header_block
+    header_block = header_block_py if mod is None else mod.header_block
+
+
 def error_response(status: int, detail: str, server_line: bytes) -> bytes:
     """A complete short error response (text/plain, Connection: close)."""
     reason = REASONS.get(status, "Error")
@@ -273,59 +340,10 @@ class Response:
         elif self.status is not None:
             raise AssertionError("start_response() called a second time without exc_info")
         code, status_line = parse_status(status)
-        if type(headers) is not list:
-            raise TypeError(f"WSGI headers must be a list, not {type(headers).__name__}")
+        block, length, app_close, has_date, has_server = header_block(headers, code)
         method = self.req.method
         no_body = method == "HEAD" or code == 204 or code == 304
-        length: Optional[int] = None
-        app_close = has_date = has_server = False
-        parts: list[str] = []
-        for item in headers:
-            if type(item) not in (tuple, list) or len(item) != 2:
-                raise TypeError(f"WSGI header must be a (name, value) tuple, not {item!r}")
-            name, value = item
-            low = _header_name(name)
-            if type(value) is not str:
-                raise TypeError(f"WSGI header value for {name} must be a str, not {type(value).__name__}")
-            if low in _SPECIAL:
-                if low == "content-length":
-                    v = value.strip(" \t")
-                    if not v.isdigit() or not v.isascii():
-                        raise ValueError(f"invalid Content-Length {value!r} from the application")
-                    n = int(v)
-                    if length is not None:
-                        if n != length:
-                            raise ValueError("conflicting Content-Length headers from the application")
-                        continue
-                    length = n
-                    if code == 204:
-                        continue  # RFC 9110 8.6: never in a 204
-                elif low == "connection":
-                    if _BAD_CHARS(value) is not None:
-                        raise ValueError(f"invalid character in header {name}")
-                    if "close" in {t.strip(" \t") for t in value.lower().split(",")}:
-                        app_close = True
-                    continue
-                elif low == "date":
-                    has_date = True
-                elif low == "server":
-                    has_server = True
-                else:
-                    continue  # hop-by-hop: the server frames the message
-            parts.append(f"{name}: {value}\r\n")
-        block = "".join(parts)
-        n = len(parts)
-        if block.count("\n") != n or block.count("\r") != n or _BAD_BLOCK(block) is not None:
-            for name, value in headers:
-                if _BAD_CHARS(value) is not None:
-                    raise ValueError(f"invalid character in the value of header {name}")
-            raise ValueError("invalid character in response headers")
-        try:
-            self.block = block.encode("latin-1")
-        except UnicodeEncodeError:
-            raise ValueError("response header values must be latin-1 encodable") from None
-        if code == 204:
-            length = None
+        self.block = block
         self.status = status
         self.code = code
         self.status_line = status_line

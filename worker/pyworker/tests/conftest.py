@@ -19,18 +19,17 @@ def request_path(request: pytest.FixtureRequest) -> Iterator[str]:
     """Runs a module's tests on both request paths (gorn_worker/native.py): the parser the
     tests call in process, and the workers they start (GORN_NATIVE=0 or 1, so a worker
     that cannot load the native path fails to boot instead of falling back)."""
-    from gorn_worker import http, native
+    from gorn_worker import native
 
+    mod = None
     if request.param == "native":
         mod, why = native.load()
         if mod is None:
             missing(f"the native request path: {why} (make native builds it)")
-        http.use_native(mod)
-    else:
-        http.use_python()
+    native.use(mod)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(native.ENV_VAR, "1" if request.param == "native" else "0")
         try:
             yield request.param
         finally:
-            http.use_python()
+            native.use(None)

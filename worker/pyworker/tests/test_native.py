@@ -1,13 +1,16 @@
 """The native request path (gorn_native, worker/native/gorn_native.c) against its
-specification, the pure-Python twin (http.parse_head_py): differential fuzzing.
+specification, the pure-Python twins (http.parse_head_py, wsgi.header_block_py):
+differential fuzzing.
 
 1. The same heads go to both parsers (three sets of limits, with and without a root path):
    the same environ, key for key in the same order, the same method, path, framing and
    Host, or the same HTTPError status and detail.
-2. The same random byte streams go through the real connection handler in process
+2. The same random start_response header lists go to both header-block builders: the same
+   block, Content-Length and flags, or the same exception type and message.
+3. The same random byte streams go through the real connection handler in process
    (harness.serve_raw) once on each path: every response byte (the Date header aside)
    and every environ the app saw must be the same.
-3. The loader: the worker logs its path, GORN_NATIVE=0 forces pure Python, and the native
+4. The loader: the worker logs its path, GORN_NATIVE=0 forces pure Python, and the native
    module is loaded from a memfd (no file written).
 
 The fuzz test of the parser under AddressSanitizer is worker/native/asan.sh (make asan).
@@ -20,9 +23,10 @@ from typing import Any, Iterator
 
 import pytest
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from test_fuzz import INPUTS, SEEDS
 
-from gorn_worker import http, native
+from gorn_worker import http, native, wsgi
 from gorn_worker.http import HTTPError, Limits, parse_head_py
 from gorn_worker.scoreboard import REQUEST_PATH_NATIVE, REQUEST_PATH_PYTHON, W_REQUEST_PATH
 from harness import serve_raw, start_worker
@@ -39,7 +43,7 @@ def gorn_native() -> Any:
     mod, why = native.load()
     if mod is None:
         missing(f"the native request path: {why} (make native builds it)")
-    mod.setup(HTTPError, http.EMPTY_BODY)
+    mod.setup(HTTPError, http.EMPTY_BODY, wsgi.header_block_py)
     return mod
 
 
@@ -131,6 +135,57 @@ def test_fuzzed_heads_agree(gorn_native: Any, data: bytes) -> None:
     compare(gorn_native, data)
 
 
+# ------------------------------------------------------------- response headers
+
+NAMES = ["Content-Type", "content-length", "Content-Length", "CONNECTION", "Date", "server", "Keep-Alive", "TE",
+         "Trailer", "transfer-encoding", "Upgrade", "Proxy-Connection", "X-A", "X_B", "", "Bad Name", "X\u00e9",
+         "X:Y", "\ud800", b"X-Bytes", None]
+VALUES = ["text/plain", "14", " 14\t", "014", "", "1" * 19, "1" * 18, "-1", "1 4", "\u00b2", "close", "Keep-Alive, Close",
+          "x,close ,y", "clos\u212a", "a\tb", "a\r\nb", "a\nb", "a\x00b", "a\x7fb", "caf\u00e9", "\u20ac", "\ud800",
+          "\u00ff\u0100", b"bytes", 5, None]
+
+
+@st.composite
+def header_lists(draw: st.DrawFn) -> Any:
+    if draw(st.integers(0, 40)) == 0:
+        return draw(st.sampled_from([(("A", "b"),), "A: b", None, {"A": "b"}]))
+    items: list[Any] = []
+    for _ in range(draw(st.integers(0, 5))):
+        name, value = draw(st.sampled_from(NAMES)), draw(st.sampled_from(VALUES))
+        shape = draw(st.integers(0, 12))
+        items.append([name, value] if shape == 0 else (name,) if shape == 1 else (name, value, "x") if shape == 2 else "nv" if shape == 3 else (name, value))
+    return items
+
+
+def block_outcome(build: Any, headers: Any, code: int) -> Any:
+    try:
+        return ("ok", build(headers, code))
+    except (TypeError, ValueError) as e:  # the exception itself is what must agree
+        return (type(e), str(e))
+
+
+@settings(max_examples=3000, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(headers=header_lists(), code=st.sampled_from([200, 204, 304, 404, 500]))
+def test_header_blocks_agree(gorn_native: Any, headers: Any, code: int) -> None:
+    assert block_outcome(gorn_native.header_block, headers, code) == block_outcome(wsgi.header_block_py, headers, code)
+
+
+def test_common_header_blocks_are_native(gorn_native: Any) -> None:
+    headers = [("Content-Type", "text/plain; charset=caf\u00e9"), ("Content-Length", "14"), ("Connection", "close"),
+               ("Keep-Alive", "x"), ("Date", "d"), ("Server", "s")]
+    def refuse(headers: Any, code: int) -> Any:
+        raise AssertionError("handed to the twin")
+
+    gorn_native.setup(HTTPError, http.EMPTY_BODY, refuse)  # well-formed headers stay in C
+    try:
+        for code in (200, 204):
+            assert gorn_native.header_block(headers, code) == wsgi.header_block_py(headers, code)
+        with pytest.raises(AssertionError, match="handed to the twin"):
+            gorn_native.header_block([("Content-Length", "x")], 200)
+    finally:
+        gorn_native.setup(HTTPError, http.EMPTY_BODY, wsgi.header_block_py)
+
+
 # ---------------------------------------------------- whole connections, both paths
 
 
@@ -146,13 +201,13 @@ def recording_app(seen: list[Any]) -> Any:
 
 def serve_both(data: bytes, **options: Any) -> None:
     results = []
-    for use in (http.use_python, lambda: http.use_native(native.load()[0])):
-        use()
+    for mod in (None, native.load()[0]):
+        native.use(mod)
         seen: list[Any] = []
         try:
             r = serve_raw(recording_app(seen), data, timeout=2.0, header_timeout=0.2, keepalive=0.2, **options)
         finally:
-            http.use_python()
+            native.use(None)
         assert "Traceback" not in r.log, r.log
         results.append((_DATE.sub(b"\r\nDate: -\r\n", r.output), seen))
     assert results[0] == results[1], data
@@ -199,4 +254,4 @@ def test_select_without_the_extension(monkeypatch: pytest.MonkeyPatch) -> None:
         with pytest.raises(native.NativeRequired):
             native.select("1")
     finally:
-        http.use_python()
+        native.use(None)

@@ -14,6 +14,9 @@ import pytest
 
 from harness import InProcess, make_settings, parse_responses, read_response, serve_raw
 
+# Every test here runs on both request paths, native and pure Python (conftest.request_path).
+pytestmark = pytest.mark.usefixtures("request_path")
+
 App = Callable[..., Iterable[bytes]]
 
 
