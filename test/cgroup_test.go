@@ -133,3 +133,42 @@ func TestCgroupWaitingLoadAddsWorkers(t *testing.T) {
 	g.waitLog("one worker fewer, toward the CPU rule's 3", 1, 30*time.Second)
 	waitWorkers(t, g, 3, 60*time.Second)
 }
+
+// sharingApp maps a file read-only and reads every page at import: each worker maps the
+// same 100 MiB of page cache, which is in its PSS (a share of it) but not in its USS once
+// a second worker maps it too.
+const sharingApp = `import mmap, os
+with open(os.environ["SHARED_FILE"], "rb") as f:
+    SHARED = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+TOTAL = sum(SHARED[i] for i in range(0, len(SHARED), 4096))
+
+def application(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"%d" % TOTAL]
+`
+
+// TestCgroupMemoryCapCountsSharedPagesOnce: workers that share most of their memory are
+// capped by what one more costs (its USS), not by their PSS. Under 320 MiB, the first
+// worker alone holds the 100 MiB it maps (2 fit); once two share it, one more costs only
+// its own pages and the count goes straight to the CPU rule's 5, where a cap by PSS
+// (about 60 MiB each with two sharing) would stop at 4.
+func TestCgroupMemoryCapCountsSharedPagesOnce(t *testing.T) {
+	mem := cgrouptest.NewV1(t, "memory", fmt.Sprintf("gorn-test-shared-%d", os.Getpid()))
+	mem.SetMemoryLimit(320 << 20)
+	dir := t.TempDir()
+	shared := filepath.Join(dir, "shared.bin")
+	if err := os.WriteFile(shared, []byte(strings.Repeat("\x01", 100<<20)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "sharing.py"), []byte(sharingApp), 0o644)
+	g := startGorn(t, gornOpts{dir: dir, env: []string{"SHARED_FILE=" + shared}, wrap: inGroups(mem.Dir()), workers: 1},
+		"--cpus", "2", "--resize-interval", "1", "sharing")
+	waitWorkers(t, g, 5, 60*time.Second)
+	logs := g.logs.String()
+	if !strings.Contains(logs, `"msg":"resizing","from":2,"to":5`) {
+		t.Errorf("the count did not go from 2 straight to 5 once two workers shared the file:\n%s", logs)
+	}
+	if code, body := get(t, g.url("/")); code != 200 || body != fmt.Sprint(100<<20/4096) {
+		t.Errorf("status %d %q", code, body)
+	}
+}

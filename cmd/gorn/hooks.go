@@ -104,12 +104,21 @@ func (sh *serverHooks) restarts() func() uint64 {
 // the master and, when there is one, the hook host.
 func (sh *serverHooks) processes() map[string]int {
 	procs := map[string]int{"master": os.Getpid()}
-	if sh.host != nil {
-		if pid := sh.host.Pid(); pid > 0 {
-			procs["hooks"] = pid
-		}
+	for _, pid := range sh.others() {
+		procs["hooks"] = pid
 	}
 	return procs
+}
+
+// others are gorn's processes besides the master and the workers (the hook host), for
+// the memory cap of the sizing.
+func (sh *serverHooks) others() []int {
+	if sh.host != nil {
+		if pid := sh.host.Pid(); pid > 0 {
+			return []int{pid}
+		}
+	}
+	return nil
 }
 
 // close runs on_exit and ends the host.

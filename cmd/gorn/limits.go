@@ -6,15 +6,17 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	"github.com/gornhq/gorn/internal/cgroup"
 	"github.com/gornhq/gorn/internal/sizing"
 	"github.com/gornhq/gorn/master"
 )
 
-const limitsUsage = `usage: gorn limits [--json] [--worker-class CLASS] [--cpus N]
+const limitsUsage = `usage: gorn limits [--json] [--worker-class CLASS] [--cpus N] [--pid PID | --worker-memory SIZE]
 
 Print the CPU and memory limits gorn detects for this process (CPU affinity, cgroup CPU
 quota and memory limit with the files they came from) and the worker count it would run.
@@ -22,6 +24,15 @@ quota and memory limit with the files they came from) and the worker count it wo
   --json                 print one JSON object instead of text
   -k, --worker-class C   sync (default), gthread, gevent, eventlet or asgi
   --cpus N               CPUs to size for, e.g. 1.5 or 1500m (default $GORN_CPUS, else detected)
+  --pid PID              measure the workers of the gorn master PID (1 in its container):
+                         the memory cap then uses their real cost
+  --worker-memory SIZE   the memory one more worker costs (its USS, e.g. 40M), when no
+                         running gorn can be measured (default: an estimate of 64MiB)
+
+Under a memory limit the cap is floor((85% of the limit - master - shared) / USS): USS is
+the memory only one worker maps (gorn_worker_uss_bytes), what one more adds; the pages the
+workers share (libraries, a preloaded app) count once. A running gorn measures its first
+worker before it starts the others.
 
 $WEB_CONCURRENCY, when set, is the worker count, as for gorn itself.
 
@@ -49,6 +60,16 @@ the node. Pass its request instead:
 //	memory.cgroup_dir      as for cpu
 //	memory.limit_bytes     the tightest memory limit; null when unlimited
 //	memory.limit_file      memory.max, memory.high, memory.limit_in_bytes or memory.stat
+//	memory.workers         how many workers fit under the limit at worker_uss_bytes each;
+//	                       null when there is no limit
+//	memory.workers_by_pss  how many would fit at worker_pss_bytes each (nothing shared);
+//	                       null unless measured (--pid)
+//	memory.worker_uss_bytes  the cost of one more worker: measured (the largest USS),
+//	                       --worker-memory, or the estimate
+//	memory.worker_pss_bytes  the largest measured worker PSS; null unless measured
+//	memory.shared_bytes    what the workers share plus gorn's other processes (hook host,
+//	                       mold), counted once; null unless measured
+//	memory.worker_source   "measured" (--pid), "--worker-memory" or "estimate"
 //	master_rss_bytes       this process's resident set size; null if unreadable
 //	cpus                   the CPU count sized for
 //	cpus_source            "--cpus", "GORN_CPUS", "quota" or "affinity"
@@ -81,11 +102,22 @@ type cpuReport struct {
 }
 
 type memoryReport struct {
-	CgroupVersion *int    `json:"cgroup_version"`
-	CgroupDir     *string `json:"cgroup_dir"`
-	LimitBytes    *int64  `json:"limit_bytes"`
-	LimitFile     *string `json:"limit_file"`
+	CgroupVersion  *int    `json:"cgroup_version"`
+	CgroupDir      *string `json:"cgroup_dir"`
+	LimitBytes     *int64  `json:"limit_bytes"`
+	LimitFile      *string `json:"limit_file"`
+	Workers        *int    `json:"workers"`
+	WorkersByPSS   *int    `json:"workers_by_pss"`
+	WorkerUSSBytes int64   `json:"worker_uss_bytes"`
+	WorkerPSSBytes *int64  `json:"worker_pss_bytes"`
+	SharedBytes    *int64  `json:"shared_bytes"`
+	WorkerSource   string  `json:"worker_source"`
 }
+
+// estimatedWorkerUSS is the memory one more worker is assumed to cost when none can be
+// measured: above the Flask example's (bench/startup.sh's app: 21MiB of USS after 200
+// requests) and the 34MiB one more Django admin worker adds in issue 14's measurement.
+const estimatedWorkerUSS = 64 << 20
 
 // runLimits implements `gorn limits`; it returns the exit code.
 func runLimits(args []string, env func(string) string, stdout, stderr io.Writer) int {
@@ -101,6 +133,8 @@ func limitsCommand(args []string, env func(string) string, stdout, stderr io.Wri
 	class := fs.String("worker-class", "sync", "")
 	fs.StringVar(class, "k", "sync", "")
 	cpusFlag := fs.String("cpus", "", "")
+	pid := fs.Int("pid", 0, "")
+	workerMemory := fs.String("worker-memory", "", "")
 	usage := func(err error) int {
 		fmt.Fprintf(stderr, "gorn limits: error: %v (see gorn limits --help)\n", err)
 		return master.ExitUsage
@@ -141,9 +175,36 @@ func limitsCommand(args []string, env func(string) string, stdout, stderr io.Wri
 	if opts.Root != "" {
 		procRoot = filepath.Join(opts.Root, "proc")
 	}
-	rss, rssErr := sizing.ReadRSS(procRoot, opts.PID)
+	switch {
+	case *pid != 0 && *workerMemory != "":
+		return usage(errors.New("--pid and --worker-memory: give one"))
+	case *pid != 0:
+		workers, others, err := masterChildren(procRoot, *pid)
+		if err != nil {
+			return usage(err)
+		}
+		read := func(p int) (sizing.Footprint, error) { return sizing.ReadFootprint(procRoot, p) }
+		in.Memory = sizing.MeasureMemory(read, workers, others)
+		if in.Memory.WorkerUSS == 0 {
+			return usage(fmt.Errorf("--pid %d: no gorn worker's memory could be read among its children", *pid))
+		}
+		in.Memory.WorkerFrom = fmt.Sprintf("measured: the largest USS of pid %d's %d workers", *pid, len(workers))
+	case *workerMemory != "":
+		n, err := sizing.ParseBytes(*workerMemory)
+		if err != nil || n <= 0 {
+			return usage(fmt.Errorf("--worker-memory %q: want a size such as 40M", *workerMemory))
+		}
+		in.Memory = sizing.Memory{WorkerUSS: n, WorkerFrom: "--worker-memory"}
+	default:
+		in.Memory = sizing.Memory{WorkerUSS: estimatedWorkerUSS, WorkerFrom: "estimate"}
+	}
+	masterPid := opts.PID
+	if *pid != 0 {
+		masterPid = *pid
+	}
+	rss, rssErr := sizing.ReadRSS(procRoot, masterPid)
 	if rssErr == nil {
-		in.MasterBytes = rss
+		in.Memory.Master = rss
 	}
 	plan, err := sizing.Decide(in)
 	if err != nil {
@@ -192,8 +253,54 @@ func newLimitsReport(in sizing.Input, plan sizing.Plan) limitsReport {
 	r.Memory.CgroupVersion, r.Memory.CgroupDir = controllerReport(l.Memory)
 	if m := l.MemoryLimit; m != nil {
 		r.Memory.LimitBytes, r.Memory.LimitFile = &m.Bytes, &m.File
+		r.Memory.Workers = &plan.MemoryWorkers
+	}
+	mem := in.Memory
+	r.Memory.WorkerUSSBytes = mem.WorkerUSS
+	r.Memory.WorkerSource = "estimate"
+	switch {
+	case mem.WorkerPSS > 0:
+		shared := mem.Shared + mem.Others
+		r.Memory.WorkerPSSBytes, r.Memory.SharedBytes, r.Memory.WorkerSource = &mem.WorkerPSS, &shared, "measured"
+		if l.MemoryLimit != nil {
+			r.Memory.WorkersByPSS = &plan.MemoryWorkersByPSS
+		}
+	case mem.WorkerFrom == "--worker-memory":
+		r.Memory.WorkerSource = mem.WorkerFrom
 	}
 	return r
+}
+
+// masterChildren lists the children of the gorn master pid from
+// <procRoot>/<pid>/task/*/children: its workers (their command line names them "gorn:
+// worker"), and its other processes (the hook host, a preload mold).
+func masterChildren(procRoot string, pid int) (workers, others []int, err error) {
+	if procRoot == "" {
+		procRoot = "/proc"
+	}
+	tasks, err := filepath.Glob(filepath.Join(procRoot, strconv.Itoa(pid), "task", "*", "children"))
+	if err != nil || len(tasks) == 0 {
+		return nil, nil, fmt.Errorf("--pid %d: no such process, or its children are not listed in %s", pid, procRoot)
+	}
+	for _, f := range tasks {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--pid %d: %w", pid, err)
+		}
+		for _, field := range strings.Fields(string(b)) {
+			child, err := strconv.Atoi(field)
+			if err != nil {
+				continue
+			}
+			cmdline, _ := os.ReadFile(filepath.Join(procRoot, field, "cmdline"))
+			if strings.Contains(string(cmdline), "gorn: worker") {
+				workers = append(workers, child)
+			} else {
+				others = append(others, child)
+			}
+		}
+	}
+	return workers, others, nil
 }
 
 func controllerReport(c cgroup.Controller) (*int, *string) {
@@ -228,9 +335,22 @@ func writeLimitsText(w io.Writer, l cgroup.Limits, r limitsReport) {
 	}
 	fmt.Fprintf(w, "cpus:           %s (%s)\n", sizing.FormatCPUs(r.CPUs), r.CPUsSource)
 	fmt.Fprintln(w, r.Explanation)
+	m := r.Memory
+	switch m.WorkerSource {
+	case "measured":
+		fmt.Fprintf(w, "worker memory:  USS %s (one more worker), PSS %s; shared %s (counted once); measured\n",
+			sizing.FormatBytes(m.WorkerUSSBytes), sizing.FormatBytes(*m.WorkerPSSBytes), sizing.FormatBytes(*m.SharedBytes))
+	default:
+		fmt.Fprintf(w, "worker memory:  USS %s (one more worker), from %s; --pid PID measures a running gorn's\n",
+			sizing.FormatBytes(m.WorkerUSSBytes), m.WorkerSource)
+	}
 	if l.MemoryLimit != nil {
-		fmt.Fprintf(w, "memory cap:     at most floor((%d%% of %s - master rss) / worker PSS) workers, "+
-			"applied once the first worker's PSS is measured\n", int(sizing.MemoryShare*100), sizing.FormatBytes(l.MemoryLimit.Bytes))
+		fmt.Fprintf(w, "memory cap:     %d workers = floor((%d%% of %s - master - shared) / USS)", *m.Workers,
+			int(sizing.MemoryShare*100), sizing.FormatBytes(l.MemoryLimit.Bytes))
+		if m.WorkersByPSS != nil {
+			fmt.Fprintf(w, "; %d if each cost its PSS", *m.WorkersByPSS)
+		}
+		fmt.Fprintln(w)
 	}
 	for _, n := range r.Notes {
 		fmt.Fprintf(w, "note: %s\n", n)

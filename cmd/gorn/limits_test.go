@@ -77,7 +77,8 @@ func TestLimitsJSON(t *testing.T) {
 		t.Errorf("cpu keys = %v", keys)
 	}
 	mem, _ := got["memory"].(map[string]any)
-	if keys := slices.Sorted(maps.Keys(mem)); !slices.Equal(keys, []string{"cgroup_dir", "cgroup_version", "limit_bytes", "limit_file"}) {
+	if keys := slices.Sorted(maps.Keys(mem)); !slices.Equal(keys, []string{"cgroup_dir", "cgroup_version", "limit_bytes", "limit_file",
+		"shared_bytes", "worker_pss_bytes", "worker_source", "worker_uss_bytes", "workers", "workers_by_pss"}) {
 		t.Errorf("memory keys = %v", keys)
 	}
 
@@ -96,6 +97,13 @@ func TestLimitsJSON(t *testing.T) {
 			"cgroup_dir":     "/sys/fs/cgroup/memory/pod",
 			"limit_bytes":    536870912.0,
 			"limit_file":     "/sys/fs/cgroup/memory/pod/memory.limit_in_bytes",
+			// (435.2 MiB - 20 MiB master) / the 64 MiB estimate
+			"workers":          6.0,
+			"workers_by_pss":   nil,
+			"worker_uss_bytes": 67108864.0,
+			"worker_pss_bytes": nil,
+			"shared_bytes":     nil,
+			"worker_source":    "estimate",
 		},
 		"master_rss_bytes": 20971520.0,
 		"cpus":             1.5,
@@ -138,11 +146,14 @@ func TestLimitsJSONNoLimits(t *testing.T) {
 		}
 	}
 	for k, v := range got.Memory {
-		if v != nil {
+		if v != nil && k != "worker_uss_bytes" && k != "worker_source" {
 			t.Errorf("memory.%s = %v, want null", k, v)
 		}
 	}
-	if len(got.CPU) != 6 || len(got.Memory) != 4 {
+	if got.Memory["worker_source"] != "estimate" {
+		t.Errorf("memory.worker_source = %v, want the estimate", got.Memory["worker_source"])
+	}
+	if len(got.CPU) != 6 || len(got.Memory) != 10 {
 		t.Errorf("null keys must still be present: cpu %v, memory %v", got.CPU, got.Memory)
 	}
 	if got.MasterRSS != nil || got.Workers != 3 || got.CPUsSource != "affinity" || len(got.Notes) == 0 {
@@ -225,6 +236,9 @@ func TestLimitsUsage(t *testing.T) {
 		{name: "bad WEB_CONCURRENCY", env: map[string]string{"WEB_CONCURRENCY": "many"}, code: 2},
 		{name: "unknown class", args: []string{"--worker-class", "tornado"}, code: 2},
 		{name: "extra argument", args: []string{"app:app"}, code: 2},
+		{name: "bad --worker-memory", args: []string{"--worker-memory", "lots"}, code: 2},
+		{name: "--pid and --worker-memory", args: []string{"--pid", "1", "--worker-memory", "40M"}, code: 2},
+		{name: "--pid of nothing", args: []string{"--pid", "999999"}, code: 2},
 	}
 	root := limitsRoot(t)
 	for _, tt := range tests {
@@ -245,5 +259,60 @@ func TestLimitsUsage(t *testing.T) {
 				t.Errorf("want one error line on stderr and nothing on stdout; got stderr %q stdout %q", msg, stdout.String())
 			}
 		})
+	}
+}
+
+// TestLimitsMemoryCap: under the 512MiB limit, the cap at a given marginal cost, and
+// measured from the processes of a running gorn master (pid 500: two workers, sharing
+// most of their memory, and a hook host).
+func TestLimitsMemoryCap(t *testing.T) {
+	root := limitsRoot(t)
+	run := func(args ...string) limitsReport {
+		t.Helper()
+		var stdout, stderr bytes.Buffer
+		if code := limitsCommand(append([]string{"--json", "--cpus", "8"}, args...), envOf(nil), &stdout, &stderr, limitsOpts(root, 2)); code != 0 {
+			t.Fatalf("exit code %d, stderr %q", code, stderr.String())
+		}
+		var r limitsReport
+		if err := json.Unmarshal(stdout.Bytes(), &r); err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	// (435.2 - 20) / 100: 4 of the CPU rule's 17.
+	if r := run("--worker-memory", "100M"); r.Workers != 4 || *r.Memory.Workers != 4 || r.Memory.WorkerSource != "--worker-memory" ||
+		!strings.Contains(r.Explanation, "memory cap: 4 workers fit") {
+		t.Errorf("at 100M a worker: workers %d, memory %+v, %q", r.Workers, r.Memory, r.Explanation)
+	}
+	for pid, files := range map[string]map[string]string{
+		"500": {"task/500/children": "501 502 503 ", "status": "VmRSS:\t   20480 kB\n"},
+		"501": {"cmdline": "python\x00/proc/self/fd/9\x00gorn: worker [app:app] slot=0\x00", "smaps_rollup": "Rss: 90000 kB\nPss: 40960 kB\nPrivate_Clean: 1024 kB\nPrivate_Dirty: 19456 kB\n"},
+		"502": {"cmdline": "python\x00/proc/self/fd/9\x00gorn: worker [app:app] slot=1\x00", "smaps_rollup": "Rss: 90000 kB\nPss: 40960 kB\nPrivate_Dirty: 20480 kB\n"},
+		"503": {"cmdline": "python\x00-c\x00hookhost\x00", "smaps_rollup": "Rss: 50000 kB\nPss: 30720 kB\nPrivate_Dirty: 10240 kB\n"},
+	} {
+		for name, text := range files {
+			p := filepath.Join(root, "proc", pid, name)
+			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// USS 20MiB; shared 2*20 + the host's 30 = 70MiB: (435.2 - 20 - 70) / 20 = 17; by PSS
+	// (435.2 - 20 - 30) / 40 = 9.
+	r := run("--pid", "500")
+	if r.Workers != 17 || *r.Memory.Workers != 17 || *r.Memory.WorkersByPSS != 9 || r.Memory.WorkerSource != "measured" ||
+		r.Memory.WorkerUSSBytes != 20<<20 || *r.Memory.WorkerPSSBytes != 40<<20 || *r.Memory.SharedBytes != 70<<20 {
+		t.Errorf("measured: workers %d, memory %+v", r.Workers, r.Memory)
+	}
+	var stdout, stderr bytes.Buffer
+	limitsCommand([]string{"--pid", "500"}, envOf(nil), &stdout, &stderr, limitsOpts(root, 2))
+	for _, want := range []string{"worker memory:  USS 20MiB (one more worker), PSS 40MiB; shared 70MiB (counted once); measured\n",
+		"memory cap:     17 workers = floor((85% of 512MiB - master - shared) / USS); 9 if each cost its PSS\n"} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("text output lacks %q:\n%s", want, stdout.String())
+		}
 	}
 }

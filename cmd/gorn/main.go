@@ -274,6 +274,7 @@ func serve(cfg *config.Config, reparse func() (*config.Config, error), logs *log
 	}
 	// After the master loop: on_exit runs once every worker is gone, as gunicorn's halt.
 	defer serverHooks.close()
+	sizer.SetOthers(serverHooks.others)
 	reload.reread = func(next *config.Config) { serverHooks.reloaded(next, log.Named("hooks")) }
 
 	signals := make(chan os.Signal, 16)

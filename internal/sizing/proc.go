@@ -48,6 +48,32 @@ func ReadFootprint(procRoot string, pid int) (Footprint, error) {
 	return fp, nil
 }
 
+// MeasureMemory reads, with read, what the memory cap works from (Memory, without Master):
+// the workers' footprints (the largest USS is the marginal cost of one more; their PSS -
+// USS is what they share) and the PSS of others, gorn's other processes. Processes that
+// cannot be read (exited) are skipped; with no worker read, the result is zero.
+func MeasureMemory(read func(pid int) (Footprint, error), workers, others []int) Memory {
+	var mem Memory
+	for _, pid := range workers {
+		fp, err := read(pid)
+		if err != nil || fp.USS <= 0 {
+			continue
+		}
+		mem.Shared += max(fp.PSS-fp.USS, 0)
+		mem.WorkerUSS, mem.WorkerPSS = max(mem.WorkerUSS, fp.USS), max(mem.WorkerPSS, fp.PSS)
+		mem.WorkerFrom = "measured"
+	}
+	if mem.WorkerUSS == 0 {
+		return Memory{}
+	}
+	for _, pid := range others {
+		if fp, err := read(pid); err == nil {
+			mem.Others += fp.PSS
+		}
+	}
+	return mem
+}
+
 // ReadRSS returns the resident set size of process pid (0 = the caller) in bytes, from
 // the VmRSS line of <procRoot>/<pid>/status. procRoot "" means "/proc".
 func ReadRSS(procRoot string, pid int) (int64, error) {

@@ -24,9 +24,12 @@ type Settings struct {
 type Probes struct {
 	Limits    func() cgroup.Limits
 	MasterRSS func() (int64, error)
-	PSS       func(pid int) (int64, error)
-	CPUTime   func(pid int) (time.Duration, error)
-	OOMKills  func() (cgroup.OOMCount, error)
+	Footprint func(pid int) (Footprint, error)
+	// Others returns the pids of gorn's processes besides the master and the workers (the
+	// hook host, a preload mold), whose PSS the memory cap counts; nil: none.
+	Others   func() []int
+	CPUTime  func(pid int) (time.Duration, error)
+	OOMKills func() (cgroup.OOMCount, error)
 }
 
 // SystemProbes read this process's cgroups (as opts chooses) and /proc.
@@ -34,7 +37,7 @@ func SystemProbes(opts cgroup.Options) Probes {
 	return Probes{
 		Limits:    func() cgroup.Limits { return cgroup.Detect(opts) },
 		MasterRSS: func() (int64, error) { return ReadRSS("", 0) },
-		PSS:       func(pid int) (int64, error) { return ReadPSS("", pid) },
+		Footprint: func(pid int) (Footprint, error) { return ReadFootprint("", pid) },
 		CPUTime:   func(pid int) (time.Duration, error) { return ReadCPUTime("", pid) },
 		OOMKills:  func() (cgroup.OOMCount, error) { return cgroup.OOMKills(opts) },
 	}
@@ -73,17 +76,21 @@ func NewSizer(s Settings, p Probes, log *zap.Logger, decided func(Settings, Plan
 	return &Sizer{settings: s, probes: p, log: log, decided: decided}
 }
 
+// SetOthers sets the Others probe: gorn's processes besides the master and the workers.
+// Call it before the master loop runs.
+func (s *Sizer) SetOthers(others func() []int) { s.probes.Others = others }
+
 // SetSettings takes the settings of a reloaded configuration; they apply at the next
 // resize.
 func (s *Sizer) SetSettings(set Settings) { s.settings = set }
 
-func (s *Sizer) decide(workerBytes int64) (Plan, error) {
+func (s *Sizer) decide(mem Memory) (Plan, error) {
 	s.limits = s.probes.Limits()
-	master, _ := s.probes.MasterRSS()
+	mem.Master, _ = s.probes.MasterRSS()
 	in := Input{
 		Class: s.settings.Class, Workers: s.settings.Workers, WorkersFrom: s.settings.WorkersFrom,
 		CPUs: s.settings.CPUs, CPUsFrom: s.settings.CPUsFrom, MaxWorkers: s.settings.MaxWorkers,
-		Limits: s.limits, MasterBytes: master, WorkerBytes: workerBytes,
+		Limits: s.limits, Memory: mem,
 	}
 	p, err := Decide(in)
 	if err == nil {
@@ -99,7 +106,7 @@ func (s *Sizer) decide(workerBytes int64) (Plan, error) {
 // limit, an automatic count starts with one worker: its measured footprint decides how
 // many fit before more are started (starting the CPU count blind could OOM the pod).
 func (s *Sizer) Initial() (int, string) {
-	p, err := s.decide(0)
+	p, err := s.decide(Memory{})
 	for _, n := range s.limits.Notes {
 		s.log.Debug("cgroup detection", zap.String("note", n))
 	}
@@ -115,20 +122,14 @@ func (s *Sizer) Initial() (int, string) {
 }
 
 // Resize is the master's Resize hook: it re-reads the limits and measures the ready
-// workers: their footprint (the largest PSS) for the memory cap and, for sync workers,
+// workers: their footprint for the memory cap (MeasureMemory) and, for sync workers,
 // their load since the last call, which moves the count one worker at a time above the
 // CPU rule's (Adapt). ok is false when the count is not sized automatically.
 func (s *Sizer) Resize(now time.Duration, ready []scoreboard.Slot) (workers int, why string, ok bool) {
 	if s.settings.Workers > 0 {
 		return 0, "", false
 	}
-	var pss int64
-	for _, w := range ready {
-		if v, err := s.probes.PSS(int(w.PID)); err == nil && v > pss {
-			pss = v
-		}
-	}
-	p, err := s.decide(pss)
+	p, err := s.decide(s.measureMemory(ready))
 	if err != nil {
 		s.log.Warn("re-reading limits", zap.Error(err))
 		return 0, "", false
@@ -152,6 +153,20 @@ func (s *Sizer) Resize(now time.Duration, ready []scoreboard.Slot) (workers int,
 		why = p.Explanation
 	}
 	return n, why, true
+}
+
+// measureMemory reads what the memory cap works from, for the ready workers and gorn's
+// other processes.
+func (s *Sizer) measureMemory(ready []scoreboard.Slot) Memory {
+	pids := make([]int, len(ready))
+	for i, w := range ready {
+		pids[i] = int(w.PID)
+	}
+	var others []int
+	if s.probes.Others != nil {
+		others = s.probes.Others()
+	}
+	return MeasureMemory(s.probes.Footprint, pids, others)
 }
 
 // measure returns the ready workers' load since the previous call (workers seen both

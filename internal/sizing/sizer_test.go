@@ -12,10 +12,11 @@ import (
 	"github.com/gornhq/gorn/internal/scoreboard"
 )
 
-// fakeSystem is a container seen through Probes: limits, and per-pid PSS and CPU time.
+// fakeSystem is a container seen through Probes: limits, and per-pid footprints and CPU
+// time.
 type fakeSystem struct {
 	limits cgroup.Limits
-	pss    map[int]int64
+	mem    map[int]Footprint
 	cpu    map[int]time.Duration
 	ooms   int64
 }
@@ -24,11 +25,11 @@ func (f *fakeSystem) probes() Probes {
 	return Probes{
 		Limits:    func() cgroup.Limits { return f.limits },
 		MasterRSS: func() (int64, error) { return 20 << 20, nil },
-		PSS: func(pid int) (int64, error) {
-			if v, ok := f.pss[pid]; ok {
+		Footprint: func(pid int) (Footprint, error) {
+			if v, ok := f.mem[pid]; ok {
 				return v, nil
 			}
-			return 0, errors.New("no such process")
+			return Footprint{}, errors.New("no such process")
 		},
 		CPUTime: func(pid int) (time.Duration, error) { return f.cpu[pid], nil },
 		OOMKills: func() (cgroup.OOMCount, error) {
@@ -62,13 +63,13 @@ func TestSizerInitial(t *testing.T) {
 }
 
 func TestSizerResize(t *testing.T) {
-	sys := &fakeSystem{limits: oneCPU(), pss: map[int]int64{}, cpu: map[int]time.Duration{}}
+	sys := &fakeSystem{limits: oneCPU(), mem: map[int]Footprint{}, cpu: map[int]time.Duration{}}
 	s := NewSizer(Settings{Class: "sync"}, sys.probes(), zap.NewNop(), nil)
 	s.Initial()
 	var ready []scoreboard.Slot
 	for pid := 100; pid < 103; pid++ {
 		ready = append(ready, scoreboard.Slot{PID: uint64(pid)})
-		sys.pss[pid] = 100 << 20
+		sys.mem[pid] = Footprint{RSS: 100 << 20, PSS: 100 << 20, USS: 100 << 20}
 	}
 	now := 24 * time.Hour
 	// step: the workers serve for busy of every interval and use cpu of it.
@@ -99,10 +100,19 @@ func TestSizerResize(t *testing.T) {
 	if n, why := step(0.1, 0.01); n != 4 || !strings.Contains(why, "one worker fewer") {
 		t.Errorf("idle pool: %d %q, want one fewer", n, why)
 	}
-	// A memory limit that fits two workers of 100 MiB caps the count.
+	// A memory limit that fits two workers of 100 MiB (nothing shared) caps the count.
 	sys.limits.MemoryLimit = &cgroup.MemoryLimit{Bytes: 270 << 20, Version: 2, File: "memory.max"}
 	if n, _ := step(0.95, 0.1); n != 2 || s.MemoryCeiling() != 2 {
 		t.Errorf("under 270 MiB with 100 MiB workers: %d workers, ceiling %d; want 2", n, s.MemoryCeiling())
+	}
+	// Workers that share 60 MiB (a preloaded app's pages, each charged a third of them in
+	// its PSS, counted once in all) and have 20 MiB of their own: one more costs 20 MiB,
+	// (229.5 - 20 master - 60 shared) / 20 = 7 fit, and the CPU rule's 3 run.
+	for pid := 100; pid < 103; pid++ {
+		sys.mem[pid] = Footprint{RSS: 80 << 20, PSS: 40 << 20, USS: 20 << 20}
+	}
+	if n, why := step(0.5, 0.5); n != 3 || s.MemoryCeiling() != 7 {
+		t.Errorf("shared workers under 270 MiB: %d workers, ceiling %d %q; want 3, ceiling 7", n, s.MemoryCeiling(), why)
 	}
 	s.SetSettings(Settings{Class: "sync", Workers: 4, WorkersFrom: "-w"})
 	if _, _, ok := s.Resize(now+time.Second, ready); ok {

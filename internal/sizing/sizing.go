@@ -2,13 +2,16 @@
 //
 // The policy (Decide, Adapt, ForCPUs, MemoryFit, ParseCPUs) is pure: it works on values
 // that package cgroup detected and the caller measured. The only I/O here is ReadPSS,
-// ReadRSS and ReadCPUTime, which read a process's footprint and CPU time from /proc.
+// ReadRSS, ReadFootprint and ReadCPUTime, which read a process's footprint and CPU time from /proc.
 //
 //	cpus    = --cpus / GORN_CPUS if given, else min(affinity, cgroup CPU quota)
 //	workers = -w / WEB_CONCURRENCY if given, else by worker class:
 //	            sync:                           round(2*cpus + 1), at least 2
 //	            gthread, gevent, eventlet, asgi: ceil(cpus), at least 1
-//	memory  = at most floor((85% of the memory limit - master) / worker PSS), at least 1
+//	memory  = at most floor((85% of the memory limit - fixed) / marginal), at least 1, where
+//	          marginal = a worker's USS (the pages only it maps: what one more adds) and
+//	          fixed = the master + gorn's other processes (hook host, preload mold) + what
+//	          the workers share, counted once (the sum of their PSS - USS)
 //	ceiling = --max-workers
 //	load    = sync pools busy > 85% on < 75% of the CPUs grow by one per resize, up to
 //	          4*cpus+1; pools busy < 40% shrink back toward the CPU rule (Adapt)
@@ -48,9 +51,29 @@ type Input struct {
 
 	Limits cgroup.Limits // what cgroup.Detect found
 
-	MasterBytes int64 // the master's own footprint (its RSS); 0 if unknown
-	WorkerBytes int64 // measured per-worker footprint (PSS); 0 until a worker was measured
+	Memory Memory // what the memory cap works from
 }
+
+// Memory is the memory footprint the cap is computed from. With workers forked from a
+// preloaded app, most of a worker is shared: its PSS overstates what one more costs,
+// its USS does not.
+type Memory struct {
+	Master int64 // the master's own footprint (its RSS); 0 if unknown
+	Others int64 // PSS of gorn's other processes (the hook host or preload mold)
+	// Shared is what the measured workers share, counted once: the sum of their PSS - USS
+	// (libraries, a preloaded app's pages); more workers share it, they do not add to it.
+	Shared int64
+	// WorkerUSS is the marginal cost of one more worker: the largest measured USS, or an
+	// estimate (WorkerFrom says which); 0 = unknown, no cap.
+	WorkerUSS int64
+	// WorkerPSS is the largest measured PSS (0 if not measured): what a worker would cost
+	// if nothing it maps were shared; reported beside the cap.
+	WorkerPSS  int64
+	WorkerFrom string // "measured", or where an estimate came from
+}
+
+// fixed is what the workers cost together whatever their number.
+func (m Memory) fixed() int64 { return m.Master + m.Others + m.Shared }
 
 // Plan is Decide's answer.
 type Plan struct {
@@ -62,9 +85,12 @@ type Plan struct {
 	CPUSource string
 	// CPUWorkers is the count from the CPU policy alone (or the explicit count).
 	CPUWorkers int
-	// MemoryWorkers is how many workers fit in memory; 0 when unknown (no limit, or no
-	// worker measured yet).
+	// MemoryWorkers is how many workers fit in memory at their marginal cost (USS); 0 when
+	// unknown (no limit, or no worker measured yet).
 	MemoryWorkers int
+	// MemoryWorkersByPSS is how many would fit if each cost its whole PSS (a cap that
+	// ignores sharing); 0 when unknown. Reported to show what the sharing buys.
+	MemoryWorkersByPSS int
 	// Explanation is one line for the log, e.g. "workers=4 (sync: 2*1.5+1; cpu quota
 	// 150000/100000 from cgroup v1 /sys/fs/cgroup/cpu/x/cpu.cfs_quota_us, affinity 2)".
 	Explanation string
@@ -99,11 +125,18 @@ func Decide(in Input) (Plan, error) {
 		why = append(why, class+": "+formula, cpuWhy)
 	}
 
-	if lim := in.Limits.MemoryLimit; lim != nil && in.WorkerBytes > 0 {
-		p.MemoryWorkers = MemoryFit(lim.Bytes, in.MasterBytes, in.WorkerBytes)
-		fit := fmt.Sprintf("%s in %d%% of %s limit from cgroup v%d %s (master %s, worker PSS %s)",
+	if lim, mem := in.Limits.MemoryLimit, in.Memory; lim != nil && mem.WorkerUSS > 0 {
+		p.MemoryWorkers = MemoryFit(lim.Bytes, mem.fixed(), mem.WorkerUSS)
+		per := fmt.Sprintf("%s per worker: its USS", FormatBytes(mem.WorkerUSS))
+		if mem.WorkerFrom != "" && mem.WorkerFrom != "measured" {
+			per = fmt.Sprintf("%s per worker: %s", FormatBytes(mem.WorkerUSS), mem.WorkerFrom)
+		}
+		if mem.WorkerPSS > 0 {
+			p.MemoryWorkersByPSS = MemoryFit(lim.Bytes, mem.Master+mem.Others, mem.WorkerPSS)
+		}
+		fit := fmt.Sprintf("%s in %d%% of %s limit from cgroup v%d %s (master %s + shared %s, then %s)",
 			fitCount(p.MemoryWorkers), int(MemoryShare*100), FormatBytes(lim.Bytes), lim.Version, lim.File,
-			FormatBytes(in.MasterBytes), FormatBytes(in.WorkerBytes))
+			FormatBytes(mem.Master), FormatBytes(mem.Others+mem.Shared), per)
 		switch {
 		case p.MemoryWorkers >= p.Workers:
 		case in.Workers > 0:
@@ -180,9 +213,10 @@ func ForCPUs(class string, cpus float64) (int, string, error) {
 }
 
 // MemoryFit returns how many workers of workerBytes each fit in MemoryShare of limit once
-// the master's own masterBytes are taken out; at least 1. workerBytes must be positive.
-func MemoryFit(limit, masterBytes, workerBytes int64) int {
-	n := math.Floor((MemoryShare*float64(limit) - float64(masterBytes)) / float64(workerBytes))
+// fixedBytes (the master, and what the workers share) are taken out; at least 1.
+// workerBytes must be positive.
+func MemoryFit(limit, fixedBytes, workerBytes int64) int {
+	n := math.Floor((MemoryShare*float64(limit) - float64(fixedBytes)) / float64(workerBytes))
 	return int(max(1, min(n, math.MaxInt32)))
 }
 

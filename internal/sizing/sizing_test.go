@@ -96,40 +96,51 @@ func TestDecide(t *testing.T) {
 		{
 			name:    "memory cap bites",
 			source:  "quota",
-			in:      Input{Limits: mem512, MasterBytes: 20 * mib, WorkerBytes: 180 * mib},
+			in:      Input{Limits: mem512, Memory: Memory{Master: 20 * mib, WorkerUSS: 180 * mib, WorkerPSS: 180 * mib, WorkerFrom: "measured"}},
 			workers: 2, cpus: 1.5, memory: 2,
 			explain: "workers=2 (sync: 2*1.5+1; cpu quota 150000/100000 from cgroup v1 /sys/fs/cgroup/cpu/pod/cpu.cfs_quota_us, affinity 2; " +
-				"memory cap: 2 workers fit in 85% of 512MiB limit from cgroup v1 /sys/fs/cgroup/memory/pod/memory.limit_in_bytes (master 20MiB, worker PSS 180MiB))",
+				"memory cap: 2 workers fit in 85% of 512MiB limit from cgroup v1 /sys/fs/cgroup/memory/pod/memory.limit_in_bytes (master 20MiB + shared 0B, then 180MiB per worker: its USS))",
 		},
 		{
 			name:    "memory cap does not bite",
 			source:  "quota",
-			in:      Input{Limits: mem512, MasterBytes: 20 * mib, WorkerBytes: 50 * mib},
+			in:      Input{Limits: mem512, Memory: Memory{Master: 20 * mib, WorkerUSS: 50 * mib, WorkerPSS: 50 * mib, WorkerFrom: "measured"}},
 			workers: 4, cpus: 1.5, memory: 8,
 			explain: "workers=4 (sync: 2*1.5+1; cpu quota 150000/100000 from cgroup v1 /sys/fs/cgroup/cpu/pod/cpu.cfs_quota_us, affinity 2)",
 		},
 		{
 			name:    "memory cap at least 1",
 			source:  "quota",
-			in:      Input{Limits: mem512, MasterBytes: 500 * mib, WorkerBytes: 180 * mib},
+			in:      Input{Limits: mem512, Memory: Memory{Master: 500 * mib, WorkerUSS: 180 * mib, WorkerPSS: 180 * mib, WorkerFrom: "measured"}},
 			workers: 1, cpus: 1.5, memory: 1,
 			explain: "workers=1 (sync: 2*1.5+1; cpu quota 150000/100000 from cgroup v1 /sys/fs/cgroup/cpu/pod/cpu.cfs_quota_us, affinity 2; " +
-				"memory cap: 1 worker fits in 85% of 512MiB limit from cgroup v1 /sys/fs/cgroup/memory/pod/memory.limit_in_bytes (master 500MiB, worker PSS 180MiB))",
+				"memory cap: 1 worker fits in 85% of 512MiB limit from cgroup v1 /sys/fs/cgroup/memory/pod/memory.limit_in_bytes (master 500MiB + shared 0B, then 180MiB per worker: its USS))",
+		},
+		{
+			// Workers forked from a preloaded app: 150 MiB of PSS each, but 120 of it shared
+			// (counted once): one more costs its 40 MiB of USS. By PSS only 2 would fit.
+			name:   "preloaded workers share: the cap uses the marginal cost",
+			source: "--cpus",
+			in: Input{CPUs: 4, CPUsFrom: "--cpus", Limits: mem512,
+				Memory: Memory{Master: 20 * mib, Others: 60 * mib, Shared: 100 * mib, WorkerUSS: 40 * mib, WorkerPSS: 150 * mib, WorkerFrom: "measured"}},
+			workers: 6, cpus: 4, memory: 6,
+			explain: "workers=6 (sync: 2*4+1; cpus 4 from --cpus; memory cap: 6 workers fit in 85% of 512MiB limit from cgroup v1 " +
+				"/sys/fs/cgroup/memory/pod/memory.limit_in_bytes (master 20MiB + shared 160MiB, then 40MiB per worker: its USS))",
 		},
 		{
 			name:    "worker not measured yet: no memory cap",
 			source:  "quota",
-			in:      Input{Limits: mem512, MasterBytes: 20 * mib},
+			in:      Input{Limits: mem512, Memory: Memory{Master: 20 * mib}},
 			workers: 4, cpus: 1.5,
 			explain: "workers=4 (sync: 2*1.5+1; cpu quota 150000/100000 from cgroup v1 /sys/fs/cgroup/cpu/pod/cpu.cfs_quota_us, affinity 2)",
 		},
 		{
 			name:    "explicit count above the memory fit: warned, not capped",
 			source:  "quota",
-			in:      Input{Workers: 8, WorkersFrom: "-w", Limits: mem512, MasterBytes: 20 * mib, WorkerBytes: 180 * mib},
+			in:      Input{Workers: 8, WorkersFrom: "-w", Limits: mem512, Memory: Memory{Master: 20 * mib, WorkerUSS: 180 * mib, WorkerPSS: 180 * mib, WorkerFrom: "measured"}},
 			workers: 8, cpus: 1.5, memory: 2,
 			explain: "workers=8 (from -w; warning: only 2 workers fit in 85% of 512MiB limit from cgroup v1 " +
-				"/sys/fs/cgroup/memory/pod/memory.limit_in_bytes (master 20MiB, worker PSS 180MiB))",
+				"/sys/fs/cgroup/memory/pod/memory.limit_in_bytes (master 20MiB + shared 0B, then 180MiB per worker: its USS))",
 		},
 		{
 			name:    "max-workers ceiling",
@@ -360,5 +371,40 @@ func TestReadRealProc(t *testing.T) {
 	}
 	if rss <= 0 || pss <= 0 {
 		t.Errorf("rss %d, pss %d: want both positive", rss, pss)
+	}
+}
+
+func TestMeasureMemory(t *testing.T) {
+	fps := map[int]Footprint{
+		1: {RSS: 90 * mib, PSS: 40 * mib, USS: 20 * mib},
+		2: {RSS: 95 * mib, PSS: 45 * mib, USS: 25 * mib},
+		9: {RSS: 70 * mib, PSS: 30 * mib, USS: 5 * mib}, // the mold
+	}
+	read := func(pid int) (Footprint, error) {
+		if fp, ok := fps[pid]; ok {
+			return fp, nil
+		}
+		return Footprint{}, errors.New("exited")
+	}
+	got := MeasureMemory(read, []int{1, 2, 3}, []int{9})
+	want := Memory{Others: 30 * mib, Shared: 40 * mib, WorkerUSS: 25 * mib, WorkerPSS: 45 * mib, WorkerFrom: "measured"}
+	if got != want {
+		t.Errorf("MeasureMemory = %+v, want %+v", got, want)
+	}
+	if got := MeasureMemory(read, []int{3}, []int{9}); got != (Memory{}) {
+		t.Errorf("no worker readable: %+v, want nothing measured", got)
+	}
+}
+
+// TestCapByPSSBeside: the plan also says how many would fit if nothing were shared.
+func TestCapByPSSBeside(t *testing.T) {
+	lim := cgroup.Limits{Affinity: 8, MemoryLimit: &cgroup.MemoryLimit{Bytes: 512 * mib, Version: 2, File: "memory.max"}}
+	p, err := Decide(Input{Limits: lim, Memory: Memory{Master: 20 * mib, Others: 60 * mib, Shared: 100 * mib, WorkerUSS: 40 * mib, WorkerPSS: 150 * mib, WorkerFrom: "measured"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// (435.2 - 180) / 40 = 6.4 by USS; (435.2 - 80) / 150 = 2.4 by PSS.
+	if p.MemoryWorkers != 6 || p.MemoryWorkersByPSS != 2 || p.Workers != 6 {
+		t.Errorf("plan %+v: want 6 by USS, 2 by PSS, 6 workers", p)
 	}
 }
