@@ -64,7 +64,8 @@ func TestRuntimeBytecode(t *testing.T) {
 	if stale := staleSources(t, tag); len(stale) > 0 {
 		testenv.Missing(t, "the embedded %s bytecode is older than %v: run `make bytecode` before go test", tag, stale)
 	}
-	if guess := pythonTag(py); guess != tag {
+	// A name that does not say the version (a pyenv shim) packs every version's bytecode.
+	if guess := pythonTag(py); guess != tag && guess != "" {
 		t.Errorf("the spawner guesses %s is %q, it is %s", py, guess, tag)
 	}
 	f, err := runtimeZip(tag)
