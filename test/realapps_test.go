@@ -116,11 +116,11 @@ func TestDjangoAdminLogin(t *testing.T) {
 		return m[1]
 	}
 
-	resp, page := fetch("GET", "/admin/", nil)
+	resp, _ := fetch("GET", "/admin/", nil)
 	if resp.StatusCode != 302 || !strings.HasPrefix(resp.Header.Get("Location"), "/admin/login/") {
 		t.Fatalf("GET /admin/ before login: %d %s", resp.StatusCode, resp.Header.Get("Location"))
 	}
-	_, page = fetch("GET", "/admin/login/?next=/admin/", nil)
+	_, page := fetch("GET", "/admin/login/?next=/admin/", nil)
 	wrong := url.Values{"csrfmiddlewaretoken": {token(page)}, "username": {"admin"}, "password": {"wrong"}, "next": {"/admin/"}}
 	if resp, page = fetch("POST", "/admin/login/?next=/admin/", wrong); resp.StatusCode != 200 || !strings.Contains(page, "Please enter the correct username and password") {
 		t.Fatalf("a wrong password: %d", resp.StatusCode)
