@@ -5,6 +5,7 @@ package logfile
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"os"
@@ -145,8 +146,14 @@ const FaultLogger = "worker.faulthandler"
 // worker[SLOT] faulthandler: LINE". Blank lines are dropped.
 func (l *Files) WorkerFaults(r io.ReadCloser, pid, slot int) {
 	defer r.Close()
+	// Most workers never dump: nothing is allocated until the first byte arrives (or EOF,
+	// when the worker is gone), so a recycled worker costs the master no buffers.
+	first := make([]byte, 1)
+	if n, _ := r.Read(first); n == 0 {
+		return
+	}
 	rec := l.Logger.Named(FaultLogger).With(zap.Int("pid", pid), zap.Int("slot", slot))
-	br := bufio.NewReaderSize(r, 4096)
+	br := bufio.NewReaderSize(io.MultiReader(bytes.NewReader(first), r), 4096)
 	for {
 		// A line longer than the buffer comes as several records: faulthandler truncates
 		// names at 500 characters, so only a pathological file name gets there.
