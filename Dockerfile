@@ -8,28 +8,35 @@
 # ENTRYPOINT, CMD, USER, ENV and WORKDIR as they are, in a PID namespace with a read-only
 # root and cgroup limits.
 
-FROM golang:1.26-bookworm AS build
-WORKDIR /src
-COPY go.mod go.sum ./
-RUN go mod download
-COPY . .
-# Static (CGO_ENABLED=0), so it runs on any base image.
-RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o /out/gorn ./cmd/gorn
-
 # The app's virtual environment, built where pip and a shell are, then copied.
 FROM python:3.12-slim-bookworm AS venv
 RUN python -m venv /venv
 COPY examples/flask/requirements.txt /tmp/requirements.txt
 RUN /venv/bin/pip install --no-cache-dir -r /tmp/requirements.txt
 
+FROM golang:1.26-bookworm AS build
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN go mod download
+COPY . .
+# The native accelerator (CPython limited API) compiled by this image's gcc against the
+# final image's Python headers, then gorn, which embeds it: static (CGO_ENABLED=0), so it
+# runs on any base image.
+COPY --from=venv /usr/local/include/python3.12 /python-include
+RUN PYTHON_INCLUDE=/python-include NATIVE_REQUIRED=1 bash worker/native/build.sh \
+ && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o /out/gorn ./cmd/gorn
+
 # Example, not built by default: gorn installed from its wheel (make wheel) in a plain
 # python: image, as a requirements.txt line would. docker build --target wheel-example .
 FROM python:3.12-slim-bookworm AS wheel-example
-ARG GORN_VERSION=0.1.0
 COPY dist/ /tmp/dist/
 COPY examples/flask/requirements.txt /tmp/requirements.txt
+# gorn from dist/ alone (pip picks the wheel of this machine's architecture): its version is
+# whatever make wheel built.
+# hadolint ignore=DL3013
 RUN python -m venv /venv \
- && /venv/bin/pip install --no-cache-dir --find-links /tmp/dist "gorn==${GORN_VERSION}" -r /tmp/requirements.txt
+ && /venv/bin/pip install --no-cache-dir -r /tmp/requirements.txt \
+ && /venv/bin/pip install --no-cache-dir --no-index --find-links /tmp/dist gorn
 COPY examples/flask/ /app/
 WORKDIR /app
 USER 65532:65532

@@ -79,6 +79,16 @@ func TestWheelServesFlaskWithoutGo(t *testing.T) {
 	}
 	wheel := wheelOf(arch)
 
+	// The tag cannot lie: a binary for one machine under another's tag is refused.
+	other := map[string]string{"x86_64": "aarch64", "aarch64": "x86_64"}[arch]
+	forge := exec.CommandContext(ctx, py, "-m", "build", "--wheel", "--no-isolation", "--outdir", filepath.Join(dir, "forged"), "python")
+	forge.Dir = repoRoot
+	forge.Env = append(os.Environ(), "GORN_WHEEL_BINARY="+filepath.Join(build, arch, "gorn"),
+		"GORN_WHEEL_PLATFORM=manylinux_2_17_"+other+".manylinux2014_"+other)
+	if out, err := forge.CombinedOutput(); err == nil || !strings.Contains(string(out), "not "+other) {
+		t.Errorf("a %s binary tagged %s: %v\n%s", arch, other, err, out)
+	}
+
 	// A fresh environment, and a PATH of its bin directory alone: no go anywhere.
 	venv := filepath.Join(dir, "venv")
 	run(os.Environ(), py, "-m", "venv", venv)
