@@ -13,7 +13,6 @@ import importlib
 import os
 import re
 import sys
-import sysconfig
 import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
@@ -84,19 +83,23 @@ def parse_spec(spec: str) -> AppSpec:
         raise AppSpecError(f"app {spec!r}: {msg}") from None
 
 
-# The standard library's directories: a frame there is never the app's line (os.environ
-# is frozen since 3.11, plain os.py before).
-_STDLIB = tuple(
-    os.path.join(d, "") for d in {sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["platstdlib"]} if d
-)
+def _stdlib_dirs() -> tuple[str, ...]:
+    """The standard library's directories: a frame there is never the app's line (os.environ
+    is frozen since 3.11, plain os.py before). Asked only when an import failed: sysconfig
+    costs every worker's start-up milliseconds."""
+    import sysconfig
+
+    paths = sysconfig.get_paths()
+    return tuple(os.path.join(d, "") for d in {paths["stdlib"], paths["platstdlib"]} if d)
 
 
 def _user_frame(tb: Any) -> str:
     """file:line of the innermost traceback frame outside importlib and the stdlib."""
     where = ""
+    stdlib = _stdlib_dirs()
     for fs in traceback.extract_tb(tb):
         name = fs.filename
-        if "importlib" in name or name.startswith("<frozen") or (name.startswith(_STDLIB) and "site-packages" not in name):
+        if "importlib" in name or name.startswith("<frozen") or (name.startswith(stdlib) and "site-packages" not in name):
             continue
         where = f"{name}:{fs.lineno}"
     return where
