@@ -9,7 +9,8 @@ import (
 )
 
 // A gunicorn.conf.py's logconfig_dict configures Python logging in every worker before the
-// app is imported: the app's logger writes through the file's handler and formatter.
+// app is imported, and in the hook host (gunicorn's master): the app's and the hooks'
+// loggers write through the file's handler and formatter.
 func TestLogconfigDict(t *testing.T) {
 	dir := t.TempDir()
 	logPath := filepath.Join(dir, "app.log")
@@ -20,6 +21,11 @@ logconfig_dict = {
     "loggers": {"myapp": {"handlers": ["file"], "level": "INFO", "propagate": False}},
     "root": {"handlers": ["file"], "level": "WARNING"},
 }
+
+
+def when_ready(server):
+    import logging
+    logging.getLogger("myapp").info("ready, from the hook host")
 `)
 	writeFile(t, filepath.Join(dir, "logged.py"), `import logging
 
@@ -40,7 +46,8 @@ def application(environ, start_response):
 	for {
 		data, _ := os.ReadFile(logPath)
 		got := string(data)
-		if strings.Count(got, "myapp INFO imported") == 2 && strings.Contains(got, "myapp INFO serving /hello") && strings.HasPrefix(got, "APP [") {
+		if strings.Count(got, "myapp INFO imported") == 2 && strings.Contains(got, "myapp INFO serving /hello") &&
+			strings.Contains(got, "myapp INFO ready, from the hook host") && strings.HasPrefix(got, "APP [") {
 			break
 		}
 		if time.Now().After(deadline) {

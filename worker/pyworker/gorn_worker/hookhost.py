@@ -30,6 +30,7 @@ from typing import Any, Callable, Optional
 from . import app as _app
 from . import conffile as _conffile
 from . import config as _config
+from . import logconfig as _logconfig
 from . import logs as _logs
 
 ENV_VAR = "GORN_HOOKHOST"
@@ -137,8 +138,9 @@ class Host:
         self.booting: dict[int, HostWorker] = {}  # by age, between pre_fork and spawned
         self.load()
 
-    def load(self) -> None:
-        """(Re-)evaluate the config file, as gunicorn's reload does."""
+    def load(self, settings: Optional[_config.Settings] = None) -> None:
+        """(Re-)evaluate the config file, as gunicorn's reload does; ``settings`` are the
+        ones being loaded (default: the server's)."""
         if not self.source:
             self.fns = {}
             return
@@ -148,6 +150,14 @@ class Host:
         finally:
             sys.stdout = out
         self.fns = {n: f for n in MASTER_HOOKS if callable(f := getattr(mod, n, None))}
+        # gunicorn configures logging in its master too (again on reload): the hooks'
+        # logging.getLogger(...) calls reach the file's handlers.
+        config_dict = getattr(mod, "logconfig_dict", None)
+        cfg = settings or self.server.cfg
+        try:
+            _logconfig.configure(config_dict if isinstance(config_dict, dict) else None, cfg.logconfig_json, cfg.logconfig)
+        except _logconfig.LogConfigError as e:
+            self.log.error(f"hook host: {e}")
 
     def call(self, name: str, *args: Any) -> Optional[str]:
         """Run one hook if the file defines it; what it raised, as one line, or None."""
@@ -202,7 +212,7 @@ class Host:
             settings, _ = _config.Settings.from_mapping({**current, **fresh})
             self.source = settings.config_file
             try:
-                self.load()
+                self.load(settings)
             except BaseException as exc:  # noqa: B036  the old hooks stay
                 self.log.error(f"re-reading the config file for its hooks: {_conffile.describe_error(exc, self.source or '')}")
             server.configure(settings)
