@@ -37,7 +37,6 @@ const (
 // implement, with what it does instead.
 func unimplementedSettings() []unimplemented {
 	return []unimplemented{
-		{"preload_app", []string{"preload"}, true, false, "every gorn worker imports the app itself, so HUP always reloads the code"},
 		{"worker_tmp_dir", []string{"worker-tmp-dir"}, false, false, "the heartbeat is in shared memory, not in a file"},
 		{"sendfile", []string{"no-sendfile"}, true, false, "file responses always use sendfile(2)"},
 		{"capture_output", []string{"capture-output"}, true, false, "workers' stdout and stderr already go to gorn's"},

@@ -28,7 +28,7 @@ func TestConfigFileLayering(t *testing.T) {
 		"bind": []string{"127.0.0.1:7001", "127.0.0.1:7002"}, "workers": 5, "timeout": 12.5,
 		"keepalive": 4, "accesslog": "-", "raw_env": []string{"A=1", "B=2"}, "max_requests": 1000, "max_worker_memory": "300M",
 		"pythonpath": "src,lib", "forwarded_allow_ips": []string{"10.0.0.1", "10.0.0.2"},
-		"wsgi_app": "pkg.web:create_app()", "header_timeout": 3, "preload_app": true,
+		"wsgi_app": "pkg.web:create_app()", "header_timeout": 3, "preload_app": true, "worker_tmp_dir": "/dev/shm",
 		"w": 9, "python": "/nope", "helper_variable": "ignored",
 	}, "on_starting", "cpu_count", "post_fork")
 	for _, tc := range []struct {
@@ -65,8 +65,11 @@ func TestConfigFileLayering(t *testing.T) {
 			if !tc.check(c) {
 				t.Errorf("Parse(%q) = %+v", tc.args, c)
 			}
-			if all := strings.Join(c.Warnings, "\n"); len(c.Warnings) != 1 || !strings.Contains(all, "preload_app") {
-				t.Errorf("warnings %q: want preload_app, nothing else", c.Warnings)
+			if all := strings.Join(c.Warnings, "\n"); len(c.Warnings) != 1 || !strings.Contains(all, "worker_tmp_dir") {
+				t.Errorf("warnings %q: want worker_tmp_dir, nothing else", c.Warnings)
+			}
+			if !c.Preload {
+				t.Errorf("preload_app = True in the file: want --preload")
 			}
 			if !slices.Equal(c.MasterHooks, []string{"on_starting"}) {
 				t.Errorf("master hooks %q: want on_starting (the hook host runs it)", c.MasterHooks)

@@ -72,6 +72,7 @@ type Config struct {
 	Name              string
 	MetricsBind       string
 	MinReady          int
+	Preload           bool // --preload: workers are forked from a mold that imported the app
 	Reload            bool // restart workers when the app's source files change
 	ReloadExtraFiles  []string
 	ReloadEngine      string
@@ -248,6 +249,9 @@ func Options() []Option {
 		{Name: "min-ready", Kind: Int, Arg: "N", Default: "1", Min: 1, Start: true,
 			Help:  "workers ready for /readyz to pass",
 			field: func(c *Config) any { return &c.MinReady }},
+		{Name: "preload", Gunicorn: "preload_app", Kind: Bool, Start: true, Worker: "preload",
+			Help:  "import the app once in a mold process and fork the workers\nfrom it: shared memory, millisecond respawns; HUP builds\na new mold from the new code",
+			field: func(c *Config) any { return &c.Preload }},
 		{Name: "reload", Gunicorn: "reload", Kind: Bool, Worker: "reload",
 			Help:  "reload the workers (as HUP does) when a source file changes",
 			field: func(c *Config) any { return &c.Reload }},

@@ -290,10 +290,14 @@ func (g *gorn) signal(sig syscall.Signal) {
 
 // workerPids lists the master's worker children from /proc (not the hook host).
 func (g *gorn) workerPids() []int {
-	return slices.DeleteFunc(childPids(g.cmd.Process.Pid), func(pid int) bool { return processTitle(pid) == "hooks" })
+	return slices.DeleteFunc(childPids(g.cmd.Process.Pid), func(pid int) bool {
+		t := processTitle(pid)
+		return t == "hooks" || t == "mold"
+	})
 }
 
-// processTitle is what a gorn child's argv says it is: "worker", "hooks", or "" if gone.
+// processTitle is what a gorn child's argv says it is: "worker", "hooks", "mold", or ""
+// if gone.
 func processTitle(pid int) string {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 	if err != nil {
@@ -310,7 +314,7 @@ func processTitle(pid int) string {
 // hookHostPid is the master's hook host child, 0 if none.
 func (g *gorn) hookHostPid() int {
 	for _, pid := range childPids(g.cmd.Process.Pid) {
-		if processTitle(pid) == "hooks" {
+		if t := processTitle(pid); t == "hooks" || t == "mold" {
 			return pid
 		}
 	}

@@ -357,7 +357,7 @@ def application(environ, start_response):
 		t.Fatalf("%d workers, want the config file's 2", n)
 	}
 
-	writeFile(t, conf, "wsgi_app = 'greet:application'\nworkers = 3\nraw_env = ['GREETING=two']\npreload_app = True\n")
+	writeFile(t, conf, "wsgi_app = 'greet:application'\nworkers = 3\nraw_env = ['GREETING=two']\nworker_tmp_dir = '/dev/shm'\n")
 	g.signal(syscall.SIGHUP)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -371,7 +371,7 @@ def application(environ, start_response):
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if g.logs.count("preload_app is a gunicorn setting gorn does not implement") != 1 {
+	if g.logs.count("worker_tmp_dir is a gunicorn setting gorn does not implement") != 1 {
 		t.Errorf("no warning about the unsupported setting")
 	}
 

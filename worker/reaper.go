@@ -46,6 +46,28 @@ func (r *Reaper) Start(owner chan<- master.Exit, start func() (int, error)) (int
 	return pid, err
 }
 
+// Claim routes the exit of pid, a process another process forked that was re-parented to
+// this one (a worker forked by the --preload mold), to owner, and returns a pidfd for it.
+// ok is false if pid is not (or no longer) an unreaped child of this process: it has
+// exited already and its exit went to the default owner. Under the reaper's lock nothing
+// reaps pid between the pidfd_open and the check, so the pidfd cannot name a stranger
+// that reused the pid.
+func (r *Reaper) Claim(pid int, owner chan<- master.Exit) (pidfd int, ok bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return -1, false
+	}
+	var info unix.Siginfo
+	if err := unix.Waitid(unix.P_PIDFD, fd, &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil); err != nil {
+		unix.Close(fd) // ECHILD: not our child
+		return -1, false
+	}
+	r.routes[pid] = owner
+	return fd, true
+}
+
 type routedExit struct {
 	owner chan<- master.Exit
 	exit  master.Exit

@@ -135,6 +135,7 @@ type Spawner struct {
 	ready    [2]*os.File // write end inherited by workers; read by watchReady
 	thread   *Thread
 	readies  chan struct{}
+	forker   Forker // --preload: workers are forked by the mold
 }
 
 // NewSpawner packs the runtime and starts the spawning thread.
@@ -295,6 +296,9 @@ func runtimeZip(tag string) (*os.File, error) {
 // goroutine (the master loop, which owns it) and returns the fork and exec, which run on
 // the spawner's thread.
 func (s *Spawner) Spawn(req master.SpawnRequest) func() (master.Process, error) {
+	if s.forker != nil {
+		return func() (master.Process, error) { return s.forkFromMold(req) }
+	}
 	spec := s.cfg.Spec()
 	return func() (master.Process, error) {
 		var (
@@ -304,6 +308,45 @@ func (s *Spawner) Spawn(req master.SpawnRequest) func() (master.Process, error) 
 		s.thread.Do(func() { proc, err = s.spawn(req, spec) })
 		return proc, err
 	}
+}
+
+// Forker forks a worker from the --preload mold and returns its pid; fault is its
+// stack-dump pipe.
+type Forker func(req master.SpawnRequest, fault *os.File) (pid int, err error)
+
+// ForkFrom makes Spawn fork the workers with f instead of starting the interpreter.
+// Call before the master runs.
+func (s *Spawner) ForkFrom(f Forker) { s.forker = f }
+
+// forkFromMold is spawn for --preload: the mold forks the worker, which the master then
+// claims as its child (the mold's double fork re-parents it here, the subreaper).
+func (s *Spawner) forkFromMold(req master.SpawnRequest) (master.Process, error) {
+	cfg := s.cfg
+	cfg.Board.Reset(req.Slot)
+	faultR, faultW, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("creating the stack-dump pipe: %w", err)
+	}
+	pid, err := s.forker(req, faultW)
+	faultW.Close() // the worker's copy is the only writer now
+	if err != nil {
+		faultR.Close()
+		return nil, fmt.Errorf("forking worker from the mold: %w", err)
+	}
+	p := &Process{pid: pid, board: cfg.Board, slot: req.Slot}
+	if fd, ok := cfg.Reaper.Claim(pid, cfg.Exits); ok {
+		p.pidfd, p.hasPidfd = fd, true
+	} else {
+		// Exited before it was claimed: its exit is on its way to the master, which
+		// matches it with this spawn; its pid may be reused, so nothing signals it.
+		p.released = true
+	}
+	if cfg.Faults != nil {
+		cfg.Faults(faultR, pid, req.Slot)
+	} else {
+		faultR.Close()
+	}
+	return p, nil
 }
 
 func (s *Spawner) spawn(req master.SpawnRequest, spec Spec) (master.Process, error) {
@@ -340,7 +383,11 @@ func (s *Spawner) StartHost(spec Spec, conn *os.File, owner chan<- master.Exit) 
 		err error
 	)
 	s.thread.Do(func() {
-		p, err = s.start(owner, spec, set, fmt.Sprintf("hooks [%s]", set.procName()), nil, conn, "GORN_HOOKHOST")
+		role := "hooks"
+		if preload, _ := set.Options["preload"].(bool); preload {
+			role = "mold"
+		}
+		p, err = s.start(owner, spec, set, fmt.Sprintf("%s [%s]", role, set.procName()), nil, conn, "GORN_HOOKHOST")
 	})
 	if err != nil {
 		return nil, fmt.Errorf("starting the hook host %s: %w", s.cfg.Python, err)

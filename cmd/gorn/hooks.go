@@ -14,22 +14,25 @@ import (
 )
 
 // serverHooks wires the config file's master-side hooks (gunicorn's on_starting,
-// when_ready, pre_fork, child_exit, ...) to the hook host. Without a host (the file
-// defines none) every method is a no-op and the master gets nil hooks.
+// when_ready, pre_fork, child_exit, ...) to the hook host, which with --preload is also
+// the mold the workers are forked from. Without a host (no --preload and the file defines
+// no master-side hook) every method is a no-op and the master gets nil hooks.
 type serverHooks struct {
-	host *hookhost.Host
+	host    *hookhost.Host
+	preload bool
 
 	mu   sync.Mutex
 	spec worker.Spec // the configuration the host is (re)started with
 }
 
-// startServerHooks starts the hook host when the config file defines a master-side hook,
-// and runs on_starting, nworkers_changed(desired, None), and when_ready, which gunicorn's
-// arbiter runs after binding and before its first worker. adopted are the workers a
-// binary upgrade handed over.
+// startServerHooks starts the hook host when the config file defines a master-side hook
+// or --preload is set (then it imports the app first, and the spawner forks the workers
+// from it), and runs on_starting, nworkers_changed(desired, None), and when_ready, which
+// gunicorn's arbiter runs after binding and before its first worker. adopted are the
+// workers a binary upgrade handed over.
 func startServerHooks(cfg *config.Config, spawner *worker.Spawner, desired int, adopted []master.HookWorker, log *zap.Logger) (*serverHooks, error) {
-	sh := &serverHooks{spec: workerSpec(cfg)}
-	if len(cfg.MasterHooks) == 0 {
+	sh := &serverHooks{spec: workerSpec(cfg), preload: cfg.Preload}
+	if len(cfg.MasterHooks) == 0 && !cfg.Preload {
 		return sh, nil
 	}
 	log = log.Named("hooks")
@@ -40,14 +43,26 @@ func startServerHooks(cfg *config.Config, spawner *worker.Spawner, desired int, 
 			sh.mu.Unlock()
 			return spawner.StartHost(spec, conn, owner)
 		},
-		Timeout: cfg.Timeout,
-		Log:     log,
+		Timeout:     cfg.Timeout,
+		LoadTimeout: cfg.BootTimeout,
+		Log:         log,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("starting the hook host for %s: %w", cfg.ConfigFile, err)
+		return nil, fmt.Errorf("starting the hook host: %w", err)
 	}
 	sh.host = host
-	log.Info("hook host started: the config file's server hooks run there", zap.Int("pid", host.Pid()), zap.Strings("hooks", cfg.MasterHooks))
+	if cfg.Preload {
+		if err := host.Ready(); err != nil {
+			host.Abort()
+			return nil, fmt.Errorf("--preload: the mold could not import the app (see its error above): %w", err)
+		}
+		log.Info("mold ready: the app is imported once and the workers are forked from it", zap.Int("pid", host.Pid()), zap.Strings("hooks", cfg.MasterHooks))
+		spawner.ForkFrom(func(req master.SpawnRequest, fault *os.File) (int, error) {
+			return host.Fork(master.HookWorker{Slot: req.Slot, Generation: req.Generation, Age: req.Age}, req.Workers, fault)
+		})
+	} else {
+		log.Info("hook host started: the config file's server hooks run there", zap.Int("pid", host.Pid()), zap.Strings("hooks", cfg.MasterHooks))
+	}
 	sh.call("on_starting", nil, log)
 	host.WorkersChanged(desired, -1)
 	if adopted != nil {
@@ -68,21 +83,38 @@ func (sh *serverHooks) wire(h *master.Hooks) {
 	if sh.host == nil {
 		return
 	}
-	h.PreFork, h.Spawned, h.ChildExit, h.WorkersChanged = sh.host.PreFork, sh.host.Spawned, sh.host.ChildExit, sh.host.WorkersChanged
+	h.Spawned, h.ChildExit, h.WorkersChanged = sh.host.Spawned, sh.host.ChildExit, sh.host.WorkersChanged
+	if !sh.preload {
+		h.PreFork = sh.host.PreFork // the mold runs it itself, before forking
+	}
 }
 
 // reloaded runs on_reload in the host with the re-read configuration (the host evaluates
-// the config file again first, as gunicorn's reload does). It runs in the reload's
+// the config file again first, as gunicorn's reload does). With --preload it builds a new
+// mold from the code as it is now instead, which runs on_reload; if the new code does not
+// import, the reload fails and the old mold keeps forking. It runs in the reload's
 // goroutine, before the master rolls the workers.
-func (sh *serverHooks) reloaded(next *config.Config, log *zap.Logger) {
+func (sh *serverHooks) reloaded(next *config.Config, log *zap.Logger) error {
 	if sh.host == nil {
-		return
+		return nil
 	}
 	spec := workerSpec(next)
 	sh.mu.Lock()
+	old := sh.spec
 	sh.spec = spec
 	sh.mu.Unlock()
-	sh.call("on_reload", map[string]any{"settings": spec.Settings}, log)
+	if !sh.preload {
+		sh.call("on_reload", map[string]any{"settings": spec.Settings}, log)
+		return nil
+	}
+	if err := sh.host.Replace("on_reload"); err != nil {
+		sh.mu.Lock()
+		sh.spec = old
+		sh.mu.Unlock()
+		return fmt.Errorf("building a new mold: %w", err)
+	}
+	log.Info("new mold ready: the workers are replaced from the new code", zap.Int("pid", sh.host.Pid()))
+	return nil
 }
 
 // preExec runs pre_exec before a binary upgrade execs the new master.
@@ -105,7 +137,11 @@ func (sh *serverHooks) restarts() func() uint64 {
 func (sh *serverHooks) processes() map[string]int {
 	procs := map[string]int{"master": os.Getpid()}
 	for _, pid := range sh.others() {
-		procs["hooks"] = pid
+		role := "hooks"
+		if sh.preload {
+			role = "mold"
+		}
+		procs[role] = pid
 	}
 	return procs
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/gornhq/gorn/config"
 	"github.com/gornhq/gorn/internal/cgroup"
+	"github.com/gornhq/gorn/internal/hookhost"
 	"github.com/gornhq/gorn/internal/logfile"
 	"github.com/gornhq/gorn/internal/scoreboard"
 	"github.com/gornhq/gorn/internal/sizing"
@@ -269,13 +270,16 @@ func serve(cfg *config.Config, reparse func() (*config.Config, error), logs *log
 		}
 	}
 	serverHooks, err := startServerHooks(cfg, spawner, initial, adopted, log)
+	if ee := (*hookhost.ExitError)(nil); errors.As(err, &ee) && ee.Status.Exited() && ee.Status.ExitStatus() == master.ExitAppLoad {
+		return master.ExitAppLoad, err
+	}
 	if err != nil {
 		return master.ExitError, err
 	}
 	// After the master loop: on_exit runs once every worker is gone, as gunicorn's halt.
 	defer serverHooks.close()
 	sizer.SetOthers(serverHooks.others)
-	reload.reread = func(next *config.Config) { serverHooks.reloaded(next, log.Named("hooks")) }
+	reload.reread = func(next *config.Config) error { return serverHooks.reloaded(next, log.Named("hooks")) }
 
 	signals := make(chan os.Signal, 16)
 	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP,

@@ -25,7 +25,7 @@ type reloader struct {
 	log     *zap.Logger
 	// reread, if set, is told the evaluated configuration in the reload's goroutine, before
 	// the loop applies it (the hook host runs on_reload).
-	reread func(*config.Config)
+	reread func(*config.Config) error
 }
 
 func newReloader(cfg *config.Config, reparse func() (*config.Config, error), s *sizing.Sizer, log *zap.Logger) *reloader {
@@ -43,7 +43,9 @@ func (r *reloader) reload(mc master.Config) (func() master.Config, error) {
 		return nil, fmt.Errorf("re-reading the configuration: %w", err)
 	}
 	if r.reread != nil {
-		r.reread(next)
+		if err := r.reread(next); err != nil {
+			return nil, err
+		}
 	}
 	return func() master.Config { return r.apply(mc, next) }, nil
 }

@@ -3,10 +3,11 @@
 // (gorn_worker/hookhost.py), and is the master's side of the socket to it. Calls are JSON
 // lines answered in order. Nothing here blocks its caller except the calls that gunicorn
 // makes its arbiter wait for (on_starting, when_ready, pre_fork, on_reload, pre_exec,
-// on_exit), and those are bounded: a hook running longer than the timeout is taken as
-// hung, the host is killed and started again. A host that dies is logged, counted and
-// restarted; it is told the live workers and runs when_ready again, so threads started
-// there (metrics exporters) come back.
+// on_exit) and, with --preload, a fork, and those are bounded: a hook running longer than
+// the timeout is taken as hung, the host is killed and started again. A host that dies is
+// logged, counted and restarted; it is told the live workers and runs when_ready again, so
+// threads started there (metrics exporters) come back. With --preload the host is the mold
+// that forks the workers; Replace builds a new one from new code.
 package hookhost
 
 import (
@@ -28,12 +29,14 @@ import (
 
 // Config is how to run the host.
 type Config struct {
-	// Start forks and execs the host with conn as its end of the socket, its exit routed
+	// Start forks and execs a host with conn as its end of the socket, its exit routed
 	// to owner (worker.Spawner.StartHost).
 	Start func(conn *os.File, owner chan<- master.Exit) (*os.Process, error)
 	// Timeout is how long a hook may run before the host is taken as hung.
 	Timeout time.Duration
-	Log     *zap.Logger
+	// LoadTimeout bounds a new mold's import of the app (Replace); 0: Timeout.
+	LoadTimeout time.Duration
+	Log         *zap.Logger
 }
 
 // Restart back-off: a host that keeps dying is started again at most this often.
@@ -41,7 +44,7 @@ const (
 	restartBase = 100 * time.Millisecond
 	restartMax  = 10 * time.Second
 	stableAfter = 10 * time.Second // a host that lived this long starts the back-off anew
-	closeGrace  = 2 * time.Second  // after on_exit, for the host to exit by itself
+	closeGrace  = 2 * time.Second  // after on_exit (or a replacement), for the host to exit by itself
 )
 
 // Host is the master's handle on the hook host process.
@@ -54,24 +57,57 @@ type Host struct {
 	restarts atomic.Uint64
 
 	mu         sync.Mutex
-	conn       *os.File
-	wake       chan struct{} // the current connection's writer: the queue grew
-	proc       *os.Process
-	started    time.Time
-	killing    bool // a hook overran: the host was killed
-	queue      []*call
-	pending    map[uint64]*call // written, awaiting the reply
+	cur        *proc         // the host that gets new calls; nil while restarting
+	procs      map[int]*proc // every host process not yet reaped, by pid
+	queue      []*call       // not yet handed to a process
 	nextID     uint64
 	workers    map[int]master.HookWorker // live workers, to brief a restarted host
 	numWorkers *int
 	closed     bool
 }
 
+// proc is one host process and its connection.
+type proc struct {
+	p       *os.Process
+	conn    *os.File
+	wake    chan struct{} // its writer: calls were queued
+	queue   []*call       // its own calls, not yet written
+	pending map[uint64]*call
+	started time.Time
+	killing bool          // a call overran: it was killed
+	retired bool          // replaced: it finishes what it was given, then exits
+	gone    chan struct{} // closed when reaped
+}
+
 type call struct {
 	msg      map[string]any
 	id       uint64
-	deadline time.Time  // set when written
-	done     chan error // nil: nobody waits
+	fd       *os.File      // sent with the line (SCM_RIGHTS), if not nil
+	timeout  time.Duration // 0: the host's
+	deadline time.Time     // set when written
+	done     chan reply    // nil: nobody waits
+}
+
+type reply struct {
+	ID    uint64 `json:"id"`
+	Error string `json:"error"`
+	Pid   int    `json:"pid"`
+	err   error
+}
+
+// ExitError is a call's failure because its host exited.
+type ExitError struct{ Status syscall.WaitStatus }
+
+func (e *ExitError) Error() string { return "the hook host exited (" + describe(e.Status) + ")" }
+
+// Ready waits until the host answers, at most the load timeout: a mold has imported the app.
+func (h *Host) Ready() error {
+	h.mu.Lock()
+	c := h.newCall("ping", nil, make(chan reply, 1))
+	c.timeout = h.cfg.LoadTimeout
+	h.mu.Unlock()
+	h.send(c)
+	return h.wait(c).err
 }
 
 // Start starts the host process; the caller then runs on_starting and when_ready.
@@ -79,11 +115,18 @@ func Start(cfg Config) (*Host, error) {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 30 * time.Second
 	}
+	if cfg.LoadTimeout <= 0 {
+		cfg.LoadTimeout = cfg.Timeout
+	}
 	h := &Host{cfg: cfg, exits: make(chan master.Exit, 4), stop: make(chan struct{}), done: make(chan struct{}),
-		pending: map[uint64]*call{}, workers: map[int]master.HookWorker{}}
-	if err := h.launch(); err != nil {
+		procs: map[int]*proc{}, workers: map[int]master.HookWorker{}}
+	p, err := h.launch()
+	if err != nil {
 		return nil, err
 	}
+	h.mu.Lock()
+	h.cur = p
+	h.mu.Unlock()
 	go h.supervise()
 	return h, nil
 }
@@ -95,125 +138,184 @@ func (h *Host) Restarts() uint64 { return h.restarts.Load() }
 func (h *Host) Pid() int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.proc == nil {
+	if h.cur == nil {
 		return 0
 	}
-	return h.proc.Pid
+	return h.cur.p.Pid
 }
 
-func (h *Host) launch() error {
+func (h *Host) launch() (*proc, error) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return fmt.Errorf("creating the hook host's socket: %w", err)
+		return nil, fmt.Errorf("creating the hook host's socket: %w", err)
 	}
 	if err := unix.SetNonblock(fds[0], true); err != nil {
 		unix.Close(fds[0])
 		unix.Close(fds[1])
-		return fmt.Errorf("creating the hook host's socket: %w", err)
+		return nil, fmt.Errorf("creating the hook host's socket: %w", err)
 	}
 	ours, theirs := os.NewFile(uintptr(fds[0]), "hook-host"), os.NewFile(uintptr(fds[1]), "hook-host")
-	proc, err := h.cfg.Start(theirs, h.exits)
+	// Under the lock: the reaper may deliver the exit before procs knows the pid.
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	pr, err := h.cfg.Start(theirs, h.exits)
 	theirs.Close()
 	if err != nil {
 		ours.Close()
-		return err
+		return nil, err
 	}
-	wake := make(chan struct{}, 1)
-	h.mu.Lock()
-	h.conn, h.proc, h.wake, h.started, h.killing = ours, proc, wake, time.Now(), false
-	if len(h.queue) > 0 {
-		wake <- struct{}{}
-	}
-	h.mu.Unlock()
-	go h.read(ours)
-	go h.write(ours, wake)
-	return nil
+	p := &proc{p: pr, conn: ours, wake: make(chan struct{}, 1), pending: map[uint64]*call{}, started: time.Now(), gone: make(chan struct{})}
+	h.procs[pr.Pid] = p
+	go h.read(p)
+	go h.write(p)
+	return p, nil
 }
 
-// send queues a message; it never blocks. done, if not nil, receives the outcome.
-func (h *Host) send(msg map[string]any, done chan error) {
+// enqueue hands c to p, or to the general queue while no host runs. Locked.
+func (h *Host) enqueue(p *proc, c *call) {
+	if p == nil {
+		h.queue = append(h.queue, c)
+		return
+	}
+	p.queue = append(p.queue, c)
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (h *Host) newCall(name string, fields map[string]any, done chan reply) *call {
+	msg := map[string]any{"call": name}
+	for k, v := range fields {
+		msg[k] = v
+	}
+	h.nextID++
+	return &call{msg: msg, id: h.nextID, done: done}
+}
+
+// send queues a call to the current host; it never blocks.
+func (h *Host) send(c *call) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
-		if done != nil {
-			done <- errors.New("the hook host is closed")
+		if c.done != nil {
+			c.done <- reply{err: errors.New("the hook host is closed")}
 		}
 		return
 	}
-	h.nextID++
-	h.queue = append(h.queue, &call{msg: msg, id: h.nextID, done: done})
+	h.enqueue(h.cur, c)
+}
+
+// wait waits for c's reply; the supervisor fails a call whose host died or overran, and
+// this bounds the wait even if that never happens (a host SIGKILL cannot reach).
+func (h *Host) wait(c *call) reply {
+	limit := 2*max(c.timeout, h.cfg.Timeout) + closeGrace
+	t := time.NewTimer(limit)
+	defer t.Stop()
 	select {
-	case h.wake <- struct{}{}:
-	default:
+	case r := <-c.done:
+		return r
+	case <-t.C:
+		return reply{err: fmt.Errorf("%s: no answer within %s", c.msg["call"], limit)}
 	}
 }
 
 // Call runs a hook and waits for it, at most the timeout (the host is killed then).
 func (h *Host) Call(name string, fields map[string]any) error {
-	msg := map[string]any{"call": name}
-	for k, v := range fields {
-		msg[k] = v
-	}
-	done := make(chan error, 1)
-	h.send(msg, done)
-	// The supervisor kills an overrunning host and fails the call; this bounds the
-	// wait even if that does not happen (a host stuck where SIGKILL cannot reach it).
-	t := time.NewTimer(2*h.cfg.Timeout + closeGrace)
-	defer t.Stop()
-	select {
-	case err := <-done:
-		return err
-	case <-t.C:
-		return fmt.Errorf("%s hook: no answer within %s", name, 2*h.cfg.Timeout+closeGrace)
-	}
+	h.mu.Lock()
+	c := h.newCall(name, fields, make(chan reply, 1))
+	h.mu.Unlock()
+	h.send(c)
+	return h.wait(c).err
 }
 
 // Notify runs a hook without waiting for it.
 func (h *Host) Notify(name string, fields map[string]any) {
-	msg := map[string]any{"call": name}
-	for k, v := range fields {
-		msg[k] = v
-	}
-	h.send(msg, nil)
+	h.mu.Lock()
+	c := h.newCall(name, fields, nil)
+	h.mu.Unlock()
+	h.send(c)
 }
 
-func (h *Host) write(conn *os.File, wake chan struct{}) {
-	enc := json.NewEncoder(conn)
+// Fork asks the mold for a worker (pre_fork runs there first) and returns its pid; fault
+// is the worker's stack-dump pipe, passed along.
+func (h *Host) Fork(w master.HookWorker, workers int, fault *os.File) (int, error) {
+	h.mu.Lock()
+	c := h.newCall("fork", map[string]any{"worker": w, "workers": workers, "fd": fault != nil}, make(chan reply, 1))
+	c.fd = fault
+	h.mu.Unlock()
+	h.send(c)
+	r := h.wait(c)
+	if r.err == nil && r.Pid <= 0 {
+		r.err = errors.New("fork: the mold answered no pid")
+	}
+	return r.Pid, r.err
+}
+
+func (h *Host) write(p *proc) {
+	raw, err := p.conn.SyscallConn()
+	if err != nil {
+		return
+	}
 	for {
 		select {
-		case <-wake:
-		case <-h.stop:
+		case <-p.wake:
+		case <-p.gone:
 			return
 		}
 		h.mu.Lock()
-		if h.conn != conn {
-			h.mu.Unlock()
-			return
-		}
-		batch := h.queue
-		h.queue = nil
+		batch := p.queue
+		p.queue = nil
 		now := time.Now()
 		for _, c := range batch {
 			c.msg["id"] = c.id
-			c.deadline = now.Add(h.cfg.Timeout)
-			h.pending[c.id] = c
+			c.deadline = now.Add(max(c.timeout, h.cfg.Timeout))
+			p.pending[c.id] = c
 		}
 		h.mu.Unlock()
 		for _, c := range batch {
-			if err := enc.Encode(c.msg); err != nil {
+			line, err := json.Marshal(c.msg)
+			if err == nil {
+				err = sendLine(raw, append(line, '\n'), c.fd)
+			}
+			if err != nil {
 				return // the host is gone: its exit fails the pending calls
 			}
 		}
 	}
 }
 
-type reply struct {
-	ID    uint64 `json:"id"`
-	Error string `json:"error"`
+// sendLine writes data, with fd as SCM_RIGHTS on its first bytes if not nil.
+func sendLine(raw syscall.RawConn, data []byte, fd *os.File) error {
+	var oob []byte
+	if fd != nil {
+		oob = unix.UnixRights(int(fd.Fd()))
+	}
+	var werr error
+	for len(data) > 0 {
+		err := raw.Write(func(s uintptr) bool {
+			var n int
+			n, werr = unix.SendmsgN(int(s), data, oob, nil, unix.MSG_NOSIGNAL)
+			if werr == unix.EAGAIN {
+				return false
+			}
+			if werr == nil {
+				data, oob = data[n:], nil
+			}
+			return true
+		})
+		if err != nil {
+			return err
+		}
+		if werr != nil && werr != unix.EINTR {
+			return werr
+		}
+	}
+	return nil
 }
 
-func (h *Host) read(conn *os.File) {
-	sc := bufio.NewScanner(conn)
+func (h *Host) read(p *proc) {
+	sc := bufio.NewScanner(p.conn)
 	sc.Buffer(make([]byte, 4096), 1<<20)
 	for sc.Scan() {
 		var r reply
@@ -222,17 +324,19 @@ func (h *Host) read(conn *os.File) {
 			continue
 		}
 		h.mu.Lock()
-		c := h.pending[r.ID]
-		delete(h.pending, r.ID)
+		c := p.pending[r.ID]
+		delete(p.pending, r.ID)
 		h.mu.Unlock()
 		if c == nil || c.done == nil {
 			continue
 		}
 		if r.Error != "" {
-			c.done <- fmt.Errorf("%s hook raised %s", c.msg["call"], r.Error)
-		} else {
-			c.done <- nil
+			r.err = fmt.Errorf("%s hook raised %s", c.msg["call"], r.Error)
+			if c.msg["call"] == "fork" {
+				r.err = fmt.Errorf("the mold could not fork: %s", r.Error)
+			}
 		}
+		c.done <- r
 	}
 }
 
@@ -245,10 +349,11 @@ func (h *Host) supervise() {
 	for {
 		select {
 		case e := <-h.exits:
-			if h.onExit(e) {
-				return
+			started, restart := h.onExit(e)
+			if !restart {
+				continue
 			}
-			if time.Since(h.startedAt()) > stableAfter {
+			if time.Since(started) > stableAfter {
 				crashes = 0
 			}
 			crashes++
@@ -262,86 +367,160 @@ func (h *Host) supervise() {
 		case <-tick.C:
 			h.checkOverdue()
 		case <-h.stop:
-			// Close waits for the exit itself.
 			return
 		}
 	}
 }
 
-func (h *Host) startedAt() time.Time {
+// onExit fails the calls the dead host had been given; it reports whether it was the
+// current host, which is then started again.
+func (h *Host) onExit(e master.Exit) (started time.Time, restart bool) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.started
-}
-
-// onExit fails the calls the dead host had been given; it reports whether the host was
-// closed (so nothing restarts).
-func (h *Host) onExit(e master.Exit) bool {
-	h.mu.Lock()
-	failed := h.pending
-	h.pending = map[uint64]*call{}
-	if h.conn != nil {
-		h.conn.Close()
-		h.conn = nil
+	p := h.procs[e.Pid]
+	if p == nil { // a launch that failed after its fork
+		h.mu.Unlock()
+		return time.Time{}, e.Pid == 0 && !h.closed
 	}
-	if h.proc != nil {
-		_ = h.proc.Release()
-		h.proc = nil
+	delete(h.procs, e.Pid)
+	close(p.gone)
+	p.conn.Close()
+	_ = p.p.Release()
+	failed := p.pending
+	p.pending = nil
+	unwritten := p.queue
+	p.queue = nil
+	current := p == h.cur
+	if current {
+		h.cur = nil
+		h.queue = append(unwritten, h.queue...) // for the next host
+		unwritten = nil
 	}
-	closed, killed := h.closed, h.killing
+	closed, killed := h.closed, p.killing
 	h.mu.Unlock()
 	status := describe(e.Status)
-	for _, c := range failed {
+	for _, c := range append(mapValues(failed), unwritten...) {
 		if c.done != nil {
-			c.done <- fmt.Errorf("%s hook: the hook host exited (%s)", c.msg["call"], status)
+			c.done <- reply{err: fmt.Errorf("%s: %w", c.msg["call"], &ExitError{Status: e.Status})}
 		}
 	}
-	if closed {
-		return true
+	if closed || !current {
+		return p.started, false
 	}
 	h.restarts.Add(1)
 	if !killed {
 		h.cfg.Log.Error("the hook host exited unexpectedly; starting it again", zap.Int("pid", e.Pid), zap.String("status", status))
 	}
-	return false
+	return p.started, true
 }
 
-// relaunch starts a new host, briefed with the live workers before anything queued,
-// and runs when_ready again.
-func (h *Host) relaunch() {
-	h.mu.Lock()
+func mapValues(m map[uint64]*call) []*call {
+	out := make([]*call, 0, len(m))
+	for _, c := range m {
+		out = append(out, c)
+	}
+	return out
+}
+
+// brief is what a new host is told before anything else: the live workers.
+func (h *Host) brief() []*call {
 	workers := make([]master.HookWorker, 0, len(h.workers))
 	for _, w := range h.workers {
 		workers = append(workers, w)
 	}
-	h.nextID += 2
-	brief := []*call{
-		{msg: map[string]any{"call": "state", "workers": workers, "num_workers": h.numWorkers}, id: h.nextID - 1},
-		{msg: map[string]any{"call": "when_ready"}, id: h.nextID},
-	}
-	h.queue = append(brief, h.queue...)
-	h.mu.Unlock()
-	if err := h.launch(); err != nil {
+	return []*call{h.newCall("state", map[string]any{"workers": workers, "num_workers": h.numWorkers}, nil)}
+}
+
+// relaunch starts a new host after the current one died, briefed with the live workers
+// before anything queued, and runs when_ready again.
+func (h *Host) relaunch() {
+	p, err := h.launch()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err != nil {
 		h.cfg.Log.Error("starting the hook host again", zap.Error(err))
 		h.restarts.Add(1)
 		go func() { h.exits <- master.Exit{Status: syscall.WaitStatus(0xff00)} }() // try again after the back-off
+		return
 	}
+	if h.closed {
+		_ = p.p.Signal(unix.SIGKILL)
+		return
+	}
+	queued := h.queue
+	h.queue = nil
+	for _, c := range append(append(h.brief(), h.newCall("when_ready", nil, nil)), queued...) {
+		h.enqueue(p, c)
+	}
+	h.cur = p
+}
+
+// Replace starts a new host (with --preload, a mold that imports the current code), waits
+// until it answers, and makes it the current one; the old one finishes what it was given
+// and exits. first are the new host's first calls (on_reload), after the briefing;
+// when_ready follows once the old host is gone, so what it started (a server on a port)
+// can start again. If the new host fails, the old one stays and the error says why.
+func (h *Host) Replace(first ...string) error {
+	p, err := h.launch()
+	if err != nil {
+		return err
+	}
+	h.mu.Lock()
+	ping := h.newCall("ping", nil, make(chan reply, 1))
+	ping.timeout = h.cfg.LoadTimeout
+	for _, c := range append(h.brief(), ping) {
+		h.enqueue(p, c)
+	}
+	h.mu.Unlock()
+	if r := h.wait(ping); r.err != nil {
+		_ = p.p.Signal(unix.SIGKILL)
+		return fmt.Errorf("the new hook host did not start: %w", r.err)
+	}
+	h.mu.Lock()
+	old := h.cur
+	if h.closed {
+		h.mu.Unlock()
+		_ = p.p.Signal(unix.SIGKILL)
+		return errors.New("the hook host is closed")
+	}
+	h.cur = p
+	for _, name := range first {
+		h.enqueue(p, h.newCall(name, nil, nil))
+	}
+	if old != nil {
+		old.retired = true
+		// Written calls are answered (a fork's pid reaches its spawn); the host reads
+		// EOF after them and exits.
+		_ = unix.Shutdown(int(old.conn.Fd()), unix.SHUT_WR)
+	}
+	h.mu.Unlock()
+	if old != nil {
+		select {
+		case <-old.gone:
+		case <-time.After(h.cfg.Timeout + closeGrace):
+			_ = old.p.Signal(unix.SIGKILL)
+			<-old.gone
+		}
+	}
+	h.Notify("when_ready", nil)
+	return nil
 }
 
 func (h *Host) checkOverdue() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.killing || h.proc == nil {
-		return
-	}
 	now := time.Now()
-	for _, c := range h.pending {
-		if now.After(c.deadline) {
-			h.killing = true
-			h.cfg.Log.Error("a server hook did not return in time; killing the hook host and starting it again",
-				zap.Any("hook", c.msg["call"]), zap.Duration("timeout", h.cfg.Timeout), zap.Int("pid", h.proc.Pid))
-			_ = h.proc.Signal(unix.SIGKILL)
-			return
+	for _, p := range h.procs {
+		if p.killing {
+			continue
+		}
+		for _, c := range p.pending {
+			if now.After(c.deadline) {
+				p.killing = true
+				h.cfg.Log.Error("a server hook did not return in time; killing the hook host and starting it again",
+					zap.Any("hook", c.msg["call"]), zap.Duration("timeout", max(c.timeout, h.cfg.Timeout)), zap.Int("pid", p.p.Pid))
+				_ = p.p.Signal(unix.SIGKILL)
+				break
+			}
 		}
 	}
 }
@@ -400,28 +579,33 @@ func (h *Host) Close() {
 	if err := h.Call("on_exit", nil); err != nil {
 		h.cfg.Log.Debug("on_exit", zap.Error(err))
 	}
+	h.Abort()
+}
+
+// Abort ends the host without running on_exit.
+func (h *Host) Abort() {
 	h.mu.Lock()
 	h.closed = true
-	if h.conn != nil {
-		h.conn.Close() // EOF: the host returns
+	var left []*proc
+	for _, p := range h.procs {
+		p.conn.Close() // EOF: the host returns
+		left = append(left, p)
 	}
-	proc := h.proc
 	h.mu.Unlock()
 	close(h.stop)
 	<-h.done
-	h.mu.Lock()
-	reaped := h.proc == nil
-	h.mu.Unlock()
-	if reaped {
-		return
-	}
-	t := time.NewTimer(closeGrace)
-	defer t.Stop()
-	select {
-	case <-h.exits:
-	case <-t.C:
-		if proc != nil {
-			_ = proc.Signal(unix.SIGKILL)
+	deadline := time.After(closeGrace)
+	for _, p := range left {
+		for alive := true; alive; {
+			select {
+			case e := <-h.exits:
+				h.onExit(e)
+			case <-p.gone:
+				alive = false
+			case <-deadline:
+				_ = p.p.Signal(unix.SIGKILL)
+				alive = false
+			}
 		}
 	}
 }

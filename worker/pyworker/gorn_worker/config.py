@@ -105,6 +105,7 @@ class Settings:
     pythonpath: tuple[str, ...] = _f((), _STR_LIST, "extra sys.path entries (after the cwd)")
     config_file: Optional[str] = _f(None, _OPT_STR, "config file whose worker-side hooks run here")
     umask: int = _f(-1, _INT, "the worker's umask, set at start; -1 = inherited")
+    preload: bool = _f(False, _BOOL, "the hook host is a mold: it imports the app and forks the workers")
     reload: bool = _f(False, _BOOL, "watch the source files; a change asks the master to reload")
     reload_extra_files: tuple[str, ...] = _f((), _STR_LIST, "more files to watch with `reload`")
     check: bool = _f(False, _BOOL, "import the app, then exit 0 (4 if it fails); serve nothing")

@@ -11,9 +11,18 @@ one JSON line per event, what the arbiter would have seen::
     {"id": 6, "call": "nworkers_changed", "new": 3, "old": 2}      (old null at start)
     {"id": 7, "call": "on_reload", "settings": {...}}              (the file is re-read first)
     {"id": 8, "call": "state", "num_workers": 2, "workers": [...]} (after a host restart)
+    {"id": 9, "call": "ping"}                                      (answered once up)
 
 and each is answered ``{"id": N}`` or ``{"id": N, "error": "one line"}`` once the hook
-returned. Hooks run one at a time on the main thread, in the order the master sent them; a
+returned.
+
+With ``--preload`` the host is the mold: before anything else it imports the app, then runs
+``gc.collect()`` and ``gc.freeze()`` (objects that exist at fork are never scanned again, so
+the collector does not dirty the pages the workers share). ``{"call": "fork", "worker":
+{...}, "fd": true}`` arrives with the worker's stack-dump pipe as SCM_RIGHTS; the mold runs
+``pre_fork``, forks twice (the middle process exits at once, so the worker is re-parented to
+the master, its subreaper) and answers ``{"id": N, "pid": PID}``. The worker closes the
+mold's socket and runs the worker's start-up (``main.run``) with the preloaded app. Hooks run one at a time on the main thread, in the order the master sent them; a
 hook may start threads (an exporter serving metrics from ``when_ready``). A hook that raises
 is logged with its traceback and the host carries on. EOF on the socket (the master is
 gone) ends the host.
@@ -21,17 +30,21 @@ gone) ends the host.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import socket
 import sys
-from typing import Any, Callable, Optional
+import threading
+from collections import deque
+from typing import Any, Callable, Iterator, Optional
 
 from . import app as _app
 from . import conffile as _conffile
 from . import config as _config
 from . import logconfig as _logconfig
 from . import logs as _logs
+from . import main as _main
 
 ENV_VAR = "GORN_HOOKHOST"
 
@@ -49,6 +62,31 @@ MASTER_HOOKS = (
 
 # Settings that describe this process, not the configuration: a reload keeps them.
 _PER_PROCESS = ("listen_fds", "scoreboard_fd", "lifeline_fd", "slot", "generation", "age", "workers", "check")
+
+
+class Forked(BaseException):
+    """Raised in a forked worker to leave the mold's stack: :func:`main` catches it and runs
+    the worker (BaseException: nothing on the way may swallow it)."""
+
+    def __init__(self, settings: _config.Settings, middle: int) -> None:
+        super().__init__()
+        self.settings = settings
+        self.middle = middle  # the parent it leaves (pid), for the master to become it
+
+
+def set_title(title: str) -> None:
+    """Rewrite this process's command line (``ps``) in place: the kernel's argument area,
+    found in /proc/self/stat, padded with NULs. Best effort."""
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        start, end = int(fields[45]), int(fields[46])  # arg_start, arg_end (fields 48, 49)
+        data = title.encode()[: end - start - 1]
+        with open("/proc/self/mem", "r+b", buffering=0) as mem:
+            mem.seek(start)
+            mem.write(data + b"\0" * (end - start - len(data)))
+    except (OSError, ValueError, IndexError):
+        pass
 
 
 class Listener:
@@ -105,6 +143,7 @@ class Server:
     def __init__(self, settings: _config.Settings, log: _conffile.HookLog, listeners: list[Listener]) -> None:
         self.pid = os.getppid()
         self.master_pid = 0
+        self.mold_pid = os.getpid()
         self.reexec_pid = 0
         self.master_name = "Master"
         self.log = log
@@ -136,7 +175,16 @@ class Host:
         listeners = [Listener(fd) for fd in settings.listen_fds]
         self.server = Server(settings, _conffile.HookLog(log), listeners)
         self.booting: dict[int, HostWorker] = {}  # by age, between pre_fork and spawned
+        self.settings = settings
+        self.app: Optional[Callable[..., Any]] = None
+        self.fds: deque[int] = deque()  # received with "fork" calls, in order
+        self.warned_threads: set[str] = set()
         self.load()
+        if settings.preload:
+            self.app = _app.load(settings.app)  # AppLoadError: main exits 4
+            self.server.app = self.app
+            gc.collect()
+            gc.freeze()
 
     def load(self, settings: Optional[_config.Settings] = None) -> None:
         """(Re-)evaluate the config file, as gunicorn's reload does; ``settings`` are the
@@ -183,7 +231,7 @@ class Host:
             w.pid = pid
         return w
 
-    def handle(self, msg: dict[str, Any]) -> Optional[str]:
+    def handle(self, msg: dict[str, Any]) -> Any:
         """Apply one message; the hook's error, if it raised."""
         call = msg.get("call")
         server = self.server
@@ -206,6 +254,8 @@ class Host:
         if call == "nworkers_changed":
             server._num_workers = msg["new"]
             return self.call("nworkers_changed", server, msg["new"], msg.get("old"))
+        if call == "on_reload" and "settings" not in msg:  # a new mold: the file is fresh
+            return self.call("on_reload", server)
         if call == "on_reload":
             current = json.loads(server.cfg.to_json())
             fresh = {k: v for k, v in msg["settings"].items() if k not in _PER_PROCESS}
@@ -225,30 +275,127 @@ class Host:
                 server.WORKERS[w.pid] = w
                 server.worker_age = max(server.worker_age, w.age)
             return None
+        if call == "ping":  # a new mold is up: the app imported
+            return None
+        if call == "fork":
+            return self.fork(msg)
         if call in ("on_starting", "when_ready", "pre_exec", "on_exit"):
             return self.call(call, server)
         return f"unknown call {call!r}"
 
 
+    def fork(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """Fork a worker from the mold: pre_fork, then a double fork; the worker's pid."""
+        fault_fd = self.fds.popleft() if msg.get("fd") else -1
+        try:
+            if self.app is None:
+                return {"error": "fork: this hook host is not a mold (no --preload)"}
+            info = msg["worker"]
+            server = self.server
+            w = HostWorker(server, info)
+            server.worker_age = max(server.worker_age, w.age)
+            self.booting[w.age] = w
+            err = self.call("pre_fork", server, w)
+            if err is not None:
+                self.log.warning(f"forking worker age {w.age} anyway after its pre_fork hook raised {err}")
+            self.warn_threads()
+            settings = _config.Settings.from_mapping(
+                {
+                    **json.loads(self.settings.to_json()),
+                    "slot": info["slot"],
+                    "generation": info["generation"],
+                    "age": w.age,
+                    "workers": max(1, int(info.get("workers") or 1)),
+                    "faulthandler_fd": fault_fd,
+                    "preload": False,
+                }
+            )[0]
+            return {"pid": self.double_fork(settings)}
+        finally:
+            if fault_fd >= 0 and os.getpid() == self.server.mold_pid:  # not in the worker
+                os.close(fault_fd)
+
+    def warn_threads(self) -> None:
+        """Threads do not survive fork: name the ones alive in the mold, once per set."""
+        names = {t.name for t in threading.enumerate() if t is not threading.current_thread()}
+        if names and not names <= self.warned_threads:
+            self.warned_threads |= names
+            self.log.warning(
+                f"threads alive in the mold at fork do not exist in the workers: {', '.join(sorted(names))} "
+                "(start them in post_fork or post_worker_init, or in when_ready to run them in the mold only)"
+            )
+
+    def double_fork(self, settings: _config.Settings) -> int:
+        r, w = os.pipe()
+        middle = os.fork()
+        if middle == 0:  # the middle process: fork the worker, report its pid, exit
+            code = 0
+            try:
+                os.close(r)
+                middle_pid = os.getpid()
+                pid = os.fork()
+                if pid == 0:
+                    os.close(w)
+                    raise Forked(settings, middle_pid)
+                os.write(w, str(pid).encode())
+            except Forked:
+                raise
+            except BaseException:  # noqa: B036  never return into the mold's loop
+                code = 1
+            os._exit(code)
+        os.close(w)
+        try:
+            data = b""
+            while chunk := os.read(r, 32):
+                data += chunk
+        finally:
+            os.close(r)
+            os.waitpid(middle, 0)
+        if not data:
+            raise OSError("the worker could not be forked")
+        return int(data)
+
+
+def messages(host: Host, sock: socket.socket) -> Iterator[bytes]:
+    """The master's lines; file descriptors sent with them queue in ``host.fds``."""
+    buf = b""
+    while True:
+        while b"\n" in buf:
+            line, buf = buf.split(b"\n", 1)
+            yield line
+        try:
+            data, fds, _, _ = socket.recv_fds(sock, 65536, 16)
+        except InterruptedError:
+            continue
+        except OSError:
+            return
+        host.fds.extend(fds)
+        if not data:
+            return
+        buf += data
+
+
 def serve(host: Host, sock: socket.socket) -> None:
     """Answer the master's messages until it closes the socket."""
-    rfile = sock.makefile("rb")
-    for line in rfile:
+    for line in messages(host, sock):
         try:
             msg = json.loads(line)
         except ValueError:
             host.log.error(f"hook host: unreadable message {line[:200]!r}")
             continue
+        result: Any
         try:
-            err = host.handle(msg)
+            result = host.handle(msg)
         except Exception as exc:  # a message this host cannot apply: say so, serve on
             host.log.error(f"hook host: cannot apply {msg.get('call')!r}", exc_info=True)
-            err = f"{type(exc).__name__}: {exc}"
+            result = f"{type(exc).__name__}: {exc}"
         ident = msg.get("id")
         if ident:
             reply: dict[str, Any] = {"id": ident}
-            if err is not None:
-                reply["error"] = err
+            if isinstance(result, dict):
+                reply.update(result)
+            elif result is not None:
+                reply["error"] = result
             try:
                 sock.sendall(json.dumps(reply).encode() + b"\n")
             except OSError:
@@ -281,9 +428,31 @@ def main() -> int:
     _app.setup_path(os.getcwd(), settings.pythonpath)
     try:
         host = Host(settings, log)
+    except _app.AppLoadError as e:
+        log.error(f"mold: {e}")
+        if e.detail:
+            log.debug(e.detail.rstrip("\n"))
+        return 4
     except BaseException as exc:  # noqa: B036  the file is arbitrary code
         log.error(f"hook host: config file {settings.config_file}: {_conffile.describe_error(exc, settings.config_file or '')}")
         return 3
-    log.debug(f"hook host serving (pid {os.getpid()}, hooks {sorted(host.fns)})")
-    serve(host, sock)
+    log.debug(f"hook host serving (pid {os.getpid()}, hooks {sorted(host.fns)}, preload {settings.preload})")
+    try:
+        serve(host, sock)
+    except Forked as forked:  # this is a new worker now, the mold's stack left behind
+        sock.close()
+        os.setpgid(0, 0)
+        _await_reparenting(forked.middle)
+        set_title(f"gorn: worker [{forked.settings.proc_name}] slot={forked.settings.slot}")
+        return _main.run(forked.settings, [], preloaded=host.app)
     return 0
+
+
+def _await_reparenting(middle: int, limit: float = 1.0) -> None:
+    """Wait (briefly: the middle process exits at once) until the master, the subreaper,
+    is this worker's parent, so os.getppid() and the hooks' worker.ppid are its pid."""
+    import time
+
+    deadline = time.monotonic() + limit
+    while os.getppid() == middle and time.monotonic() < deadline:
+        time.sleep(0.0002)

@@ -25,7 +25,7 @@ import resource
 import signal
 import sys
 from types import FrameType
-from typing import TYPE_CHECKING, Optional, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol
 
 from . import accesslog as _accesslog
 from . import app as _app
@@ -294,6 +294,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         _logs.emergency(f"invalid worker settings: {e}")
         return EXIT_BOOT
     os.environ.pop(_config.ENV_VAR, None)
+    return run(settings, unknown)
+
+
+def run(settings: _config.Settings, unknown: list[str], preloaded: Optional[Callable[..., Any]] = None) -> int:
+    """Steps 1-8 with the settings read; ``preloaded`` is the app a --preload mold imported
+    before forking this worker (step 7 then imports nothing)."""
     if settings.umask >= 0:
         os.umask(settings.umask)
 
@@ -396,7 +402,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
         # 7. the app
         try:
-            application = _app.load(settings.app)
+            application = preloaded if preloaded is not None else _app.load(settings.app)
         except _app.AppLoadError as e:
             log.error(str(e))
             if e.detail:
