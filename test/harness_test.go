@@ -124,6 +124,14 @@ type gornOpts struct {
 	wrap    []string // command prefix, e.g. unshare
 	// ownPython leaves out --python: gorn picks the interpreter itself.
 	ownPython bool
+	preload   bool // --preload: workers are forked from the mold
+}
+
+// eachMode runs a lifecycle test twice: workers started by the master, and forked from
+// the --preload mold.
+func eachMode(t *testing.T, test func(t *testing.T, o gornOpts)) {
+	t.Run("spawn", func(t *testing.T) { test(t, gornOpts{}) })
+	t.Run("preload", func(t *testing.T) { test(t, gornOpts{preload: true}) })
 }
 
 // startGorn runs the built binary with args (plus -b 127.0.0.1:0 unless a bind is given)
@@ -148,6 +156,9 @@ func startGornWith(t *testing.T, o gornOpts, bin string, args ...string) *gorn {
 	full := []string{"--log-format", "json"}
 	if !o.ownPython {
 		full = append(full, "--python", python(t))
+	}
+	if o.preload {
+		full = append(full, "--preload")
 	}
 	if !hasBind {
 		full = append(full, "-b", "127.0.0.1:0")

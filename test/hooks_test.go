@@ -135,9 +135,11 @@ def application(environ, start_response):
 // gunicorn's per-spawn age, which post_fork in the worker sees too; child_exit once the
 // worker is reaped; TTIN's nworkers_changed; HUP re-reads the file before on_reload;
 // on_exit last, after every worker is gone.
-func TestServerHooks(t *testing.T) {
+func TestServerHooks(t *testing.T) { eachMode(t, testServerHooks) }
+
+func testServerHooks(t *testing.T, o gornOpts) {
 	dir, events := hookApp(t, "wsgi_app = 'app:application'\nworkers = 2\nMARKER = 1\n"+allHooks)
-	g := startGorn(t, gornOpts{dir: dir, env: []string{"HOOK_EVENTS=" + events}, workers: 2})
+	g := startGorn(t, gornOpts{dir: dir, env: []string{"HOOK_EVENTS=" + events}, workers: 2, preload: o.preload})
 	master := g.cmd.Process.Pid
 	host := g.hookHostPid()
 	if host == 0 {
@@ -240,7 +242,9 @@ func TestServerHooks(t *testing.T) {
 // on; a hook that hangs past --timeout gets the host killed and restarted (the worker
 // spawns anyway); a host that is killed is restarted, told the live workers and runs
 // when_ready again; both count in gorn_hook_host_restarts_total.
-func TestServerHookFailures(t *testing.T) {
+func TestServerHookFailures(t *testing.T) { eachMode(t, testServerHookFailures) }
+
+func testServerHookFailures(t *testing.T, o gornOpts) {
 	dir, events := hookApp(t, `
 wsgi_app = 'app:application'
 workers = 1
@@ -256,7 +260,7 @@ def child_exit(server, worker):
     raise RuntimeError("child_exit went wrong")
 def nworkers_changed(server, new, old): record("nworkers_changed", server, new=new, old=old)
 `)
-	g := startGorn(t, gornOpts{dir: dir, env: []string{"HOOK_EVENTS=" + events}}, "--timeout", "2", "--metrics-bind", "127.0.0.1:0")
+	g := startGorn(t, gornOpts{dir: dir, env: []string{"HOOK_EVENTS=" + events}, preload: o.preload}, "--timeout", "2", "--metrics-bind", "127.0.0.1:0")
 	maddr := g.metricsAddr()
 	if !strings.Contains(g.logs.String(), "when_ready hook failed") || !strings.Contains(g.logs.String(), "ValueError: when_ready went wrong") {
 		t.Fatalf("the raising when_ready is not logged with its traceback:\n%s", g.logs.String())
@@ -329,6 +333,10 @@ def worker_abort(worker): record("worker_abort", None, worker)
 // documentation says for gunicorn: child_exit calls mark_process_dead(worker.pid). A killed
 // worker's live-gauge files go, its counter files and the survivor's files stay.
 func TestPrometheusMultiprocessChildExit(t *testing.T) {
+	eachMode(t, testPrometheusMultiprocessChildExit)
+}
+
+func testPrometheusMultiprocessChildExit(t *testing.T, o gornOpts) {
 	py := python(t)
 	if err := exec.Command(py, "-c", "import prometheus_client.multiprocess").Run(); err != nil {
 		testenv.Missing(t, "prometheus_client is not installed (%v): pip install -r worker/pyworker/requirements-test.txt", err)
@@ -342,8 +350,8 @@ func TestPrometheusMultiprocessChildExit(t *testing.T) {
 from prometheus_client import Counter, Gauge
 REQUESTS = Counter("app_requests", "requests")
 LIVE = Gauge("app_live", "live workers", multiprocess_mode="livesum")
-LIVE.set(1)
 def application(environ, start_response):
+    LIVE.set(1)  # in the worker: with --preload, import time is the mold's
     REQUESTS.inc()
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [str(os.getpid()).encode()]
@@ -354,7 +362,7 @@ workers = 2
 def child_exit(server, worker):
     multiprocess.mark_process_dead(worker.pid)
 `)
-	g := startGorn(t, gornOpts{dir: dir, env: []string{"PROMETHEUS_MULTIPROC_DIR=" + metricsDir}, workers: 2})
+	g := startGorn(t, gornOpts{dir: dir, env: []string{"PROMETHEUS_MULTIPROC_DIR=" + metricsDir}, workers: 2, preload: o.preload})
 	pids := g.workerPids()
 	seen := map[string]bool{}
 	for i := 0; i < 200 && len(seen) < 2; i++ {

@@ -119,7 +119,9 @@ func termWithQueuedConnections(t *testing.T, g *gorn, busy int) {
 	}
 }
 
-func TestHungWorkerIsDumpedAndReplaced(t *testing.T) {
+func TestHungWorkerIsDumpedAndReplaced(t *testing.T) { eachMode(t, testHungWorkerIsDumpedAndReplaced) }
+
+func testHungWorkerIsDumpedAndReplaced(t *testing.T, o gornOpts) {
 	for class, args := range workerClasses {
 		t.Run(class, func(t *testing.T) { hungWorkerIsDumpedAndReplaced(t, args) })
 	}
@@ -180,7 +182,9 @@ const reloadApp = `def application(environ, start_response):
     return [b"%s"]
 `
 
-func TestReloadWithBrokenCode(t *testing.T) {
+func TestReloadWithBrokenCode(t *testing.T) { eachMode(t, testReloadWithBrokenCode) }
+
+func testReloadWithBrokenCode(t *testing.T, o gornOpts) {
 	dir := t.TempDir()
 	appFile := filepath.Join(dir, "reloadable.py")
 	write := func(src string) {
@@ -189,7 +193,7 @@ func TestReloadWithBrokenCode(t *testing.T) {
 		}
 	}
 	write(fmt.Sprintf(reloadApp, "v1"))
-	g := startGorn(t, gornOpts{dir: dir}, "-w", "2", "reloadable")
+	g := startGorn(t, gornOpts{dir: dir, preload: o.preload}, "-w", "2", "reloadable")
 	if _, body := get(t, g.url("/")); body != "v1" {
 		t.Fatalf("got %q", body)
 	}
@@ -393,7 +397,9 @@ def application(environ, start_response):
 
 // TestReloadOnSourceChange: with --reload, saving the app's file rolls out the new code;
 // a save that does not import keeps the old code serving; the fix rolls out again.
-func TestReloadOnSourceChange(t *testing.T) {
+func TestReloadOnSourceChange(t *testing.T) { eachMode(t, testReloadOnSourceChange) }
+
+func testReloadOnSourceChange(t *testing.T, o gornOpts) {
 	dir := t.TempDir()
 	appFile := filepath.Join(dir, "reloadable.py")
 	save := func(src string) {
@@ -420,7 +426,7 @@ func TestReloadOnSourceChange(t *testing.T) {
 		}
 	}
 	save(fmt.Sprintf(reloadApp, "v1"))
-	g = startGorn(t, gornOpts{dir: dir}, "-w", "2", "--reload", "reloadable")
+	g = startGorn(t, gornOpts{dir: dir, preload: o.preload}, "-w", "2", "--reload", "reloadable")
 	time.Sleep(1500 * time.Millisecond) // the watchers' first look
 	save(fmt.Sprintf(reloadApp, "v2-longer"))
 	serving("v2-longer")

@@ -42,11 +42,13 @@ func masterUsage(t *testing.T, pid int) (fds int, rssKB int) {
 // with the master's garbage collector off, so no finalizer closes what the master forgot
 // to: its open descriptors must not grow with the recycles, and neither may its memory
 // beyond what the uncollected Go heap explains.
-func TestRecyclingLeaksNothing(t *testing.T) {
+func TestRecyclingLeaksNothing(t *testing.T) { eachMode(t, testRecyclingLeaksNothing) }
+
+func testRecyclingLeaksNothing(t *testing.T, o gornOpts) {
 	const warmup, recycles = 20, 200
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "tiny.py"), tinyApp)
-	g := startGorn(t, gornOpts{dir: dir, env: []string{"GOGC=off"}}, "-w", "2", "--max-requests", "2", "tiny:application")
+	g := startGorn(t, gornOpts{dir: dir, env: []string{"GOGC=off"}, preload: o.preload}, "-w", "2", "--max-requests", "2", "tiny:application")
 	pid := g.cmd.Process.Pid
 	l := loadgen.Start(g.addr, 1, "/")
 	finished := false

@@ -91,8 +91,10 @@ func TestConcurrentSlowRequestsUseDifferentWorkers(t *testing.T) {
 	}
 }
 
-func TestKilledWorkerIsReplaced(t *testing.T) {
-	g := startGorn(t, gornOpts{}, "-w", "2", "app:app")
+func TestKilledWorkerIsReplaced(t *testing.T) { eachMode(t, testKilledWorkerIsReplaced) }
+
+func testKilledWorkerIsReplaced(t *testing.T, o gornOpts) {
+	g := startGorn(t, gornOpts{preload: o.preload}, "-w", "2", "app:app")
 	pids := g.workerPids()
 	if len(pids) != 2 {
 		t.Fatalf("worker pids %v", pids)
@@ -115,8 +117,10 @@ func TestKilledWorkerIsReplaced(t *testing.T) {
 	}
 }
 
-func TestTermLetsInFlightRequestFinish(t *testing.T) {
-	g := startGorn(t, gornOpts{}, "-w", "1", "app:app")
+func TestTermLetsInFlightRequestFinish(t *testing.T) { eachMode(t, testTermLetsInFlightRequestFinish) }
+
+func testTermLetsInFlightRequestFinish(t *testing.T, o gornOpts) {
+	g := startGorn(t, gornOpts{preload: o.preload}, "-w", "1", "app:app")
 	result := make(chan string, 1)
 	go func() {
 		resp, err := client().Get(g.url("/slow?ms=1500"))
@@ -138,8 +142,10 @@ func TestTermLetsInFlightRequestFinish(t *testing.T) {
 	}
 }
 
-func TestImportErrorExits4(t *testing.T) {
-	g := startGorn(t, gornOpts{noWait: true}, "-w", "2", "no_such_module:app")
+func TestImportErrorExits4(t *testing.T) { eachMode(t, testImportErrorExits4) }
+
+func testImportErrorExits4(t *testing.T, o gornOpts) {
+	g := startGorn(t, gornOpts{noWait: true, preload: o.preload}, "-w", "2", "no_such_module:app")
 	if code := g.wait(30 * time.Second); code != 4 {
 		t.Fatalf("exit code %d, want 4", code)
 	}

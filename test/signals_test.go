@@ -15,10 +15,12 @@ import (
 )
 
 // USR1 reopens the log files in the master and the workers (logrotate's convention).
-func TestUSR1ReopensLogs(t *testing.T) {
+func TestUSR1ReopensLogs(t *testing.T) { eachMode(t, testUSR1ReopensLogs) }
+
+func testUSR1ReopensLogs(t *testing.T, o gornOpts) {
 	dir := t.TempDir()
 	access, errlog := filepath.Join(dir, "access.log"), filepath.Join(dir, "error.log")
-	g := startGorn(t, gornOpts{noWait: true}, "-w", "1", "--access-logfile", access, "--error-logfile", errlog, "app:app")
+	g := startGorn(t, gornOpts{noWait: true, preload: o.preload}, "-w", "1", "--access-logfile", access, "--error-logfile", errlog, "app:app")
 	waitFile := func(path, substr string) {
 		t.Helper()
 		deadline := time.Now().Add(15 * time.Second)
@@ -75,8 +77,10 @@ func readFile(t *testing.T, path string) string {
 }
 
 // WINCH stops every worker but keeps the master and its sockets; TTIN brings one back.
-func TestWINCHStopsWorkersKeepsMaster(t *testing.T) {
-	g := startGorn(t, gornOpts{}, "-w", "2", "app:app")
+func TestWINCHStopsWorkersKeepsMaster(t *testing.T) { eachMode(t, testWINCHStopsWorkersKeepsMaster) }
+
+func testWINCHStopsWorkersKeepsMaster(t *testing.T, o gornOpts) {
+	g := startGorn(t, gornOpts{preload: o.preload}, "-w", "2", "app:app")
 	g.signal(syscall.SIGWINCH)
 	waitWorkers(t, g, 0, 20*time.Second)
 	g.signal(syscall.SIGTTIN)
@@ -155,8 +159,10 @@ def application(environ, start_response):
 
 // Workers must not outlive a master that dies without cleaning up (SIGKILL): Pdeathsig and
 // the lifeline pipe both see to it.
-func TestWorkersExitWhenMasterDies(t *testing.T) {
-	g := startGorn(t, gornOpts{}, "-w", "2", "-n", "titletest", "app:app")
+func TestWorkersExitWhenMasterDies(t *testing.T) { eachMode(t, testWorkersExitWhenMasterDies) }
+
+func testWorkersExitWhenMasterDies(t *testing.T, o gornOpts) {
+	g := startGorn(t, gornOpts{preload: o.preload}, "-w", "2", "-n", "titletest", "app:app")
 	pids := g.workerPids()
 	if len(pids) != 2 {
 		t.Fatalf("workers %v", pids)
