@@ -111,7 +111,7 @@ func (sh *serverHooks) reloaded(next *config.Config, log *zap.Logger) error {
 		sh.mu.Lock()
 		sh.spec = old
 		sh.mu.Unlock()
-		return fmt.Errorf("building a new mold: %w", err)
+		return fmt.Errorf("reload failed: the new code does not import in a new mold (see its error above); the old mold keeps forking: %w", err)
 	}
 	log.Info("new mold ready: the workers are replaced from the new code", zap.Int("pid", sh.host.Pid()))
 	return nil
