@@ -145,42 +145,17 @@ func TestDockerfileHadolint(t *testing.T) {
 	}
 }
 
-// TestContainerImageRunsAsDeclared runs the final stage of the Dockerfile as a container
-// runtime would, without one: its ENTRYPOINT and CMD, under its USER, with its ENV and
-// WORKDIR, as PID 1 of a new PID namespace, on a read-only root filesystem assembled from
-// this machine's /usr and /etc plus what the stage COPYs (the built gorn, a venv with the
-// example's requirements, the app), with no shell on it, in a network namespace of its
-// own, inside cgroup v1 CPU and memory limits. gorn must size itself from the limits,
-// serve the app and its probes, and stop cleanly on the STOPSIGNAL.
+// TestContainerImageRunsAsDeclared runs the final stage of the Dockerfile (the image) as a
+// container runtime would, without one (see runImage), with what the stage COPYs taken from
+// here: the built gorn, a fresh venv with the example's requirements, the app.
 func TestContainerImageRunsAsDeclared(t *testing.T) {
-	testenv.NeedRoot(t, "mount and PID namespaces, chroot, cgroups")
-	for _, tool := range []string{"unshare", "chroot", "ip", "mount"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			testenv.Missing(t, "%s is not installed (util-linux, coreutils, iproute2): %v", tool, err)
-		}
-	}
+	needContainerTools(t)
 	stages := readDockerfile(t, filepath.Join(repoRoot, "Dockerfile"))
 	img := stages[len(stages)-1]
 	if img.name != "" {
 		t.Fatalf("the last stage (the default target) is %q: want the image itself", img.name)
 	}
-	uid, gid := numericUser(t, img.user)
-	if uid == 0 {
-		t.Fatal("the image runs as root")
-	}
-	if img.stopSignal != "SIGTERM" {
-		t.Errorf("STOPSIGNAL %q: gorn stops gracefully on SIGTERM", img.stopSignal)
-	}
-
-	// What the stage copies, from here: the built gorn, a fresh venv, the sources.
-	dir, err := os.MkdirTemp("", "gorn-container-") // t.TempDir's parent is private
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	dir := containerDir(t)
 	var binds [][2]string // host path, image path
 	for _, c := range img.copies {
 		if strings.Contains(c.src, " ") {
@@ -197,14 +172,58 @@ func TestContainerImageRunsAsDeclared(t *testing.T) {
 			t.Fatalf("COPY --from=%s: the test does not know that stage", c.from)
 		}
 	}
+	runImage(t, img, dir, binds)
+}
+
+func needContainerTools(t *testing.T) {
+	t.Helper()
+	testenv.NeedRoot(t, "mount and PID namespaces, chroot, cgroups")
+	for _, tool := range []string{"unshare", "chroot", "ip", "mount"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			testenv.Missing(t, "%s is not installed (util-linux, coreutils, iproute2): %v", tool, err)
+		}
+	}
+}
+
+// containerDir is a directory for an image's files that its non-root user can reach
+// (t.TempDir's parent is private).
+func containerDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "gorn-container-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// runImage runs a Dockerfile stage's ENTRYPOINT and CMD, under its USER, with its ENV and
+// WORKDIR, as PID 1 of a new PID namespace, on a read-only root filesystem assembled from
+// this machine's /usr and /etc plus binds (host path, image path), with no shell on it, in
+// a network namespace of its own, inside cgroup v1 limits of 1 CPU and 512 MiB. gorn must
+// size itself from the limits, serve the example app and its probes on the CMD's ports,
+// run every process as the USER, and stop with exit 0 on the STOPSIGNAL.
+func runImage(t *testing.T, img dockerStage, dir string, binds [][2]string) {
+	t.Helper()
+	uid, gid := numericUser(t, img.user)
+	if uid == 0 {
+		t.Fatal("the image runs as root")
+	}
+	if img.stopSignal != "SIGTERM" {
+		t.Errorf("STOPSIGNAL %q: gorn stops gracefully on SIGTERM", img.stopSignal)
+	}
 	root := filepath.Join(dir, "root")
 	if err := os.Mkdir(root, 0o755); err != nil {
 		t.Fatal(err)
 	}
 
-	cpu := cgrouptest.NewV1(t, "cpu", fmt.Sprintf("gorn-test-container-%d", os.Getpid()))
+	name := fmt.Sprintf("gorn-test-container-%d", os.Getpid())
+	cpu := cgrouptest.NewV1(t, "cpu", name)
 	cpu.SetCPUQuota(100000, 100000)
-	mem := cgrouptest.NewV1(t, "memory", fmt.Sprintf("gorn-test-container-%d", os.Getpid()))
+	mem := cgrouptest.NewV1(t, "memory", name)
 	mem.SetMemoryLimit(512 << 20)
 	// A runtime's cgroup directories are world-readable; MkdirTemp's are not.
 	for _, d := range []string{cpu.Dir(), mem.Dir()} {

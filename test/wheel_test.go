@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gornhq/gorn/internal/testenv"
 )
 
 // wheelArch is the wheel platform's name for this machine's architecture.
@@ -89,9 +91,14 @@ func TestWheelServesFlaskWithoutGo(t *testing.T) {
 		t.Errorf("a %s binary tagged %s: %v\n%s", arch, other, err, out)
 	}
 
-	// A fresh environment, and a PATH of its bin directory alone: no go anywhere.
-	venv := filepath.Join(dir, "venv")
-	run(os.Environ(), py, "-m", "venv", venv)
+	// A fresh environment of this machine's python3 (which a container's user can run),
+	// and a PATH of its bin directory alone: no go anywhere.
+	venv := filepath.Join(containerDir(t), "venv")
+	base := "/usr/bin/python3"
+	if err := exec.Command(base, "-m", "venv", "--help").Run(); err != nil {
+		testenv.Missing(t, "no %s with venv (apt-get install python3-venv): %v", base, err)
+	}
+	run(os.Environ(), base, "-m", "venv", venv)
 	bin := filepath.Join(venv, "bin")
 	env := append(cleanEnv(), "PATH="+bin)
 	for _, d := range filepath.SplitList(bin) {
@@ -126,6 +133,29 @@ func TestWheelServesFlaskWithoutGo(t *testing.T) {
 	if code := g.wait(30 * time.Second); code != 0 {
 		t.Errorf("gorn exited %d after TERM", code)
 	}
+
+	// The Dockerfile's wheel-example stage is this environment as /venv, in a python:
+	// image: run it as its ENTRYPOINT, CMD and USER say, as the image test does.
+	t.Run("Dockerfile wheel-example stage", func(t *testing.T) {
+		needContainerTools(t)
+		var example *dockerStage
+		stages := readDockerfile(t, filepath.Join(repoRoot, "Dockerfile"))
+		for i := range stages {
+			if stages[i].name == "wheel-example" {
+				example = &stages[i]
+			}
+		}
+		if example == nil {
+			t.Fatal("the Dockerfile has no wheel-example stage")
+		}
+		if len(example.entrypoint) == 0 || !strings.HasPrefix(example.entrypoint[0], "/venv/bin/") {
+			t.Fatalf("the wheel-example stage runs %q, not the venv's gorn", example.entrypoint)
+		}
+		runImage(t, *example, filepath.Dir(venv), [][2]string{
+			{venv, "/venv"},
+			{filepath.Join(repoRoot, "examples", "flask"), "/app"},
+		})
+	})
 }
 
 // elfMachines are the ELF machines of the wheel architectures.
