@@ -28,6 +28,7 @@ RUN PYTHON_INCLUDE=/python-include NATIVE_REQUIRED=1 bash worker/native/build.sh
 
 # Example, not built by default: gorn installed from its wheel (make wheel) in a plain
 # python: image, as a requirements.txt line would. docker build --target wheel-example .
+# test/wheel_test.go runs this stage with the wheel it built.
 FROM python:3.12-slim-bookworm AS wheel-example
 COPY dist/ /tmp/dist/
 COPY examples/flask/requirements.txt /tmp/requirements.txt
