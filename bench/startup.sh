@@ -39,4 +39,6 @@ for s in $SERVERS; do
   esac
 done
 echo "start to first 200, Flask example, 1 worker, $ROUNDS rounds interleaved; $(uname -m), $(nproc) CPUs shared; $("$VENV/bin/python" -V)"
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 "$VENV/bin/python" bench/startup.py "$ROUNDS" examples/flask "${args[@]}"
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

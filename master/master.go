@@ -844,10 +844,10 @@ func (m *Master) promote(w *worker) {
 	w.replaces = nil
 	reason := ReasonRecycled
 	switch {
+	case old.gen < m.gen: // a reload replaces it, whatever else was due
+		reason = ReasonReload
 	case old.recycle != "":
 		reason = old.recycle
-	case old.gen < m.gen:
-		reason = ReasonReload
 	}
 	m.stop(old, syscall.SIGTERM, reason)
 }

@@ -496,6 +496,25 @@ func TestMaxWorkerMemoryRecycles(t *testing.T) {
 	}
 }
 
+// TestReloadNamesTheExitOfAWorkerDueForRecycling: a worker due for recycling when a HUP
+// rolls a new generation out is replaced by the reload, and its exit says so.
+func TestReloadNamesTheExitOfAWorkerDueForRecycling(t *testing.T) {
+	h := newHarness(t, Config{Workers: 1, MaxWorkerMemory: 100 << 20}, Hooks{})
+	h.readyAll()
+	old := h.sp.procs[0]
+	h.m.onMemory(MemorySample{old.pid: 200 << 20}) // due, and its replacement starts
+	h.m.rollOut()                                  // HUP meanwhile
+	h.manage()
+	for _, p := range h.sp.alive(h.m)[1:] {
+		p.ready()
+	}
+	h.advance(50 * time.Millisecond)
+	h.exit(old, exitCode(0))
+	if h.m.exits[ReasonReload] != 1 || h.m.exits[ReasonMemory] != 0 {
+		t.Errorf("exits %v, want the old generation's worker counted as reloaded", h.m.exits)
+	}
+}
+
 // TestMemoryLimitOff: without --max-worker-memory, samples replace nobody.
 func TestMemoryLimitOff(t *testing.T) {
 	h := newHarness(t, Config{Workers: 1}, Hooks{})
