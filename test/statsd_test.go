@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -39,38 +40,24 @@ func TestStatsd(t *testing.T) {
 			}
 		}
 	}
-	lines := map[string]int{}
-	var durations []float64
-	buf := make([]byte, 65536)
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) && lines["web.gunicorn.requests:1|c|@1.0|#env:test"] < 12 {
-		_ = srv.SetReadDeadline(time.Now().Add(3 * time.Second))
-		n, _, err := srv.ReadFrom(buf)
-		if err != nil {
-			break
-		}
-		for _, l := range strings.Split(string(buf[:n]), "\n") {
-			if v, ok := strings.CutPrefix(l, "web.gunicorn.request.duration:"); ok {
-				ms, err := strconv.ParseFloat(strings.TrimSuffix(v, "|ms|#env:test"), 64)
-				if err != nil || !strings.HasSuffix(v, "|ms|#env:test") {
-					t.Errorf("duration line %q", l)
-				}
-				durations = append(durations, ms)
-				continue
-			}
-			lines[l]++
-		}
+	// The workers flush within a second; the gauge and the master's warning went out at start.
+	lines := received(srv, 2*time.Second, func(got map[string]int) bool {
+		return got["web.gunicorn.requests:1|c|@1.0|#env:test"] >= 12 && got["web.gunicorn.log.exception:1|c|@1.0|#env:test"] >= 3
+	})
+	time.Sleep(1500 * time.Millisecond) // one more flush: nothing beyond the 12 may come
+	for l, n := range received(srv, 500*time.Millisecond, nil) {
+		lines[l] += n
 	}
-	// The worker gauge and the master's warning went out at start; wait a little for
-	// anything still in a worker's queue (flushed every second).
-	_ = srv.SetReadDeadline(time.Now().Add(1500 * time.Millisecond))
-	for {
-		n, _, err := srv.ReadFrom(buf)
-		if err != nil {
-			break
-		}
-		for _, l := range strings.Split(string(buf[:n]), "\n") {
-			lines[l]++
+	var durations []float64
+	for l, n := range lines {
+		if v, ok := strings.CutPrefix(l, "web.gunicorn.request.duration:"); ok {
+			ms, err := strconv.ParseFloat(strings.TrimSuffix(v, "|ms|#env:test"), 64)
+			if err != nil || !strings.HasSuffix(v, "|ms|#env:test") {
+				t.Errorf("duration line %q", l)
+			}
+			for range n {
+				durations = append(durations, ms)
+			}
 		}
 	}
 	for line, n := range map[string]int{
@@ -104,4 +91,62 @@ func TestStatsd(t *testing.T) {
 			t.Errorf("duration %v ms", ms)
 		}
 	}
+}
+
+// TestStatsdFollowsHUP: a HUP that changes statsd_host sends the new workers' request
+// metrics and the master's gauge and log counters to the new server, as gunicorn's reload.
+func TestStatsdFollowsHUP(t *testing.T) {
+	listen := func() net.PacketConn {
+		srv, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { srv.Close() })
+		return srv
+	}
+	first, second := listen(), listen()
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "gunicorn.conf.py")
+	writeFile(t, conf, "statsd_host = '"+first.LocalAddr().String()+"'\n")
+	writeFile(t, filepath.Join(dir, "counted.py"), "def application(environ, start_response):\n    start_response('200 OK', [])\n    return [b'ok']\n")
+	g := startGorn(t, gornOpts{dir: dir}, "-w", "1", "counted")
+	if code, _ := get(t, g.url("/")); code != 200 {
+		t.Fatal(code)
+	}
+	if got := received(first, 2*time.Second, nil); got["gunicorn.requests:1|c|@1.0"] != 1 {
+		t.Fatalf("the first server got %v", got)
+	}
+	writeFile(t, conf, "statsd_host = '"+second.LocalAddr().String()+"'\nworker_tmp_dir = '/dev/shm'\n")
+	g.signal(syscall.SIGHUP)
+	g.waitLog(`"reason":"reload"`, 1, 30*time.Second)
+	for range 3 {
+		if code, _ := get(t, g.url("/")); code != 200 {
+			t.Fatal(code)
+		}
+	}
+	// The warning about worker_tmp_dir is logged after the switch: the master counts it there.
+	got := received(second, 2500*time.Millisecond, nil)
+	for line, n := range map[string]int{"gunicorn.requests:1|c|@1.0": 3, "gunicorn.workers:1|g": 1, "gunicorn.log.warning:1|c|@1.0": 1} {
+		if got[line] < n {
+			t.Errorf("the second server got %q %d times, want %d: %v", line, got[line], n, got)
+		}
+	}
+}
+
+// received counts the lines srv receives until none arrives for quiet, or enough says so
+// (nil: never), 10 s at most.
+func received(srv net.PacketConn, quiet time.Duration, enough func(map[string]int) bool) map[string]int {
+	got := map[string]int{}
+	buf := make([]byte, 65536)
+	for end := time.Now().Add(10 * time.Second); time.Now().Before(end) && (enough == nil || !enough(got)); {
+		_ = srv.SetReadDeadline(time.Now().Add(quiet))
+		k, _, err := srv.ReadFrom(buf)
+		if err != nil {
+			break
+		}
+		for _, l := range strings.Split(string(buf[:k]), "\n") {
+			got[l]++
+		}
+	}
+	return got
 }

@@ -25,7 +25,6 @@ import (
 	"github.com/gornhq/gorn/internal/logfile"
 	"github.com/gornhq/gorn/internal/scoreboard"
 	"github.com/gornhq/gorn/internal/sizing"
-	"github.com/gornhq/gorn/internal/statsd"
 	"github.com/gornhq/gorn/internal/upgrade"
 	"github.com/gornhq/gorn/master"
 	"github.com/gornhq/gorn/socket"
@@ -90,8 +89,8 @@ type host struct {
 	serving func()
 	// failed is told why serving ended in an error.
 	failed func(error)
-	// statsd is the master's StatsD client (--statsd-host); nil when off.
-	statsd *statsd.Client
+	// statsd is the master's StatsD client (--statsd-host).
+	statsd *statsdSink
 }
 
 // run is gorn without os.Exit: it returns the process exit code.
@@ -151,10 +150,8 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, h 
 		return master.ExitError
 	}
 	defer logs.Close()
-	if sd := startStatsd(cfg, logs); sd != nil {
-		defer sd.Close()
-		h.statsd = sd
-	}
+	h.statsd = newStatsdSink(cfg, logs)
+	defer h.statsd.Close()
 	log := logs.Logger
 	if cfg.ConfigFile != "" {
 		log.Info("read the config file", zap.String("config_file", cfg.ConfigFile))
@@ -241,6 +238,7 @@ func serve(cfg *config.Config, reparse func() (*config.Config, error), logs *log
 		files[i] = l.File()
 	}
 	reload := newReloader(cfg, reparse, sizer, log.Named("reload"))
+	reload.statsd = h.statsd
 	wcfg := worker.Config{
 		Python:    cfg.Python,
 		Listeners: files,
@@ -354,7 +352,7 @@ func serve(cfg *config.Config, reparse func() (*config.Config, error), logs *log
 		if cfg.BacklogMetric {
 			backlog = listeners
 		}
-		go reportWorkers(ctx, h.statsd, m, backlog)
+		go h.statsd.reportWorkers(ctx, m, backlog)
 	}
 	if h.serving != nil {
 		go func() {

@@ -26,6 +26,7 @@ type reloader struct {
 	// reread, if set, is told the evaluated configuration in the reload's goroutine, before
 	// the loop applies it (the hook host runs on_reload).
 	reread func(*config.Config) error
+	statsd *statsdSink // nil in tests
 }
 
 func newReloader(cfg *config.Config, reparse func() (*config.Config, error), s *sizing.Sizer, log *zap.Logger) *reloader {
@@ -47,7 +48,19 @@ func (r *reloader) reload(mc master.Config) (func() master.Config, error) {
 			return nil, err
 		}
 	}
-	return func() master.Config { return r.apply(mc, next) }, nil
+	// A changed StatsD address gets its client here, off the loop (dialling may resolve a
+	// host name). r.applied is only read: no apply runs while a reload does.
+	var sd func()
+	if r.statsd != nil && statsdChanged(r.applied, next) {
+		c := r.statsd.dial(next)
+		sd = func() { r.statsd.swap(c) }
+	}
+	return func() master.Config {
+		if sd != nil {
+			sd()
+		}
+		return r.apply(mc, next)
+	}, nil
 }
 
 // apply takes the evaluated configuration next; it runs on the master loop.
