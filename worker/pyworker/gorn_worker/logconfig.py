@@ -48,6 +48,8 @@ def defaults() -> dict[str, Any]:
 def configure(config_dict: Optional[dict[str, Any]], json_path: str, ini_path: str) -> Optional[str]:
     """Apply the first configuration given; returns what was applied (for a debug line),
     None when nothing is set. Raises :class:`LogConfigError` naming the setting."""
+    if not (config_dict or json_path or ini_path):
+        return None  # logging.config imports handlers, socketserver, pickle: ~10 ms of every start
     import logging.config
 
     if config_dict:

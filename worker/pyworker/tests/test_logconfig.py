@@ -136,3 +136,19 @@ def test_errors_name_the_setting(tmp_path: Path) -> None:
         logconfig.configure(None, "", "/nonexistent.ini")
     assert logconfig.configure(None, "", "") is None
     logging.getLogger().handlers.clear()
+
+
+def test_nothing_configured_imports_nothing(tmp_path: Path) -> None:
+    """Without a logging configuration, logging.config (and the handlers, socketserver and
+    pickle it pulls in) is not imported: it would cost every worker's start-up."""
+    p = run(
+        """
+        import sys
+        from gorn_worker import logconfig
+        assert logconfig.configure(None, "", "") is None
+        print("logging.config" in sys.modules)
+        """,
+        tmp_path,
+    )
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "False"
