@@ -101,7 +101,10 @@ type HandoverWorker struct {
 	Slot        int    `json:"slot"`
 	Generation  int    `json:"generation"`
 	MaxRequests uint64 `json:"max_requests"`
-	Age         int    `json:"age,omitempty"`
+	// FaultFD is the read end of the worker's stack-dump pipe, kept across the exec (0:
+	// none); the upgrader fills it in, the master does not know it.
+	FaultFD int `json:"fault_fd,omitempty"`
+	Age     int `json:"age,omitempty"`
 }
 
 // Adopt takes over workers started by a previous master image; call before Run. With

@@ -205,3 +205,34 @@ func TestStopDuringAFailedUpgrade(t *testing.T) {
 		t.Errorf("the workers were not stopped gracefully:\n%s", g.logs.String())
 	}
 }
+
+// TestDumpOfAnAdoptedWorker: the stack-dump pipes go along with a USR2 upgrade, so a
+// worker the new binary adopted is still dumped as records naming it when it crashes.
+func TestDumpOfAnAdoptedWorker(t *testing.T) {
+	dir := t.TempDir()
+	// A slow import keeps the adopted worker in place while its replacement boots.
+	writeFile(t, filepath.Join(dir, "slowboot.py"), "import time\n\ntime.sleep(3)\n\n\ndef application(environ, start_response):\n    start_response('200 OK', [])\n    return [b'ok']\n")
+	g := startGorn(t, gornOpts{dir: dir}, "-w", "1", "slowboot")
+	old := g.workerPids()
+	if len(old) != 1 {
+		t.Fatalf("workers %v, want one", old)
+	}
+	g.signal(syscall.SIGUSR2)
+	g.waitLog("binary upgrade: adopted", 1, 60*time.Second)
+	if err := syscall.Kill(old[0], syscall.SIGSEGV); err != nil {
+		t.Fatalf("the adopted worker is gone already: %v", err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		for _, rec := range g.logLines() {
+			msg, _ := rec["msg"].(string)
+			if rec["logger"] == "worker.faulthandler" && rec["pid"] == float64(old[0]) && strings.Contains(msg, "Segmentation fault") {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no stack-dump record of the adopted worker %d:\n%s", old[0], g.logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -10,10 +10,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -115,10 +117,11 @@ type Config struct {
 	Spec func() Spec
 	// Lifeline is an inherited pipe (read, write) after a binary upgrade; nil makes a new one.
 	Lifeline *[2]*os.File
-	// Faults is given the read end of each worker's stack-dump pipe (faulthandler's
-	// output: a hung or crashed worker's Python stacks) once the worker runs; it owns the
-	// file from then on and reads it to EOF, which comes when the worker is gone.
-	Faults func(r *os.File, pid, slot int)
+	// Faults reads each worker's stack-dump pipe (faulthandler's output: a hung or
+	// crashed worker's Python stacks) until EOF, which comes when the worker is gone; the
+	// spawner runs it in a goroutine of its own once the worker runs, and closes the pipe
+	// after. nil: the dumps are dropped.
+	Faults func(r io.Reader, pid, slot int)
 	// Thread forks the workers; nil starts a thread of the spawner's own.
 	Thread *Thread
 	// Reaper collects the workers' exits and sends them to Exits.
@@ -136,6 +139,9 @@ type Spawner struct {
 	thread   *Thread
 	readies  chan struct{}
 	forker   Forker // --preload: workers are forked by the mold
+
+	faultsMu sync.Mutex
+	faults   map[int]*os.File // pid -> the read end of its stack-dump pipe, while read
 }
 
 // NewSpawner packs the runtime and starts the spawning thread.
@@ -147,7 +153,7 @@ func NewSpawner(cfg Config) (*Spawner, error) {
 	if cfg.Reaper == nil || cfg.Exits == nil {
 		return nil, fmt.Errorf("starting the spawner: no reaper")
 	}
-	s := &Spawner{cfg: cfg, zip: z, thread: cfg.Thread}
+	s := &Spawner{cfg: cfg, zip: z, thread: cfg.Thread, faults: map[int]*os.File{}}
 	if s.thread == nil {
 		s.thread = StartThread()
 	}
@@ -341,11 +347,7 @@ func (s *Spawner) forkFromMold(req master.SpawnRequest) (master.Process, error) 
 		// matches it with this spawn; its pid may be reused, so nothing signals it.
 		p.released = true
 	}
-	if cfg.Faults != nil {
-		cfg.Faults(faultR, pid, req.Slot)
-	} else {
-		faultR.Close()
-	}
+	s.readFaults(faultR, pid, req.Slot)
 	return p, nil
 }
 
@@ -364,12 +366,51 @@ func (s *Spawner) spawn(req master.SpawnRequest, spec Spec) (master.Process, err
 		faultR.Close()
 		return nil, fmt.Errorf("starting worker %s: %w", cfg.Python, err)
 	}
-	if cfg.Faults != nil {
-		cfg.Faults(faultR, p.Pid, req.Slot)
-	} else {
-		faultR.Close()
-	}
+	s.readFaults(faultR, p.Pid, req.Slot)
 	return &Process{pid: p.Pid, proc: p, board: cfg.Board, slot: req.Slot}, nil
+}
+
+// readFaults reads a worker's stack-dump pipe in a goroutine until EOF, then closes it.
+func (s *Spawner) readFaults(r *os.File, pid, slot int) {
+	if s.cfg.Faults == nil {
+		r.Close()
+		return
+	}
+	s.faultsMu.Lock()
+	s.faults[pid] = r
+	s.faultsMu.Unlock()
+	go func() {
+		s.cfg.Faults(r, pid, slot)
+		s.faultsMu.Lock()
+		delete(s.faults, pid)
+		r.Close() // under the lock: HoldFaults never names a closed descriptor
+		s.faultsMu.Unlock()
+	}()
+}
+
+// AdoptFaults reads the stack-dump pipe of a worker adopted after a binary upgrade (fd,
+// inherited from the previous image); a descriptor that is not a pipe is left alone.
+func (s *Spawner) AdoptFaults(fd, pid, slot int) error {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFIFO {
+		return fmt.Errorf("adopting worker %d's stack-dump pipe: fd %d is not a pipe", pid, fd)
+	}
+	unix.CloseOnExec(fd)
+	s.readFaults(os.NewFile(uintptr(fd), "stack-dump pipe"), pid, slot)
+	return nil
+}
+
+// HoldFaults calls fn with the descriptors of the stack-dump pipes being read, by worker
+// pid, and keeps every one of them open until fn returns: a binary upgrade execs inside
+// fn and hands them over.
+func (s *Spawner) HoldFaults(fn func(fds map[int]int) error) error {
+	s.faultsMu.Lock()
+	defer s.faultsMu.Unlock()
+	fds := make(map[int]int, len(s.faults))
+	for pid, f := range s.faults {
+		fds[pid] = int(f.Fd())
+	}
+	return fn(fds)
 }
 
 // StartHost starts the hook host (gorn_worker/hookhost.py) with spec: the worker's

@@ -246,7 +246,7 @@ func serve(cfg *config.Config, reparse func() (*config.Config, error), logs *log
 		Stdout:    os.Stdout,
 		Stderr:    logs.WorkerStderr(),
 		Spec:      reload.current,
-		Faults:    func(r *os.File, pid, slot int) { go logs.WorkerFaults(r, pid, slot) },
+		Faults:    logs.WorkerFaults,
 		Thread:    h.thread,
 		Reaper:    children,
 		Exits:     exits,
@@ -257,6 +257,15 @@ func serve(cfg *config.Config, reparse func() (*config.Config, error), logs *log
 	spawner, err := worker.NewSpawner(wcfg)
 	if err != nil {
 		return master.ExitError, err
+	}
+	if in != nil {
+		for _, w := range in.handover.Workers {
+			if w.FaultFD > 0 {
+				if err := spawner.AdoptFaults(w.FaultFD, w.Pid, w.Slot); err != nil {
+					log.Warn("binary upgrade: a worker's stack dumps will not be logged", zap.Error(err))
+				}
+			}
+		}
 	}
 	var adopted []master.HookWorker
 	initial := desired

@@ -54,8 +54,14 @@ func adoptUpgrade(getenv func(string) string) (*inherited, error) {
 	for _, w := range st.Handover.Workers {
 		if !procIsOurs || parentOf(w.Pid) == os.Getpid() {
 			in.handover.Workers = append(in.handover.Workers, w)
+			if w.FaultFD > 0 {
+				unix.CloseOnExec(w.FaultFD)
+			}
 		} else {
 			in.gone = append(in.gone, w.Pid)
+			if w.FaultFD > 0 {
+				unix.Close(w.FaultFD)
+			}
 		}
 	}
 	if rb := getenv(upgrade.EnvRolledBack); rb != "" {
@@ -138,6 +144,18 @@ func (u *upgrader) preflight() error {
 // upgrade execs the binary at u.path with the same arguments; it returns only on failure.
 // execve runs on the spawner's thread (the main thread; see worker.Thread).
 func (u *upgrader) upgrade(h master.Handover) error {
+	// The workers' stack-dump pipes go along, held open until the exec, so the new image
+	// logs the dumps of the workers it adopts.
+	return u.spawner.HoldFaults(func(faults map[int]int) error {
+		for i := range h.Workers {
+			h.Workers[i].FaultFD = faults[h.Workers[i].Pid]
+		}
+		return u.exec(h)
+	})
+}
+
+// exec re-executes the binary with h handed over; it returns only on failure.
+func (u *upgrader) exec(h master.Handover) error {
 	lr, lw := u.spawner.Lifeline()
 	st := upgrade.State{Version: upgrade.StateVersion, Scoreboard: scoreboard.Version,
 		Board: int(u.board.File().Fd()), Lifeline: [2]int{int(lr.Fd()), int(lw.Fd())}, Handover: h}

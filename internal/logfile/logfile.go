@@ -140,12 +140,10 @@ func (r *reopenable) reopen() error {
 const FaultLogger = "worker.faulthandler"
 
 // WorkerFaults logs what a worker's faulthandler writes to r (the stack dump of a worker
-// aborted for a timeout, or of one that crashed), one error record per line, until EOF,
-// then closes r; run it in a goroutine of its own. JSON: {"logger":"worker.faulthandler",
+// aborted for a timeout, or of one that crashed), one error record per line, until EOF. JSON: {"logger":"worker.faulthandler",
 // "msg":LINE,"pid":...,"slot":...}. Text: the worker's own prefix, "[TIME] [PID] [ERROR]
 // worker[SLOT] faulthandler: LINE". Blank lines are dropped.
-func (l *Files) WorkerFaults(r io.ReadCloser, pid, slot int) {
-	defer r.Close()
+func (l *Files) WorkerFaults(r io.Reader, pid, slot int) {
 	// Most workers never dump: nothing is allocated until the first byte arrives (or EOF,
 	// when the worker is gone), so a recycled worker costs the master no buffers.
 	first := make([]byte, 1)

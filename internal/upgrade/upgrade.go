@@ -73,9 +73,15 @@ type State struct {
 	Handover   master.Handover `json:"handover"`
 }
 
-// Fds are the descriptors the state names.
+// Fds are the descriptors the state names: the workers' stack-dump pipes too.
 func (st State) Fds() []int {
-	return append([]int{st.Board, st.Lifeline[0], st.Lifeline[1]}, st.Listeners...)
+	fds := append([]int{st.Board, st.Lifeline[0], st.Lifeline[1]}, st.Listeners...)
+	for _, w := range st.Handover.Workers {
+		if w.FaultFD > 0 {
+			fds = append(fds, w.FaultFD)
+		}
+	}
+	return fds
 }
 
 // Rollback is the way back to the previous binary. Its format is frozen: every gorn
