@@ -25,6 +25,7 @@ func TestChaos(t *testing.T) {
 	testenv.Short(t, "chaos test is long")
 	for class, args := range workerClasses {
 		t.Run(class, func(t *testing.T) { chaos(t, args) })
+		t.Run(class+"/preload", func(t *testing.T) { chaos(t, append(args[:len(args):len(args)], "--preload")) })
 	}
 }
 

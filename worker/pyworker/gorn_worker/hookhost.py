@@ -30,6 +30,7 @@ gone) ends the host.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import os
@@ -183,6 +184,7 @@ class Host:
         if settings.preload:
             self.app = _app.load(settings.app)  # AppLoadError: main exits 4
             self.server.app = self.app
+            warm(settings)
             gc.collect()
             gc.freeze()
 
@@ -299,17 +301,15 @@ class Host:
             if err is not None:
                 self.log.warning(f"forking worker age {w.age} anyway after its pre_fork hook raised {err}")
             self.warn_threads()
-            settings = _config.Settings.from_mapping(
-                {
-                    **json.loads(self.settings.to_json()),
-                    "slot": info["slot"],
-                    "generation": info["generation"],
-                    "age": w.age,
-                    "workers": max(1, int(info.get("workers") or 1)),
-                    "faulthandler_fd": fault_fd,
-                    "preload": False,
-                }
-            )[0]
+            settings = dataclasses.replace(  # the mold's validated settings, this worker's own fields
+                self.settings,
+                slot=int(info["slot"]),
+                generation=int(info["generation"]),
+                age=w.age,
+                workers=max(1, int(msg.get("workers") or 1)),
+                faulthandler_fd=fault_fd,
+                preload=False,
+            )
             return {"pid": self.double_fork(settings)}
         finally:
             if fault_fd >= 0 and os.getpid() == self.server.mold_pid:  # not in the worker
@@ -354,6 +354,17 @@ class Host:
         if not data:
             raise OSError("the worker could not be forked")
         return int(data)
+
+
+def warm(settings: _config.Settings) -> None:
+    """Import in the mold what a worker imports at start, so a forked worker finds it
+    loaded (and shares it) instead of importing it after the fork."""
+    import ctypes  # noqa: F401  set_process_name, enlarge_sigaltstack
+
+    if settings.worker_class == "gthread":
+        from . import gthread  # noqa: F401
+    if settings.reload:
+        from . import watch  # noqa: F401
 
 
 def messages(host: Host, sock: socket.socket) -> Iterator[bytes]:

@@ -1,0 +1,150 @@
+package test
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// moldApp reports where it was imported and how the worker serving it came to be.
+const moldApp = `import gc, os, threading, time
+IMPORTED_IN = os.getpid()
+threading.Thread(target=time.sleep, args=(3600,), name="import-time-poller", daemon=True).start()
+def application(environ, start_response):
+    start_response("200 OK", [("Content-Type", "application/json")])
+    import json
+    return [json.dumps({"imported_in": IMPORTED_IN, "pid": os.getpid(), "ppid": os.getppid(),
+                        "frozen": gc.get_freeze_count(), "pgid": os.getpgid(0)}).encode()]
+`
+
+type moldInfo struct {
+	ImportedIn int `json:"imported_in"`
+	Pid        int `json:"pid"`
+	Ppid       int `json:"ppid"`
+	Frozen     int `json:"frozen"`
+	Pgid       int `json:"pgid"`
+}
+
+func askMold(t *testing.T, g *gorn) moldInfo {
+	t.Helper()
+	code, body := get(t, g.url("/"))
+	var m moldInfo
+	if code != 200 || json.Unmarshal([]byte(body), &m) != nil {
+		t.Fatalf("GET / = %d %q", code, body)
+	}
+	return m
+}
+
+// socketsOf lists the sockets a process holds (each once, however many fds name it).
+func socketsOf(pid int) []string {
+	fds, _ := filepath.Glob(fmt.Sprintf("/proc/%d/fd/*", pid))
+	seen := map[string]bool{}
+	var out []string
+	for _, fd := range fds {
+		if l, err := os.Readlink(fd); err == nil && strings.HasPrefix(l, "socket:") && !seen[l] {
+			seen[l] = true
+			out = append(out, l)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// TestPreloadMold: with --preload the app is imported once, in the mold; the workers are
+// the master's children (their own process groups), with the import's objects frozen out
+// of the collector; the mold holds the listeners and its socket to the master, no client
+// connection; a thread alive in the mold at fork is named in a warning. The mold dies: it
+// is logged, counted, started again, and the next worker comes from the new mold while
+// the others serve on.
+func TestPreloadMold(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "moldapp.py"), moldApp)
+	g := startGorn(t, gornOpts{dir: dir, preload: true}, "-w", "2", "--metrics-bind", "127.0.0.1:0", "moldapp:application")
+	maddr := g.metricsAddr()
+	master := g.cmd.Process.Pid
+	mold := g.hookHostPid()
+	if mold == 0 || processTitle(mold) != "mold" {
+		t.Fatalf("no mold child (%d %q)", mold, processTitle(mold))
+	}
+	workers := g.workerPids()
+	seen := map[int]bool{}
+	for i := 0; i < 50 && len(seen) < 2; i++ {
+		m := askMold(t, g)
+		seen[m.Pid] = true
+		if m.ImportedIn != mold || m.Ppid != master || m.Frozen == 0 || m.Pgid != m.Pid {
+			t.Fatalf("worker %+v: want the app imported in the mold %d, parent the master %d, frozen objects, its own process group", m, mold, master)
+		}
+	}
+	for pid := range seen {
+		if processTitle(pid) != "worker" {
+			t.Errorf("worker %d is titled %q", pid, processTitle(pid))
+		}
+	}
+	if len(seen) != 2 || len(workers) != 2 {
+		t.Errorf("served by %v, workers %v", seen, workers)
+	}
+	// The listener and the master's socket: nothing else (no client connection).
+	if n := len(socketsOf(mold)); n != 2 {
+		t.Errorf("the mold holds %d sockets, want 2 (the listener and its socket to the master)", n)
+	}
+	if g.logs.count("threads alive in the mold at fork do not exist in the workers: import-time-poller") != 1 {
+		t.Errorf("no (or more than one) warning naming the mold's thread")
+	}
+
+	syscall.Kill(mold, syscall.SIGKILL)
+	g.waitLog("the hook host exited unexpectedly", 1, 20*time.Second)
+	deadline := time.Now().Add(30 * time.Second)
+	var again int
+	for again == 0 || again == mold {
+		if time.Now().After(deadline) {
+			t.Fatal("no new mold")
+		}
+		time.Sleep(50 * time.Millisecond)
+		again = g.hookHostPid()
+	}
+	for i := 0; i < 10; i++ {
+		if m := askMold(t, g); m.ImportedIn != mold {
+			t.Fatalf("an old worker changed: %+v", m)
+		}
+	}
+	if n := scrape(t, maddr)["gorn_hook_host_restarts_total"]; n != 1 {
+		t.Errorf("gorn_hook_host_restarts_total %v, want 1", n)
+	}
+	syscall.Kill(workers[0], syscall.SIGKILL)
+	g.waitLog("worker ready", 3, 30*time.Second)
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		if m := askMold(t, g); m.ImportedIn == again {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no worker forked from the new mold %d", again)
+		}
+	}
+}
+
+// TestPreloadRespawnIsFast: a worker SIGKILLed is replaced from the mold within
+// milliseconds (bench/preload.sh measures it; this bound is loose for a shared machine).
+func TestPreloadRespawnIsFast(t *testing.T) {
+	g := startGorn(t, gornOpts{preload: true}, "-w", "2", "app:app")
+	var took []time.Duration
+	for i := 0; i < 5; i++ {
+		time.Sleep(300 * time.Millisecond)
+		n := g.logs.count("worker ready")
+		start := time.Now()
+		syscall.Kill(g.workerPids()[0], syscall.SIGKILL)
+		g.waitLog("worker ready", n+1, 10*time.Second)
+		took = append(took, time.Since(start))
+	}
+	sort.Slice(took, func(i, j int) bool { return took[i] < took[j] })
+	if took[2] > 500*time.Millisecond {
+		t.Errorf("kill to ready %v (median %v): want milliseconds", took, took[2])
+	}
+	t.Logf("kill to ready: %v", took)
+}
