@@ -361,6 +361,11 @@ def warm(settings: _config.Settings) -> None:
     loaded (and shares it) instead of importing it after the fork."""
     import ctypes  # noqa: F401  set_process_name, enlarge_sigaltstack
 
+    from . import native
+
+    if os.environ.get(native.ENV_VAR, "") != "0":
+        native.load()  # cached: the workers' native.select() finds it loaded
+
     if settings.worker_class == "gthread":
         from . import gthread  # noqa: F401
     if settings.reload:

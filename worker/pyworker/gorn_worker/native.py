@@ -16,6 +16,7 @@ when it loads.
 
 from __future__ import annotations
 
+import functools
 import importlib.machinery
 import importlib.util
 import os
@@ -56,8 +57,10 @@ def _resource() -> Optional[bytes]:
     return data
 
 
+@functools.cache
 def load() -> tuple[Optional[ModuleType], str]:
-    """The extension module, or None and why not."""
+    """The extension module, or None and why not. Loaded once per process: a --preload
+    mold loads it before forking, and its workers share the mapping."""
     if sys.implementation.name != "cpython" or sys.version_info < (3, 10):
         return None, f"needs CPython 3.10 or later, not {sys.implementation.name} {sys.version.split()[0]}"
     data = _resource()

@@ -248,10 +248,12 @@ def test_bad_setting_stops_the_boot() -> None:
 
 def test_select_without_the_extension(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(native, "RESOURCE", "lib/missing.so")
+    native.load.cache_clear()  # loaded once per process: forget this test's copy
     try:
         assert native.select("") == (native.PATH_PYTHON, "request path: python (native: this gorn was built without it (no C compiler at build time))")
         assert http.parse_head is parse_head_py
         with pytest.raises(native.NativeRequired):
             native.select("1")
     finally:
+        native.load.cache_clear()
         native.use(None)
