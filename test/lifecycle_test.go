@@ -227,8 +227,14 @@ func testReloadWithBrokenCode(t *testing.T, o gornOpts) {
 
 // TestUpgradeAsPID1 runs gorn as PID 1 of a new PID namespace, replaces its binary, sends
 // USR2, and checks that the PID is kept, the new binary serves, and no request fails.
-func TestUpgradeAsPID1(t *testing.T) {
-	g, bin, pid1 := startAsPID1(t)
+func TestUpgradeAsPID1(t *testing.T) { eachMode(t, testUpgradeAsPID1) }
+
+func testUpgradeAsPID1(t *testing.T, o gornOpts) {
+	var extra []string
+	if o.preload { // the mold's workers are re-parented to PID 1, the master
+		extra = append(extra, "--preload")
+	}
+	g, bin, pid1 := startAsPID1(t, extra...)
 	l := loadgen.Start(g.addr, 4, chaosPaths...)
 	time.Sleep(time.Second)
 	replaceBinary(t, bin, "9.9.9-upgraded")

@@ -39,12 +39,12 @@ func buildGorn(t *testing.T, path, version string, tags ...string) {
 
 // startAsPID1 runs a copy of the gorn under test as PID 1 of a new PID namespace, from a
 // path a test may replace (as a package upgrade would) before sending USR2.
-func startAsPID1(t *testing.T) (g *gorn, bin string, pid1 int) {
+func startAsPID1(t *testing.T, extra ...string) (g *gorn, bin string, pid1 int) {
 	t.Helper()
 	needPID1(t)
 	bin = filepath.Join(t.TempDir(), "gorn")
 	copyFile(t, gornBin, bin)
-	g = startGornBinary(t, bin, "-w", "2", "app:app")
+	g = startGornBinary(t, bin, append(extra, "-w", "2", "app:app")...)
 	return g, bin, g.innerPid(t)
 }
 
