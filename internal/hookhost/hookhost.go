@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -74,18 +75,21 @@ type proc struct {
 	queue   []*call       // its own calls, not yet written
 	pending map[uint64]*call
 	started time.Time
-	killing bool          // a call overran: it was killed
-	retired bool          // replaced: it finishes what it was given, then exits
-	gone    chan struct{} // closed when reaped
+	// progress is when it last answered (or started): the oldest pending call has run
+	// since then, or since it was written if later.
+	progress time.Time
+	killing  bool          // a call overran: it was killed
+	retired  bool          // replaced: it finishes what it was given, then exits
+	gone     chan struct{} // closed when reaped
 }
 
 type call struct {
-	msg      map[string]any
-	id       uint64
-	fd       *os.File      // sent with the line (SCM_RIGHTS), if not nil
-	timeout  time.Duration // 0: the host's
-	deadline time.Time     // set when written
-	done     chan reply    // nil: nobody waits
+	msg     map[string]any
+	id      uint64
+	fd      *os.File      // sent with the line (SCM_RIGHTS), if not nil
+	timeout time.Duration // 0: the host's
+	written time.Time
+	done    chan reply // nil: nobody waits
 }
 
 type reply struct {
@@ -164,7 +168,8 @@ func (h *Host) launch() (*proc, error) {
 		ours.Close()
 		return nil, err
 	}
-	p := &proc{p: pr, conn: ours, wake: make(chan struct{}, 1), pending: map[uint64]*call{}, started: time.Now(), gone: make(chan struct{})}
+	now := time.Now()
+	p := &proc{p: pr, conn: ours, wake: make(chan struct{}, 1), pending: map[uint64]*call{}, started: now, progress: now, gone: make(chan struct{})}
 	h.procs[pr.Pid] = p
 	go h.read(p)
 	go h.write(p)
@@ -207,16 +212,34 @@ func (h *Host) send(c *call) {
 }
 
 // wait waits for c's reply; the supervisor fails a call whose host died or overran, and
-// this bounds the wait even if that never happens (a host SIGKILL cannot reach).
+// this bounds the wait even if that never happens (a host SIGKILL cannot reach, or calls
+// queued behind restarts). A call given up on is withdrawn, or its host killed if it has
+// it already, so a fork nobody waits for does not happen.
 func (h *Host) wait(c *call) reply {
-	limit := 2*max(c.timeout, h.cfg.Timeout) + closeGrace
+	limit := 2*(h.cfg.LoadTimeout+h.cfg.Timeout) + closeGrace
 	t := time.NewTimer(limit)
 	defer t.Stop()
 	select {
 	case r := <-c.done:
 		return r
 	case <-t.C:
+		h.withdraw(c)
 		return reply{err: fmt.Errorf("%s: no answer within %s", c.msg["call"], limit)}
+	}
+}
+
+func (h *Host) withdraw(c *call) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	drop := func(q []*call) []*call { return slices.DeleteFunc(q, func(o *call) bool { return o == c }) }
+	h.queue = drop(h.queue)
+	for _, p := range h.procs {
+		p.queue = drop(p.queue)
+		if p.pending[c.id] == c && !p.killing {
+			p.killing = true
+			h.cfg.Log.Error("a call to the hook host was given up on; killing it", zap.Any("call", c.msg["call"]), zap.Int("pid", p.p.Pid))
+			_ = p.p.Signal(unix.SIGKILL)
+		}
 	}
 }
 
@@ -269,7 +292,7 @@ func (h *Host) write(p *proc) {
 		now := time.Now()
 		for _, c := range batch {
 			c.msg["id"] = c.id
-			c.deadline = now.Add(max(c.timeout, h.cfg.Timeout))
+			c.written = now
 			p.pending[c.id] = c
 		}
 		h.mu.Unlock()
@@ -326,6 +349,7 @@ func (h *Host) read(p *proc) {
 		h.mu.Lock()
 		c := p.pending[r.ID]
 		delete(p.pending, r.ID)
+		p.progress = time.Now()
 		h.mu.Unlock()
 		if c == nil || c.done == nil {
 			continue
@@ -448,7 +472,10 @@ func (h *Host) relaunch() {
 	}
 	queued := h.queue
 	h.queue = nil
-	for _, c := range append(append(h.brief(), h.newCall("when_ready", nil, nil)), queued...) {
+	// A mold imports the app before it answers: the first call may take the load timeout.
+	ping := h.newCall("ping", nil, nil)
+	ping.timeout = h.cfg.LoadTimeout
+	for _, c := range append(append([]*call{ping}, append(h.brief(), h.newCall("when_ready", nil, nil))...), queued...) {
 		h.enqueue(p, c)
 	}
 	h.cur = p
@@ -513,14 +540,23 @@ func (h *Host) checkOverdue() {
 		if p.killing {
 			continue
 		}
+		// Calls run one at a time, in order: only the oldest pending one is running, since
+		// the last answer (or since it was written, if later).
+		var oldest *call
 		for _, c := range p.pending {
-			if now.After(c.deadline) {
-				p.killing = true
-				h.cfg.Log.Error("a server hook did not return in time; killing the hook host and starting it again",
-					zap.Any("hook", c.msg["call"]), zap.Duration("timeout", max(c.timeout, h.cfg.Timeout)), zap.Int("pid", p.p.Pid))
-				_ = p.p.Signal(unix.SIGKILL)
-				break
+			if oldest == nil || c.id < oldest.id {
+				oldest = c
 			}
+		}
+		if oldest == nil {
+			continue
+		}
+		limit := max(oldest.timeout, h.cfg.Timeout)
+		if now.Sub(later(p.progress, oldest.written)) > limit {
+			p.killing = true
+			h.cfg.Log.Error("a server hook did not return in time; killing the hook host and starting it again",
+				zap.Any("hook", oldest.msg["call"]), zap.Duration("timeout", limit), zap.Int("pid", p.p.Pid))
+			_ = p.p.Signal(unix.SIGKILL)
 		}
 	}
 }
@@ -608,6 +644,13 @@ func (h *Host) Abort() {
 			}
 		}
 	}
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 func describe(ws syscall.WaitStatus) string {
