@@ -29,10 +29,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+URL = os.environ.get("URL", "/")
+
+
 def get(port: int) -> int:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     try:
-        conn.request("GET", "/")
+        conn.request("GET", URL)
         resp = conn.getresponse()
         resp.read()
         return resp.status

@@ -5,10 +5,12 @@
 # machine is shared: repeat, and read the medians.
 #
 #   bash bench/preload.sh                                   the Flask example
-#   APP_DIR=/path/to/project APP=mysite.wsgi bash bench/preload.sh   another app (Django)
+#   VENV=.bench-venv312 APP_DIR=test/fixtures/djangosite APP=site_project.wsgi \
+#     URL=/admin/login/ bash bench/preload.sh     the Django fixture (a CPython 3.12 venv
+#                                                 with test/fixtures/requirements-py312.txt)
 #
 # Env (defaults): ROUNDS (20 kills) REQUESTS (200) WORKERS ("1 4") VENV (.bench-venv)
-# APP_DIR (examples/flask) APP (app:app)
+# APP_DIR (examples/flask) APP (app:app) URL (/: the page requested)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -25,7 +27,7 @@ make -s build >/dev/null
 export VIRTUAL_ENV="$VENV"
 GORN="$ROOT/bin/gorn --log-format json -b 127.0.0.1:{PORT} -w {W}"
 GUNICORN="$VENV/bin/gunicorn -b 127.0.0.1:{PORT} -w {W}"
-echo "--preload, $APP in $APP_DIR; $(uname -m), $(nproc) CPUs shared; $("$VENV/bin/python" -V)"
+echo "--preload, $APP in $APP_DIR (GET ${URL:-/}); $(uname -m), $(nproc) CPUs shared; $("$VENV/bin/python" -V)"
 echo "respawn after SIGKILL (master's 'worker ready' log time minus the kill), ${ROUNDS:-20} kills:"
 "$VENV/bin/python" bench/preload.py respawn "$APP_DIR" \
   "gorn=$GORN $APP" "gorn --preload=$GORN --preload $APP"
