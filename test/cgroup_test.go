@@ -172,3 +172,27 @@ func TestCgroupMemoryCapCountsSharedPagesOnce(t *testing.T) {
 		t.Errorf("status %d %q", code, body)
 	}
 }
+
+// TestCgroupMemoryLimitWithPreload: the app of TestCgroupMemoryLimitCapsWorkers (100 MiB of
+// ballast at import) under the same 320 MiB, with --preload: the mold holds the ballast and
+// the workers share it, so one more worker costs only its own pages and the CPU rule's 5
+// fit at the first measurement, where each worker importing the app itself fits 2.
+func TestCgroupMemoryLimitWithPreload(t *testing.T) {
+	mem := cgrouptest.NewV1(t, "memory", fmt.Sprintf("gorn-test-preload-%d", os.Getpid()))
+	mem.SetMemoryLimit(320 << 20)
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "hungry.py"), []byte(`BALLAST = b"x" * (100 << 20)
+
+def application(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok"]
+`), 0o644)
+	g := startGorn(t, gornOpts{dir: dir, wrap: inGroups(mem.Dir()), workers: 1}, "--preload", "--cpus", "2", "--resize-interval", "1", "hungry")
+	waitWorkers(t, g, 5, 60*time.Second)
+	if logs := g.logs.String(); !strings.Contains(logs, `"msg":"resizing","from":1,"to":5`) {
+		t.Errorf("the count did not go from the measured worker straight to 5:\n%s", logs)
+	}
+	if code, _ := get(t, g.url("/")); code != 200 {
+		t.Errorf("status %d", code)
+	}
+}

@@ -1,8 +1,11 @@
 package test
 
 import (
+	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -59,5 +62,35 @@ func TestMaxWorkerMemoryUnderLoad(t *testing.T) {
 		if uss := m[`gorn_worker_uss_bytes{slot="`+string(rune('0'+slot))+`"}`]; uss > 128<<20 {
 			t.Errorf("slot %d: USS %.0f MiB, far past the 32 MiB limit", slot, uss/(1<<20))
 		}
+	}
+}
+
+// TestLimitsMeasuresARunningGorn: `gorn limits --pid` reads the workers of a running master
+// (here forked from a --preload mold) and reports both numbers: what one more worker costs
+// (USS) and what each holds (PSS), and what they share with the mold.
+func TestLimitsMeasuresARunningGorn(t *testing.T) {
+	g := startGorn(t, gornOpts{}, "--preload", "-w", "2", "app:app")
+	out, err := exec.Command(gornBin, "limits", "--json", "--pid", strconv.Itoa(g.cmd.Process.Pid)).CombinedOutput()
+	if err != nil {
+		t.Fatalf("gorn limits --pid: %v\n%s", err, out)
+	}
+	var r struct {
+		Memory struct {
+			WorkerUSS int64  `json:"worker_uss_bytes"`
+			WorkerPSS *int64 `json:"worker_pss_bytes"`
+			Shared    *int64 `json:"shared_bytes"`
+			Source    string `json:"worker_source"`
+		} `json:"memory"`
+		MasterRSS *int64 `json:"master_rss_bytes"`
+	}
+	if err := json.Unmarshal(out, &r); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	m := r.Memory
+	if m.Source != "measured" || m.WorkerPSS == nil || m.Shared == nil || m.WorkerUSS <= 0 || m.WorkerUSS >= *m.WorkerPSS || *m.Shared <= 0 {
+		t.Errorf("want measured, 0 < USS < PSS, shared > 0; got %s", out)
+	}
+	if r.MasterRSS == nil || *r.MasterRSS <= 0 {
+		t.Errorf("the master's RSS is not the running master's: %s", out)
 	}
 }

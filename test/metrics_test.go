@@ -173,36 +173,54 @@ func TestReadyzFlipsOnTerm(t *testing.T) {
 	}
 }
 
-// TestMetricsMemory: each real worker's RSS, PSS and USS, the master's, and the tree's
-// total, which is the sum of the processes' PSS (each shared page counted once).
+// TestMetricsMemory: each real worker's RSS, PSS and USS, the master's (and the mold's with
+// --preload), and the tree's total, which is the sum of the processes' PSS (each shared page
+// counted once: the pages the workers share with the mold are split among them all).
 func TestMetricsMemory(t *testing.T) {
-	g := startGorn(t, gornOpts{}, "-w", "2", "--metrics-bind", "127.0.0.1:0", "app:app")
-	maddr := g.metricsAddr()
-	for i := 0; i < 20; i++ {
-		get(t, g.url("/"))
-	}
-	m := scrape(t, maddr)
-	var sum, rssSum, pssSum float64
-	for slot := 0; slot < 2; slot++ {
-		l := fmt.Sprintf(`{slot="%d"}`, slot)
-		rss, pss, uss := m["gorn_worker_rss_bytes"+l], m["gorn_worker_pss_bytes"+l], m["gorn_worker_uss_bytes"+l]
-		// A worker shares the interpreter's and the libraries' file pages with its peer.
-		if !(uss > 1<<20 && uss < pss && pss < rss) {
-			t.Errorf("slot %d: rss %.0f pss %.0f uss %.0f: want 1 MiB < USS < PSS < RSS", slot, rss, pss, uss)
-		}
-		sum += pss
-		rssSum += rss
-		pssSum += pss
-	}
-	master := m[`gorn_process_pss_bytes{process="master"}`]
-	if master <= 0 || m[`gorn_process_uss_bytes{process="master"}`] <= 0 {
-		t.Errorf("master pss %v uss %v: want both reported", master, m[`gorn_process_uss_bytes{process="master"}`])
-	}
-	sum += master
-	if total := m["gorn_memory_pss_bytes"]; total != sum {
-		t.Errorf("gorn_memory_pss_bytes %.0f, want the sum of the processes' PSS %.0f", total, sum)
-	}
-	if m[`gorn_scrape_collector_success{collector="memory"}`] != 1 {
-		t.Error("the memory part of the scrape failed")
+	for _, tc := range []struct {
+		name  string
+		args  []string
+		roles []string
+	}{
+		{"each worker imports the app", nil, []string{"master"}},
+		{"preload", []string{"--preload"}, []string{"master", "mold"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := startGorn(t, gornOpts{}, append(tc.args, "-w", "2", "--metrics-bind", "127.0.0.1:0", "app:app")...)
+			maddr := g.metricsAddr()
+			for i := 0; i < 20; i++ {
+				get(t, g.url("/"))
+			}
+			m := scrape(t, maddr)
+			var sum, uss, pss float64
+			for slot := 0; slot < 2; slot++ {
+				l := fmt.Sprintf(`{slot="%d"}`, slot)
+				r, p, u := m["gorn_worker_rss_bytes"+l], m["gorn_worker_pss_bytes"+l], m["gorn_worker_uss_bytes"+l]
+				// A worker shares the interpreter's and the libraries' file pages with its peer.
+				if !(u > 1<<20 && u < p && p < r) {
+					t.Errorf("slot %d: rss %.0f pss %.0f uss %.0f: want 1 MiB < USS < PSS < RSS", slot, r, p, u)
+				}
+				sum += p
+				uss += u
+				pss += p
+			}
+			for _, role := range tc.roles {
+				p, u := m[`gorn_process_pss_bytes{process="`+role+`"}`], m[`gorn_process_uss_bytes{process="`+role+`"}`]
+				if p <= 0 || u <= 0 {
+					t.Errorf("%s: pss %v uss %v, want both reported", role, p, u)
+				}
+				sum += p
+			}
+			if total := m["gorn_memory_pss_bytes"]; total != sum {
+				t.Errorf("gorn_memory_pss_bytes %.0f, want the sum of the processes' PSS %.0f", total, sum)
+			}
+			// Forked from the mold, a worker's own pages are a fraction of what it maps.
+			if len(tc.roles) > 1 && uss > 0.75*pss {
+				t.Errorf("with --preload the workers' USS %.0f is %.0f%% of their PSS, want most of it shared", uss, 100*uss/pss)
+			}
+			if m[`gorn_scrape_collector_success{collector="memory"}`] != 1 {
+				t.Error("the memory part of the scrape failed")
+			}
+		})
 	}
 }
