@@ -51,16 +51,22 @@ func (r *Reaper) Start(owner chan<- master.Exit, start func() (int, error)) (int
 // ok is false if pid is not (or no longer) an unreaped child of this process: it has
 // exited already and its exit went to the default owner. Under the reaper's lock nothing
 // reaps pid between the pidfd_open and the check, so the pidfd cannot name a stranger
-// that reused the pid.
+// that reused the pid. Without pidfd_open (Linux < 5.3) pidfd is -1 and ok says whether
+// pid is still an unreaped child.
 func (r *Reaper) Claim(pid int, owner chan<- master.Exit) (pidfd int, ok bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	fd, err := unix.PidfdOpen(pid, 0)
-	if err != nil {
-		return -1, false
-	}
 	var info unix.Siginfo
-	if err := unix.Waitid(unix.P_PIDFD, fd, &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil); err != nil {
+	fd, err := unix.PidfdOpen(pid, 0)
+	switch {
+	case err == unix.ENOSYS: // before Linux 5.3: the pid, which stays ours until reaped
+		fd = -1
+		if unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil) != nil {
+			return -1, false
+		}
+	case err != nil:
+		return -1, false
+	case unix.Waitid(unix.P_PIDFD, fd, &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil) != nil:
 		unix.Close(fd) // ECHILD: not our child
 		return -1, false
 	}

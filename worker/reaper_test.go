@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/gornhq/gorn/master"
 )
 
@@ -52,5 +54,49 @@ func TestReaperRoutesByPid(t *testing.T) {
 		case <-timeout:
 			t.Fatal("exits not delivered")
 		}
+	}
+}
+
+// TestClaim: a child the reaper did not start (a worker the --preload mold forked, then
+// re-parented here) is claimed with a pidfd and its exit routed to the claimant; a process
+// that is not a child, or a child already reaped, cannot be claimed.
+func TestClaim(t *testing.T) {
+	r, others := testReaper()
+	cmd := exec.Command("/bin/sh", "-c", "read x; exit 7")
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	owner := make(chan master.Exit, 1)
+	fd, ok := r.Claim(cmd.Process.Pid, owner)
+	if !ok || fd < 0 {
+		t.Fatalf("Claim(child) = %d, %v", fd, ok)
+	}
+	defer unix.Close(fd)
+	if _, ok := r.Claim(os.Getppid(), owner); ok {
+		t.Errorf("claimed the parent, not a child")
+	}
+	stdin.Close()
+	timeout := time.After(10 * time.Second)
+	for done := false; !done; {
+		select {
+		case e := <-owner:
+			if e.Pid != cmd.Process.Pid || e.Status.ExitStatus() != 7 {
+				t.Errorf("claimant got %+v", e)
+			}
+			done = true
+		case e := <-others: // other tests' strays may arrive here too
+			if e.Pid == cmd.Process.Pid {
+				t.Fatalf("the claimed child's exit went to the default owner: %+v", e)
+			}
+		case <-timeout:
+			t.Fatal("no exit")
+		}
+	}
+	if _, ok := r.Claim(cmd.Process.Pid, owner); ok {
+		t.Errorf("claimed a child already reaped")
 	}
 }

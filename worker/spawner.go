@@ -341,7 +341,7 @@ func (s *Spawner) forkFromMold(req master.SpawnRequest) (master.Process, error) 
 	}
 	p := &Process{pid: pid, board: cfg.Board, slot: req.Slot}
 	if fd, ok := cfg.Reaper.Claim(pid, cfg.Exits); ok {
-		p.pidfd, p.hasPidfd = fd, true
+		p.pidfd, p.hasPidfd = fd, fd >= 0
 	} else {
 		// Exited before it was claimed: its exit is on its way to the master, which
 		// matches it with this spawn; its pid may be reused, so nothing signals it.
