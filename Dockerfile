@@ -14,11 +14,18 @@ RUN python -m venv /venv
 COPY examples/flask/requirements.txt /tmp/requirements.txt
 RUN /venv/bin/pip install --no-cache-dir -r /tmp/requirements.txt
 
+# The worker runtime compiled to bytecode by the image's interpreter (worker/bytecode), for
+# go build to embed: the workers then import no runtime source at start-up.
+FROM python:3.12-slim-bookworm AS bytecode
+COPY worker/ /src/worker/
+RUN bash /src/worker/bytecode/compile.sh
+
 FROM golang:1.26-bookworm AS build
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
+COPY --from=bytecode /src/worker/bytecode/ worker/bytecode/
 # The native accelerator (CPython limited API) compiled by this image's gcc against the
 # final image's Python headers, then gorn, which embeds it: static (CGO_ENABLED=0), so it
 # runs on any base image.
