@@ -6,9 +6,10 @@
 #   bash bench/startup.sh                      20 rounds of gorn and gunicorn
 #   ROUNDS=40 bash bench/startup.sh
 #   BASE=9b64dea SERVERS="gorn gorn@base gunicorn" bash bench/startup.sh   before/after
+#   SERVERS="gorn gorn-preload gunicorn gunicorn-preload" bash bench/startup.sh
 #
-# Env (defaults): ROUNDS (20) SERVERS ("gorn gunicorn") VENV (.bench-venv) BASE (a git
-# revision built as the server gorn@base)
+# Env (defaults): ROUNDS (20) SERVERS ("gorn gunicorn"; also gorn-preload, gunicorn-preload,
+# gorn@base) VENV (.bench-venv) BASE (a git revision built as the server gorn@base)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -33,8 +34,10 @@ args=()
 for s in $SERVERS; do
   case "$s" in
     gorn) args+=("gorn=$ROOT/bin/gorn -w 1 -b 127.0.0.1:{PORT} app:app") ;;
+    gorn-preload) args+=("gorn-preload=$ROOT/bin/gorn --preload -w 1 -b 127.0.0.1:{PORT} app:app") ;;
     gorn@base) args+=("gorn@base=$ROOT/bin/gorn-base -w 1 -b 127.0.0.1:{PORT} app:app") ;;
     gunicorn) args+=("gunicorn=$VENV/bin/gunicorn -w 1 -b 127.0.0.1:{PORT} app:app") ;;
+    gunicorn-preload) args+=("gunicorn-preload=$VENV/bin/gunicorn --preload -w 1 -b 127.0.0.1:{PORT} app:app") ;;
     *) echo "unknown server $s" >&2; exit 2 ;;
   esac
 done
