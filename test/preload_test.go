@@ -148,3 +148,25 @@ func TestPreloadRespawnIsFast(t *testing.T) {
 	}
 	t.Logf("kill to ready: %v", took)
 }
+
+// TestPreloadWorkerDyingAtFork: a worker that exits at once (its post_fork ends the
+// process) may be reaped before the mold has told the master its pid; either way the
+// exit is its spawn's, a boot failure, never an unknown orphan, and gorn ends with exit 3
+// as without --preload.
+func TestPreloadWorkerDyingAtFork(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "moldapp.py"), moldApp)
+	writeFile(t, filepath.Join(dir, "gorn.conf.py"), "import os\ndef post_fork(server, worker):\n    os._exit(3)\n")
+	for i := 0; i < 3; i++ {
+		g := startGorn(t, gornOpts{dir: dir, preload: true, noWait: true}, "--log-level", "debug", "-w", "2", "moldapp:application")
+		if code := g.wait(60 * time.Second); code != 3 {
+			t.Fatalf("exit code %d, want 3", code)
+		}
+		if n := g.logs.count("worker failed to boot"); n == 0 {
+			t.Errorf("the workers' deaths are not their spawns' boot failures:\n%s", g.logs.String())
+		}
+		if g.logs.count("reaped orphan") != 0 || g.logs.count(`"msg":"worker spawned"`) == 0 {
+			t.Errorf("a worker's exit was taken for an orphan's")
+		}
+	}
+}
