@@ -115,8 +115,8 @@ type memoryReport struct {
 }
 
 // estimatedWorkerUSS is the memory one more worker is assumed to cost when none can be
-// measured: above the Flask example's (bench/startup.sh's app: 21MiB of USS after 200
-// requests) and the 34MiB one more Django admin worker adds in issue 14's measurement.
+// measured: above the Flask example's workers (gorn_worker_uss_bytes 21MiB each after 200
+// requests, -w 2) and the 34MiB one more Django admin worker adds in issue 14's measurement.
 const estimatedWorkerUSS = 64 << 20
 
 // runLimits implements `gorn limits`; it returns the exit code.
