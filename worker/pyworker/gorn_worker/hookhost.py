@@ -16,9 +16,11 @@ one JSON line per event, what the arbiter would have seen::
 and each is answered ``{"id": N}`` or ``{"id": N, "error": "one line"}`` once the hook
 returned.
 
-With ``--preload`` the host is the mold: before anything else it imports the app, then runs
-``gc.collect()`` and ``gc.freeze()`` (objects that exist at fork are never scanned again, so
-the collector does not dirty the pages the workers share). ``{"call": "fork", "worker":
+With ``--preload`` the host is the mold: before anything else it imports the app with the
+collector off, then runs ``gc.freeze()`` and turns it back on (objects that exist at fork are
+never scanned again, so the collector does not dirty the pages the workers share; and with no
+collection during the import, no freed holes are left in those pages for a worker's first
+allocations to fill, which would copy them: the recipe of the gc module's documentation). ``{"call": "fork", "worker":
 {...}, "fd": true}`` arrives with the worker's stack-dump pipe as SCM_RIGHTS; the mold runs
 ``pre_fork``, forks twice (the middle process exits at once, so the worker is re-parented to
 the master, its subreaper) and answers ``{"id": N, "pid": PID}``. The worker closes the
@@ -180,13 +182,17 @@ class Host:
         self.app: Optional[Callable[..., Any]] = None
         self.fds: deque[int] = deque()  # received with "fork" calls, in order
         self.warned_threads: set[str] = set()
-        self.load()
         if settings.preload:
-            self.app = _app.load(settings.app)  # AppLoadError: main exits 4
-            self.server.app = self.app
-            warm(settings)
-            gc.collect()
-            gc.freeze()
+            gc.disable()
+        try:
+            self.load()
+            if settings.preload:
+                self.app = _app.load(settings.app)  # AppLoadError: main exits 4
+                self.server.app = self.app
+                warm(settings)
+                gc.freeze()
+        finally:
+            gc.enable()
 
     def load(self, settings: Optional[_config.Settings] = None) -> None:
         """(Re-)evaluate the config file, as gunicorn's reload does; ``settings`` are the
@@ -359,9 +365,9 @@ class Host:
 def warm(settings: _config.Settings) -> None:
     """Import in the mold what a worker imports at start, so a forked worker finds it
     loaded (and shares it) instead of importing it after the fork."""
-    import ctypes  # noqa: F401  set_process_name, enlarge_sigaltstack
-
     from . import native
+
+    _main.libc()  # set_process_name and enlarge_sigaltstack find it built
 
     if os.environ.get(native.ENV_VAR, "") != "0":
         native.load()  # cached: the workers' native.select() finds it loaded

@@ -20,6 +20,7 @@ naming the package, exit 3. The runtime's own threads are real OS threads either
 from __future__ import annotations
 
 import faulthandler
+import functools
 import os
 import resource
 import signal
@@ -57,13 +58,29 @@ EXIT_APP = 4
 _IGNORED = (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR2, signal.SIGWINCH)
 
 
+@functools.cache
+def libc() -> Any:
+    """ctypes' handle on the C library with the signatures used here, built once per process
+    (a --preload mold builds it before forking, so its workers share it instead of each
+    allocating its own)."""
+    import ctypes
+
+    class StackT(ctypes.Structure):
+        _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+    lib = ctypes.CDLL(None, use_errno=True)
+    lib.malloc.restype = ctypes.c_void_p
+    lib.malloc.argtypes = [ctypes.c_size_t]
+    lib.StackT = StackT
+    lib.sigaltstack.argtypes = [ctypes.POINTER(StackT), ctypes.c_void_p]
+    lib.prctl.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    return lib
+
+
 def set_process_name(name: bytes = b"gorn-worker") -> None:
     """prctl(PR_SET_NAME): best effort."""
     try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(15, ctypes.c_char_p(name[:15]), 0, 0, 0)
+        libc().prctl(15, name[:15], 0, 0, 0)
     except Exception:
         pass
 
@@ -81,17 +98,12 @@ def enlarge_sigaltstack(size: int = 1 << 20) -> bool:
     try:
         import ctypes
 
-        class StackT(ctypes.Structure):
-            _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.malloc.restype = ctypes.c_void_p
-        libc.malloc.argtypes = [ctypes.c_size_t]
-        sp = libc.malloc(size)  # large: glibc maps it; untouched pages stay unresident
+        lib = libc()
+        sp = lib.malloc(size)  # large: glibc maps it; untouched pages stay unresident
         if not sp:
             return False
-        st = StackT(sp, 0, size)
-        return bool(libc.sigaltstack(ctypes.byref(st), None) == 0)
+        st = lib.StackT(sp, 0, size)
+        return bool(lib.sigaltstack(ctypes.byref(st), None) == 0)
     except Exception:
         return False
 
