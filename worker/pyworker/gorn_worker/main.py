@@ -59,10 +59,10 @@ _IGNORED = (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR2, signa
 
 
 @functools.cache
-def libc() -> Any:
-    """ctypes' handle on the C library with the signatures used here, built once per process
-    (a --preload mold builds it before forking, so its workers share it instead of each
-    allocating its own)."""
+def libc() -> tuple[Any, Any]:
+    """ctypes' handle on the C library with the signatures used here, and the stack_t
+    structure, built once per process (a --preload mold builds them before forking, so its
+    workers share them instead of each allocating its own)."""
     import ctypes
 
     class StackT(ctypes.Structure):
@@ -71,16 +71,15 @@ def libc() -> Any:
     lib = ctypes.CDLL(None, use_errno=True)
     lib.malloc.restype = ctypes.c_void_p
     lib.malloc.argtypes = [ctypes.c_size_t]
-    lib.StackT = StackT
     lib.sigaltstack.argtypes = [ctypes.POINTER(StackT), ctypes.c_void_p]
     lib.prctl.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-    return lib
+    return lib, StackT
 
 
 def set_process_name(name: bytes = b"gorn-worker") -> None:
     """prctl(PR_SET_NAME): best effort."""
     try:
-        libc().prctl(15, name[:15], 0, 0, 0)
+        libc()[0].prctl(15, name[:15], 0, 0, 0)
     except Exception:
         pass
 
@@ -98,11 +97,11 @@ def enlarge_sigaltstack(size: int = 1 << 20) -> bool:
     try:
         import ctypes
 
-        lib = libc()
+        lib, stack_t = libc()
         sp = lib.malloc(size)  # large: glibc maps it; untouched pages stay unresident
         if not sp:
             return False
-        st = lib.StackT(sp, 0, size)
+        st = stack_t(sp, 0, size)
         return bool(lib.sigaltstack(ctypes.byref(st), None) == 0)
     except Exception:
         return False
