@@ -15,20 +15,24 @@ import (
 // moldApp reports where it was imported and how the worker serving it came to be.
 const moldApp = `import gc, os, threading, time
 IMPORTED_IN = os.getpid()
+GC_AT_IMPORT = gc.isenabled()
 threading.Thread(target=time.sleep, args=(3600,), name="import-time-poller", daemon=True).start()
 def application(environ, start_response):
     start_response("200 OK", [("Content-Type", "application/json")])
     import json
     return [json.dumps({"imported_in": IMPORTED_IN, "pid": os.getpid(), "ppid": os.getppid(),
-                        "frozen": gc.get_freeze_count(), "pgid": os.getpgid(0)}).encode()]
+                        "frozen": gc.get_freeze_count(), "pgid": os.getpgid(0),
+                        "gc_at_import": GC_AT_IMPORT, "gc": gc.isenabled()}).encode()]
 `
 
 type moldInfo struct {
-	ImportedIn int `json:"imported_in"`
-	Pid        int `json:"pid"`
-	Ppid       int `json:"ppid"`
-	Frozen     int `json:"frozen"`
-	Pgid       int `json:"pgid"`
+	ImportedIn int  `json:"imported_in"`
+	Pid        int  `json:"pid"`
+	Ppid       int  `json:"ppid"`
+	Frozen     int  `json:"frozen"`
+	Pgid       int  `json:"pgid"`
+	GCAtImport bool `json:"gc_at_import"` // the collector ran while the mold imported the app
+	GC         bool `json:"gc"`           // the collector runs in the worker
 }
 
 func askMold(t *testing.T, g *gorn) moldInfo {
@@ -77,8 +81,8 @@ func TestPreloadMold(t *testing.T) {
 	for i := 0; i < 50 && len(seen) < 2; i++ {
 		m := askMold(t, g)
 		seen[m.Pid] = true
-		if m.ImportedIn != mold || m.Ppid != master || m.Frozen == 0 || m.Pgid != m.Pid {
-			t.Fatalf("worker %+v: want the app imported in the mold %d, parent the master %d, frozen objects, its own process group", m, mold, master)
+		if m.ImportedIn != mold || m.Ppid != master || m.Frozen == 0 || m.Pgid != m.Pid || m.GCAtImport || !m.GC {
+			t.Fatalf("worker %+v: want the app imported in the mold %d with the collector off, parent the master %d, frozen objects, the collector on, its own process group", m, mold, master)
 		}
 	}
 	for pid := range seen {
