@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -172,5 +173,43 @@ func TestPreloadWorkerDyingAtFork(t *testing.T) {
 		if g.logs.count("reaped orphan") != 0 || g.logs.count(`"msg":"worker spawned"`) == 0 {
 			t.Errorf("a worker's exit was taken for an orphan's")
 		}
+	}
+}
+
+// TestPreloadConfigFileReadOnce: with --preload the workers inherit the config file as the
+// mold executed it (gunicorn's workers inherit their master's) instead of executing it
+// again, and its worker hooks still run in each worker.
+func TestPreloadConfigFileReadOnce(t *testing.T) {
+	dir := t.TempDir()
+	log := filepath.Join(dir, "executions")
+	writeFile(t, filepath.Join(dir, "moldapp.py"), moldApp)
+	writeFile(t, filepath.Join(dir, "gorn.conf.py"), fmt.Sprintf(`import os
+with open(%[1]q, "a") as f:
+    f.write(f"exec {os.getpid()}\n")
+def post_fork(server, worker):
+    with open(%[1]q, "a") as f:
+        f.write(f"post_fork {os.getpid()}\n")
+`, log))
+	g := startGorn(t, gornOpts{dir: dir, preload: true}, "-w", "2", "moldapp:application")
+	mold := g.hookHostPid()
+	workers := g.workerPids()
+	if len(workers) != 2 {
+		t.Fatalf("workers %v, want 2", workers)
+	}
+	data, err := os.ReadFile(log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	for _, w := range workers {
+		if !slices.Contains(lines, fmt.Sprintf("post_fork %d", w)) {
+			t.Errorf("post_fork did not run in worker %d: %q", w, lines)
+		}
+		if slices.Contains(lines, fmt.Sprintf("exec %d", w)) {
+			t.Errorf("worker %d executed the config file again: %q", w, lines)
+		}
+	}
+	if !slices.Contains(lines, fmt.Sprintf("exec %d", mold)) {
+		t.Errorf("the mold %d did not execute the config file: %q", mold, lines)
 	}
 }

@@ -231,7 +231,18 @@ class HookError(Exception):
 class Hooks:
     """The worker-side server hooks of a config file (none without one)."""
 
-    def __init__(self, source: Optional[str], log: Any, cfg: Any, slot: int, generation: int, age: int = 0) -> None:
+    def __init__(
+        self,
+        source: Optional[str],
+        log: Any,
+        cfg: Any,
+        slot: int,
+        generation: int,
+        age: int = 0,
+        module: Optional[types.ModuleType] = None,
+    ) -> None:
+        """``module`` is the file already executed (a --preload mold's, which the worker
+        inherits as gunicorn's workers inherit their master's): it is not read again."""
         self._log = log
         self._fns: dict[str, Callable[..., Any]] = {}
         self.secure_scheme_headers: Optional[dict[str, str]] = None  # gunicorn's setting, a dict
@@ -241,13 +252,15 @@ class Hooks:
         self.worker = Worker(hook_log, cfg, slot, generation, age)
         if not source:
             return
-        out, sys.stdout = sys.stdout, sys.stderr  # as in the master: the file's prints go to stderr
-        try:
-            mod = load(source)
-        except BaseException as exc:
-            raise HookError(f"config file {source}: {describe_error(exc, source)}") from None
-        finally:
-            sys.stdout = out
+        mod = module
+        if mod is None:
+            out, sys.stdout = sys.stdout, sys.stderr  # as in the master: the file's prints go to stderr
+            try:
+                mod = load(source)
+            except BaseException as exc:
+                raise HookError(f"config file {source}: {describe_error(exc, source)}") from None
+            finally:
+                sys.stdout = out
         for name in WORKER_HOOKS:
             fn = getattr(mod, name, None)
             if callable(fn):

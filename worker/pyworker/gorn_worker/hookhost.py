@@ -24,7 +24,8 @@ allocations to fill, which would copy them: the recipe of the gc module's docume
 {...}, "fd": true}`` arrives with the worker's stack-dump pipe as SCM_RIGHTS; the mold runs
 ``pre_fork``, forks twice (the middle process exits at once, so the worker is re-parented to
 the master, its subreaper) and answers ``{"id": N, "pid": PID}``. The worker closes the
-mold's socket and runs the worker's start-up (``main.run``) with the preloaded app. Hooks run one at a time on the main thread, in the order the master sent them; a
+mold's socket and runs the worker's start-up (``main.run``) with the preloaded app and the
+config file as the mold executed it (not read again, as gunicorn's workers inherit it). Hooks run one at a time on the main thread, in the order the master sent them; a
 hook may start threads (an exporter serving metrics from ``when_ready``). A hook that raises
 is logged with its traceback and the host carries on. EOF on the socket (the master is
 gone) ends the host.
@@ -39,6 +40,7 @@ import os
 import socket
 import sys
 import threading
+import types
 from collections import deque
 from typing import Any, Callable, Iterator, Optional
 
@@ -175,6 +177,7 @@ class Host:
         self.log = log
         self.source = settings.config_file
         self.fns: dict[str, Callable[..., Any]] = {}
+        self.module: Optional[types.ModuleType] = None  # the config file, executed
         listeners = [Listener(fd) for fd in settings.listen_fds]
         self.server = Server(settings, _conffile.HookLog(log), listeners)
         self.booting: dict[int, HostWorker] = {}  # by age, between pre_fork and spawned
@@ -199,12 +202,14 @@ class Host:
         ones being loaded (default: the server's)."""
         if not self.source:
             self.fns = {}
+            self.module = None
             return
         out, sys.stdout = sys.stdout, sys.stderr  # the file's prints go to the log
         try:
             mod = _conffile.load(self.source)
         finally:
             sys.stdout = out
+        self.module = mod
         self.fns = {n: f for n in MASTER_HOOKS if callable(f := getattr(mod, n, None))}
         # gunicorn configures logging in its master too (again on reload): the hooks'
         # logging.getLogger(...) calls reach the file's handlers.
@@ -466,7 +471,7 @@ def main() -> int:
         os.setpgid(0, 0)
         _await_reparenting(forked.middle)
         set_title(f"gorn: worker [{forked.settings.proc_name}] slot={forked.settings.slot}")
-        return _main.run(forked.settings, [], preloaded=host.app)
+        return _main.run(forked.settings, [], preloaded=host.app, config_module=host.module)
     return 0
 
 

@@ -25,7 +25,7 @@ import os
 import resource
 import signal
 import sys
-from types import FrameType
+from types import FrameType, ModuleType
 from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol
 
 from . import accesslog as _accesslog
@@ -308,9 +308,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     return run(settings, unknown)
 
 
-def run(settings: _config.Settings, unknown: list[str], preloaded: Optional[Callable[..., Any]] = None) -> int:
+def run(
+    settings: _config.Settings,
+    unknown: list[str],
+    preloaded: Optional[Callable[..., Any]] = None,
+    config_module: Optional[ModuleType] = None,
+) -> int:
     """Steps 1-8 with the settings read; ``preloaded`` is the app a --preload mold imported
-    before forking this worker (step 7 then imports nothing)."""
+    before forking this worker (step 7 then imports nothing), ``config_module`` the config
+    file it executed (step 6 then does not read it again)."""
     if settings.umask >= 0:
         os.umask(settings.umask)
 
@@ -397,7 +403,7 @@ def run(settings: _config.Settings, unknown: list[str], preloaded: Optional[Call
         log.debug(f"booting worker (pid {os.getpid()}, app {settings.app})")
         try:
             hooks = _conffile.Hooks(
-                settings.config_file, log, settings, settings.slot, settings.generation, settings.age
+                settings.config_file, log, settings, settings.slot, settings.generation, settings.age, config_module
             )
             configured = _logconfig.configure(hooks.logconfig_dict, settings.logconfig_json, settings.logconfig)
             if configured:
