@@ -213,3 +213,44 @@ def post_fork(server, worker):
 		t.Errorf("the mold %d did not execute the config file: %q", mold, lines)
 	}
 }
+
+// TestPreloadMoldDyingBeforeAnswer: a mold killed after forking a worker but before its
+// answer reached the master (here: at its wait for the middle process) leaves a worker
+// whose pid the master never learns; it exits instead of serving unsupervised, and the
+// master ends up with exactly the workers it spawned.
+func TestPreloadMoldDyingBeforeAnswer(t *testing.T) {
+	dir := t.TempDir()
+	marker := filepath.Join(dir, "killed-once")
+	writeFile(t, filepath.Join(dir, "moldapp.py"), moldApp)
+	writeFile(t, filepath.Join(dir, "gorn.conf.py"), fmt.Sprintf(`import os, signal
+def pre_fork(server, worker):
+    if not os.path.exists(%[1]q):
+        open(%[1]q, "w").close()
+        os.waitpid = lambda *a: os.kill(os.getpid(), signal.SIGKILL)
+`, marker))
+	g := startGorn(t, gornOpts{dir: dir, preload: true}, "--log-level", "debug", "-w", "2", "moldapp:application")
+	g.waitLog("reaped orphan", 1, 10*time.Second)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var workers []int
+		for _, pid := range childPids(g.cmd.Process.Pid) {
+			if processTitle(pid) == "worker" {
+				workers = append(workers, pid)
+			}
+		}
+		spawned := g.logs.count(`"msg":"worker spawned"`)
+		if len(workers) == 2 && g.logs.count("worker ready") >= 2 {
+			if spawned != 2 {
+				t.Errorf("%d spawns logged, want 2", spawned)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("workers %v (want the 2 spawned), %d spawns logged:\n%s", workers, spawned, g.logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if _, err := os.Stat(marker); err != nil {
+		t.Fatalf("the mold was not killed at its first fork: %v", err)
+	}
+}

@@ -81,6 +81,7 @@ type proc struct {
 	killing  bool          // a call overran: it was killed
 	retired  bool          // replaced: it finishes what it was given, then exits
 	gone     chan struct{} // closed when reaped
+	drained  chan struct{} // closed when its reader has seen EOF: every reply it sent is read
 }
 
 type call struct {
@@ -169,7 +170,7 @@ func (h *Host) launch() (*proc, error) {
 		return nil, err
 	}
 	now := time.Now()
-	p := &proc{p: pr, conn: ours, wake: make(chan struct{}, 1), pending: map[uint64]*call{}, started: now, progress: now, gone: make(chan struct{})}
+	p := &proc{p: pr, conn: ours, wake: make(chan struct{}, 1), pending: map[uint64]*call{}, started: now, progress: now, gone: make(chan struct{}), drained: make(chan struct{})}
 	h.procs[pr.Pid] = p
 	go h.read(p)
 	go h.write(p)
@@ -338,6 +339,7 @@ func sendLine(raw syscall.RawConn, data []byte, fd *os.File) error {
 }
 
 func (h *Host) read(p *proc) {
+	defer close(p.drained)
 	sc := bufio.NewScanner(p.conn)
 	sc.Buffer(make([]byte, 4096), 1<<20)
 	for sc.Scan() {
@@ -401,9 +403,21 @@ func (h *Host) supervise() {
 func (h *Host) onExit(e master.Exit) (started time.Time, restart bool) {
 	h.mu.Lock()
 	p := h.procs[e.Pid]
-	if p == nil { // a launch that failed after its fork
+	h.mu.Unlock()
+	if p != nil {
+		// The replies it sent before dying are read first: a fork it answered is the
+		// caller's worker, not a failed call (the worker serves only once the mold has
+		// sent the answer, see hookhost.py). Its socket is closed by its death, so the
+		// reader sees EOF at once; the bound is for a host whose fd lives on elsewhere.
+		select {
+		case <-p.drained:
+		case <-time.After(closeGrace):
+		}
+	}
+	h.mu.Lock()
+	if p == nil || h.procs[e.Pid] != p { // a launch that failed after its fork
 		h.mu.Unlock()
-		return time.Time{}, e.Pid == 0 && !h.closed
+		return time.Time{}, p == nil && e.Pid == 0 && !h.closed
 	}
 	delete(h.procs, e.Pid)
 	close(p.gone)

@@ -23,7 +23,8 @@ collection during the import, no freed holes are left in those pages for a worke
 allocations to fill, which would copy them: the recipe of the gc module's documentation). ``{"call": "fork", "worker":
 {...}, "fd": true}`` arrives with the worker's stack-dump pipe as SCM_RIGHTS; the mold runs
 ``pre_fork``, forks twice (the middle process exits at once, so the worker is re-parented to
-the master, its subreaper) and answers ``{"id": N, "pid": PID}``. The worker closes the
+the master, its subreaper) and answers ``{"id": N, "pid": PID}``; the worker waits until
+that answer is sent (a byte on a pipe; EOF if the mold died first: it exits). The worker closes the
 mold's socket and runs the worker's start-up (``main.run``) with the preloaded app and the
 config file as the mold executed it (not read again, as gunicorn's workers inherit it). Hooks run one at a time on the main thread, in the order the master sent them; a
 hook may start threads (an exporter serving metrics from ``when_ready``). A hook that raises
@@ -73,10 +74,11 @@ class Forked(BaseException):
     """Raised in a forked worker to leave the mold's stack: :func:`main` catches it and runs
     the worker (BaseException: nothing on the way may swallow it)."""
 
-    def __init__(self, settings: _config.Settings, middle: int) -> None:
+    def __init__(self, settings: _config.Settings, middle: int, go: int) -> None:
         super().__init__()
         self.settings = settings
         self.middle = middle  # the parent it leaves (pid), for the master to become it
+        self.go = go  # read end of the go-ahead pipe: a byte once the master has its pid
 
 
 def set_title(title: str) -> None:
@@ -185,6 +187,7 @@ class Host:
         self.app: Optional[Callable[..., Any]] = None
         self.fds: deque[int] = deque()  # received with "fork" calls, in order
         self.warned_threads: set[str] = set()
+        self.go_ahead: list[int] = []  # write ends: forked workers waiting for the answer to go out
         if settings.preload:
             gc.disable()
         try:
@@ -337,17 +340,23 @@ class Host:
             )
 
     def double_fork(self, settings: _config.Settings) -> int:
+        """Fork the worker through a middle process; its pid. The worker waits on a
+        go-ahead pipe until :meth:`release` (after the answer naming it went to the
+        master): if the mold dies before that, the master never learns the pid, and the
+        worker, seeing EOF, exits instead of serving unsupervised."""
+        go_r, go_w = os.pipe()
         r, w = os.pipe()
         middle = os.fork()
         if middle == 0:  # the middle process: fork the worker, report its pid, exit
             code = 0
             try:
                 os.close(r)
+                os.close(go_w)
                 middle_pid = os.getpid()
                 pid = os.fork()
                 if pid == 0:
                     os.close(w)
-                    raise Forked(settings, middle_pid)
+                    raise Forked(settings, middle_pid, go_r)
                 os.write(w, str(pid).encode())
             except Forked:
                 raise
@@ -355,6 +364,7 @@ class Host:
                 code = 1
             os._exit(code)
         os.close(w)
+        os.close(go_r)
         try:
             data = b""
             while chunk := os.read(r, 32):
@@ -363,8 +373,20 @@ class Host:
             os.close(r)
             os.waitpid(middle, 0)
         if not data:
+            os.close(go_w)
             raise OSError("the worker could not be forked")
+        self.go_ahead.append(go_w)
         return int(data)
+
+    def release(self) -> None:
+        """Let the forked workers serve: the answers naming them have been sent."""
+        for fd in self.go_ahead:
+            try:
+                os.write(fd, b"g")
+            except OSError:
+                pass
+            os.close(fd)
+        self.go_ahead.clear()
 
 
 def warm(settings: _config.Settings) -> None:
@@ -427,6 +449,7 @@ def serve(host: Host, sock: socket.socket) -> None:
                 sock.sendall(json.dumps(reply).encode() + b"\n")
             except OSError:
                 return
+        host.release()
 
 
 def main() -> int:
@@ -468,11 +491,30 @@ def main() -> int:
         serve(host, sock)
     except Forked as forked:  # this is a new worker now, the mold's stack left behind
         sock.close()
+        for fd in host.go_ahead:  # other workers' go-aheads: the mold's, not this one's
+            os.close(fd)
+        if not _await_go_ahead(forked.go):
+            os._exit(0)  # the mold died before the master learned this pid: nobody would supervise it
         os.setpgid(0, 0)
         _await_reparenting(forked.middle)
         set_title(f"gorn: worker [{forked.settings.proc_name}] slot={forked.settings.slot}")
         return _main.run(forked.settings, [], preloaded=host.app, config_module=host.module)
     return 0
+
+
+def _await_go_ahead(fd: int) -> bool:
+    """Block until the mold has sent the master this worker's pid (a byte), or died
+    before (EOF): whether to serve."""
+    try:
+        while True:
+            try:
+                return os.read(fd, 1) == b"g"
+            except InterruptedError:
+                continue
+            except OSError:
+                return False
+    finally:
+        os.close(fd)
 
 
 def _await_reparenting(middle: int, limit: float = 1.0) -> None:
