@@ -20,6 +20,7 @@ import (
 type serverHooks struct {
 	host    *hookhost.Host
 	preload bool
+	aborted bool // begin failed: the host is gone, close has nothing to do
 
 	mu   sync.Mutex
 	spec worker.Spec // the configuration the host is (re)started with
@@ -27,10 +28,9 @@ type serverHooks struct {
 
 // startServerHooks starts the hook host when the config file defines a master-side hook
 // or --preload is set (then it imports the app first, and the spawner forks the workers
-// from it), and runs on_starting, nworkers_changed(desired, None), and when_ready, which
-// gunicorn's arbiter runs after binding and before its first worker. adopted are the
-// workers a binary upgrade handed over.
-func startServerHooks(cfg *config.Config, spawner *worker.Spawner, desired int, adopted []master.HookWorker, log *zap.Logger) (*serverHooks, error) {
+// from it). It does not wait for it: the master sets itself up meanwhile, and begin
+// waits before the first worker.
+func startServerHooks(cfg *config.Config, spawner *worker.Spawner, log *zap.Logger) (*serverHooks, error) {
 	sh := &serverHooks{spec: workerSpec(cfg), preload: cfg.Preload}
 	if len(cfg.MasterHooks) == 0 && !cfg.Preload {
 		return sh, nil
@@ -51,10 +51,24 @@ func startServerHooks(cfg *config.Config, spawner *worker.Spawner, desired int, 
 		return nil, fmt.Errorf("starting the hook host: %w", err)
 	}
 	sh.host = host
+	return sh, nil
+}
+
+// begin waits, with --preload, until the mold has imported the app (then the spawner forks
+// the workers from it), and runs on_starting, nworkers_changed(desired, None), and
+// when_ready, which gunicorn's arbiter runs after binding and before its first worker.
+// adopted are the workers a binary upgrade handed over.
+func (sh *serverHooks) begin(cfg *config.Config, spawner *worker.Spawner, desired int, adopted []master.HookWorker, log *zap.Logger) error {
+	host := sh.host
+	if host == nil {
+		return nil
+	}
+	log = log.Named("hooks")
 	if cfg.Preload {
 		if err := host.Ready(); err != nil {
 			host.Abort()
-			return nil, fmt.Errorf("--preload: the mold could not import the app (see its error above): %w", err)
+			sh.aborted = true
+			return fmt.Errorf("--preload: the mold could not import the app (see its error above): %w", err)
 		}
 		log.Info("mold ready: the app is imported once and the workers are forked from it", zap.Int("pid", host.Pid()), zap.Strings("hooks", cfg.MasterHooks))
 		spawner.ForkFrom(func(req master.SpawnRequest, fault *os.File) (int, error) {
@@ -69,7 +83,7 @@ func startServerHooks(cfg *config.Config, spawner *worker.Spawner, desired int, 
 		host.Adopt(adopted, desired)
 	}
 	sh.call("when_ready", nil, log)
-	return sh, nil
+	return nil
 }
 
 func (sh *serverHooks) call(name string, fields map[string]any, log *zap.Logger) {
@@ -159,7 +173,7 @@ func (sh *serverHooks) others() []int {
 
 // close runs on_exit and ends the host.
 func (sh *serverHooks) close() {
-	if sh.host != nil {
+	if sh.host != nil && !sh.aborted {
 		sh.host.Close()
 	}
 }

@@ -276,10 +276,7 @@ func serve(cfg *config.Config, reparse func() (*config.Config, error), logs *log
 			adopted = append(adopted, master.HookWorker{Pid: w.Pid, Slot: w.Slot, Generation: w.Generation, Age: w.Age, MaxRequests: w.MaxRequests})
 		}
 	}
-	serverHooks, err := startServerHooks(cfg, spawner, initial, adopted, log)
-	if ee := (*hookhost.ExitError)(nil); errors.As(err, &ee) && ee.Status.Exited() && ee.Status.ExitStatus() == master.ExitAppLoad {
-		return master.ExitAppLoad, err
-	}
+	serverHooks, err := startServerHooks(cfg, spawner, log)
 	if err != nil {
 		return master.ExitError, err
 	}
@@ -289,8 +286,6 @@ func serve(cfg *config.Config, reparse func() (*config.Config, error), logs *log
 	reload.reread = func(next *config.Config) error { return serverHooks.reloaded(next, log.Named("hooks")) }
 
 	signals := make(chan os.Signal, 16)
-	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP,
-		syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH)
 	if in != nil {
 		for _, sig := range in.stops {
 			log.Warn("acting on a signal the failed binary received", zap.String("signal", sig.String()))
@@ -363,6 +358,18 @@ func serve(cfg *config.Config, reparse func() (*config.Config, error), logs *log
 		}
 		go h.statsd.reportWorkers(ctx, m, backlog)
 	}
+	// The hook host (the mold, importing the app) started before the set-up above: it is
+	// waited for only now, before the first worker. Until then a stop signal ends gorn
+	// at once, as before the app is imported without --preload.
+	err = serverHooks.begin(cfg, spawner, initial, adopted, log)
+	if ee := (*hookhost.ExitError)(nil); errors.As(err, &ee) && ee.Status.Exited() && ee.Status.ExitStatus() == master.ExitAppLoad {
+		return master.ExitAppLoad, err
+	}
+	if err != nil {
+		return master.ExitError, err
+	}
+	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP,
+		syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH)
 	if h.serving != nil {
 		go func() {
 			// The loop answers its first query once it runs.
