@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -63,8 +62,8 @@ The load (only ever to the servers it starts on 127.0.0.1):
 
 Output:
   --json                 one JSON object instead of the table
-  --chart FILE           also draw req/s and p99 against workers (or layouts) into
-                         FILE.svg or FILE.png
+  --chart FILE.svg       also draw req/s and p99 against workers (or layouts) into
+                         an SVG file
   A progress line is shown while running when stderr is a terminal.
 
 Serving flags passed to gorn: --chdir DIR, --python PATH, -c/--config FILE,
@@ -277,8 +276,8 @@ func parseBench(args []string) (bench.Options, benchOutput, error) {
 	}
 	o.Requests = append(o.Requests, reqs...)
 	if out.chart != "" {
-		if ext := strings.ToLower(filepath.Ext(out.chart)); ext != ".svg" && ext != ".png" {
-			return o, out, fmt.Errorf("%w: --chart %q: want a .svg or .png file", bench.ErrUsage, out.chart)
+		if err := bench.CheckChartPath(out.chart); err != nil {
+			return o, out, err
 		}
 	}
 	return o, out, nil

@@ -32,7 +32,7 @@ func TestBenchBadInput(t *testing.T) {
 		{"unknown class", []string{"-k", "sync,tornado", "app:app"}, "worker class"},
 		{"unknown flag", []string{"--frobnicate", "app:app"}, "frobnicate"},
 		{"two load sources", []string{"--url", "/", "--urls", "x", "app:app"}, "one of --url"},
-		{"chart format", []string{"--chart", "c.gif", "app:app"}, "want a .svg or .png"},
+		{"chart format", []string{"--chart", "c.gif", "app:app"}, "want a .svg file"},
 		{"zero duration", []string{"--duration", "0s", "app:app"}, "--duration"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -6,51 +6,21 @@ import (
 	"path/filepath"
 	"strings"
 
-	"gonum.org/v1/plot"
-	"gonum.org/v1/plot/plotter"
-	"gonum.org/v1/plot/plotutil"
-	"gonum.org/v1/plot/vg"
-	"gonum.org/v1/plot/vg/draw"
-	"gonum.org/v1/plot/vg/vgimg"
-	"gonum.org/v1/plot/vg/vgsvg"
+	"github.com/gornhq/gorn/internal/svgchart"
 )
 
 // WriteChart draws req/s and p99 against the worker count (one line per class), or against
-// the layouts, into path: SVG or PNG by its extension. Generator-bound runs are left out:
-// they are not the server's figures.
+// the layouts, into path, an SVG file. Generator-bound runs are left out: they are not the
+// server's figures.
 func (r Report) WriteChart(path string) error {
-	ext := strings.ToLower(filepath.Ext(path))
-	if ext != ".svg" && ext != ".png" {
-		return usagef("--chart %q: want a .svg or .png file", path)
+	if err := CheckChartPath(path); err != nil {
+		return err
 	}
-	rps, p99, err := r.plots()
-	if err != nil {
-		return fmt.Errorf("drawing the chart: %w", err)
-	}
-	w, h := 16*vg.Centimeter, 16*vg.Centimeter
-	var c interface {
-		vg.CanvasSizer
-	}
-	var save func(f *os.File) error
-	if ext == ".svg" {
-		s := vgsvg.New(w, h)
-		c, save = s, func(f *os.File) error { _, err := s.WriteTo(f); return err }
-	} else {
-		img := vgimg.New(w, h)
-		c, save = img, func(f *os.File) error { _, err := vgimg.PngCanvas{Canvas: img}.WriteTo(f); return err }
-	}
-	dc := draw.New(c)
-	tiles := draw.Tiles{Rows: 2, Cols: 1, PadX: vg.Millimeter, PadY: 4 * vg.Millimeter, PadTop: 2 * vg.Millimeter, PadBottom: 2 * vg.Millimeter, PadLeft: 2 * vg.Millimeter, PadRight: 4 * vg.Millimeter}
-	plots := [][]*plot.Plot{{rps}, {p99}}
-	canvases := plot.Align(plots, tiles, dc)
-	rps.Draw(canvases[0][0])
-	p99.Draw(canvases[1][0])
-
 	f, err := os.Create(path)
 	if err != nil {
 		return fmt.Errorf("writing the chart: %w", err)
 	}
-	if err := save(f); err != nil {
+	if err := r.chart().Write(f); err != nil {
 		f.Close()
 		return fmt.Errorf("writing the chart %s: %w", path, err)
 	}
@@ -60,81 +30,75 @@ func (r Report) WriteChart(path string) error {
 	return nil
 }
 
-// plots builds the two panels. In a worker sweep x is the worker count; for layouts x is
+// CheckChartPath returns a usage error unless path names an SVG file. PNG is not offered:
+// rasterising needs embedded fonts, and the gorn binary is resident in every master.
+func CheckChartPath(path string) error {
+	if strings.ToLower(filepath.Ext(path)) != ".svg" {
+		return usagef("--chart %q: want a .svg file", path)
+	}
+	return nil
+}
+
+// chart builds the two panels. In a worker sweep x is the worker count; for layouts x is
 // the layout's position, labelled with its name.
-func (r Report) plots() (*plot.Plot, *plot.Plot, error) {
-	rps, p99 := plot.New(), plot.New()
-	rps.Title.Text = fmt.Sprintf("gorn bench %s: %s", r.Module, limitTitle(r))
-	rps.Y.Label.Text = "req/s"
-	p99.Y.Label.Text = "p99 latency (ms)"
-	rps.Y.Min, p99.Y.Min = 0, 0
+func (r Report) chart() svgchart.Chart {
+	rps := svgchart.Panel{Y: svgchart.Axis{Label: "req/s"}, Legend: true}
+	p99 := svgchart.Panel{Y: svgchart.Axis{Label: "p99 latency (ms)"}}
 	layouts := len(r.Runs) > 0 && r.Runs[0].Layout != ""
 	var names []string
+	var x svgchart.Axis
 	if layouts {
-		p99.X.Label.Text = "layout (pods x CPUs)"
 		for _, run := range r.Runs {
 			if !containsString(names, run.Layout) {
 				names = append(names, run.Layout)
 			}
 		}
-		rps.NominalX(names...)
-		p99.NominalX(names...)
+		x = svgchart.Axis{Label: "layout (pods x CPUs)", Min: -0.5, Max: float64(len(names)) - 0.5}
+		for i, n := range names {
+			x.Ticks = append(x.Ticks, svgchart.Tick{Value: float64(i), Label: n})
+		}
 	} else {
-		p99.X.Label.Text = "workers"
+		lo, hi := 1, 1
+		if len(r.Runs) > 0 {
+			lo, hi = r.Runs[0].Workers, r.Runs[0].Workers
+		}
+		for _, run := range r.Runs {
+			lo, hi = min(lo, run.Workers), max(hi, run.Workers)
+		}
+		// A little room either side, so the end points are not cut in half by the axes.
+		x = svgchart.Axis{Label: "workers", Min: float64(lo) - 0.3, Max: float64(hi) + 0.3}
+		x.Ticks, _, _ = svgchart.NiceTicks(float64(lo), float64(hi), 6, 1)
 	}
+	rps.X, p99.X = x, x
 	var series []string
 	for _, run := range r.Runs {
 		if key := seriesKey(run); !containsString(series, key) {
 			series = append(series, key)
 		}
 	}
-	for i, key := range series {
-		var a, b plotter.XYs
+	maxRPS, maxP99 := 0.0, 0.0
+	for _, key := range series {
+		a, b := svgchart.Series{Name: key}, svgchart.Series{Name: key}
 		for _, run := range r.Runs {
 			if seriesKey(run) != key || run.GeneratorBound {
 				continue
 			}
-			x := float64(run.Workers)
+			x, label := float64(run.Workers), ""
 			if layouts {
-				x = float64(indexOf(names, run.Layout))
+				x, label = float64(indexOf(names, run.Layout)), run.Layout
 			}
-			a = append(a, plotter.XY{X: x, Y: run.RPS})
-			b = append(b, plotter.XY{X: x, Y: run.P99})
+			a.Points = append(a.Points, svgchart.Point{X: x, Y: run.RPS, Label: label})
+			b.Points = append(b.Points, svgchart.Point{X: x, Y: run.P99, Label: label})
+			maxRPS, maxP99 = max(maxRPS, run.RPS), max(maxP99, run.P99)
 		}
-		if len(a) == 0 {
-			continue
-		}
-		for _, pp := range []struct {
-			p   *plot.Plot
-			xys plotter.XYs
-		}{{rps, a}, {p99, b}} {
-			line, points, err := plotter.NewLinePoints(pp.xys)
-			if err != nil {
-				return nil, nil, fmt.Errorf("plotting %s: %w", key, err)
-			}
-			line.Color, points.Color = plotutil.Color(i), plotutil.Color(i)
-			points.Shape = plotutil.Shape(i)
-			pp.p.Add(line, points)
-			if pp.p == rps {
-				rps.Legend.Add(key, line, points)
-			}
-		}
+		rps.Series, p99.Series = append(rps.Series, a), append(p99.Series, b)
 	}
-	if !layouts && len(r.Runs) > 0 {
-		// A little room either side, so the end points are not cut in half by the axes.
-		lo, hi := r.Runs[0].Workers, r.Runs[0].Workers
-		for _, run := range r.Runs {
-			lo, hi = min(lo, run.Workers), max(hi, run.Workers)
-		}
-		for _, p := range []*plot.Plot{rps, p99} {
-			p.X.Min, p.X.Max = float64(lo)-0.3, float64(hi)+0.3
-		}
+	rps.Y.Ticks, rps.Y.Min, rps.Y.Max = svgchart.NiceTicks(0, maxRPS*1.04, 5, 0) // headroom: no point on the frame
+	p99.Y.Ticks, p99.Y.Min, p99.Y.Max = svgchart.NiceTicks(0, maxP99*1.04, 5, 0)
+	return svgchart.Chart{
+		Title: fmt.Sprintf("gorn bench %s: %s", r.Module, limitTitle(r)),
+		Width: 600, Height: 600, Panels: []svgchart.Panel{rps, p99},
 	}
-	rps.Legend.Top = false
-	rps.Legend.Left = false
-	rps.Add(plotter.NewGrid())
-	p99.Add(plotter.NewGrid())
-	return rps, p99, nil
 }
 
 func limitTitle(r Report) string {

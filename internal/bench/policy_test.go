@@ -1,9 +1,12 @@
 package bench
 
 import (
+	"encoding/xml"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -128,28 +131,76 @@ func TestWriteChart(t *testing.T) {
 		{Class: "gthread", Threads: 4, Workers: 1, RPS: 380, P99: 85, Requests: 10},
 		{Class: "gthread", Threads: 4, Workers: 2, RPS: 900, P99: 10, Requests: 10, GeneratorBound: true},
 	}}
-	for _, name := range []string{"c.svg", "c.png"} {
-		p := filepath.Join(dir, name)
-		if err := r.WriteChart(p); err != nil {
-			t.Fatal(err)
-		}
-		b, err := os.ReadFile(p)
-		if err != nil || len(b) < 1000 {
-			t.Fatalf("%s: %d bytes, %v", name, len(b), err)
-		}
-		if name == "c.svg" && (!strings.Contains(string(b), "<svg") || !strings.Contains(string(b), "gthread, 4 threads")) {
-			t.Errorf("the SVG lacks the legend")
+	// The panels hold the runs' figures, the generator-bound one left out.
+	c := r.chart()
+	if len(c.Panels) != 2 || c.Title != "gorn bench app:app: 1 CPU limit" {
+		t.Fatalf("chart %q with %d panels", c.Title, len(c.Panels))
+	}
+	if got := fmt.Sprint(c.Panels[0].Series); got != "[{sync [{1 200 } {2 390 } {3 395 }]} {gthread, 4 threads [{1 380 }]}]" {
+		t.Errorf("req/s series %s", got)
+	}
+	if got := fmt.Sprint(c.Panels[1].Series); got != "[{sync [{1 180 } {2 90 } {3 95 }]} {gthread, 4 threads [{1 85 }]}]" {
+		t.Errorf("p99 series %s", got)
+	}
+	if x, y := c.Panels[1].X, c.Panels[0].Y; x.Label != "workers" || x.Min != 0.7 || x.Max != 3.3 || y.Min != 0 || y.Max < 395 || y.Max > 500 {
+		t.Errorf("axes %+v, %+v", x, y)
+	}
+	p := filepath.Join(dir, "c.svg")
+	if err := r.WriteChart(p); err != nil {
+		t.Fatal(err)
+	}
+	texts := svgTexts(t, p)
+	for _, want := range []string{"gorn bench app:app: 1 CPU limit", "req/s", "p99 latency (ms)", "workers", "sync", "gthread, 4 threads", "sync: 2, 390", "sync: 3, 95"} {
+		if !slices.Contains(texts, want) {
+			t.Errorf("the SVG lacks %q: %q", want, texts)
 		}
 	}
+	if slices.Contains(texts, "gthread, 4 threads: 2, 900") {
+		t.Errorf("the generator-bound run is drawn")
+	}
+
 	lay := Report{Module: "app:app", CPUs: 2, Runs: []Run{
 		{Class: "sync", Layout: "1x2", Workers: 5, RPS: 800, P99: 60, Requests: 10},
 		{Class: "sync", Layout: "2x1", Workers: 6, RPS: 700, P99: 90, Requests: 10},
 	}}
-	if err := lay.WriteChart(filepath.Join(dir, "l.svg")); err != nil {
+	p = filepath.Join(dir, "l.svg")
+	if err := lay.WriteChart(p); err != nil {
 		t.Fatal(err)
 	}
-	if err := lay.WriteChart(filepath.Join(dir, "l.gif")); !IsUsage(err) {
-		t.Errorf("a .gif: %v", err)
+	texts = svgTexts(t, p)
+	for _, want := range []string{"gorn bench app:app: 2 CPUs split into pods", "layout (pods x CPUs)", "1x2", "2x1", "sync: 2x1, 700", "sync: 1x2, 60"} {
+		if !slices.Contains(texts, want) {
+			t.Errorf("the layouts' SVG lacks %q: %q", want, texts)
+		}
+	}
+	for _, name := range []string{"l.png", "l.gif"} {
+		if err := lay.WriteChart(filepath.Join(dir, name)); !IsUsage(err) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
+
+// svgTexts parses the SVG file at path and returns its text content, one string an element.
+func svgTexts(t *testing.T, path string) []string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var texts []string
+	d := xml.NewDecoder(f)
+	for {
+		tok, err := d.Token()
+		if err == io.EOF {
+			return texts
+		}
+		if err != nil {
+			t.Fatalf("%s is not XML: %v", path, err)
+		}
+		if cd, ok := tok.(xml.CharData); ok && strings.TrimSpace(string(cd)) != "" {
+			texts = append(texts, string(cd))
+		}
 	}
 }
 
