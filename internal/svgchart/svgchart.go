@@ -137,7 +137,7 @@ func (c Chart) Write(w io.Writer) error {
 			left = max(left, textWidth(t.Label))
 		}
 	}
-	left += tickLen + 6 + fontSize + 10
+	left += tickLen + 8 + fontSize + 10
 	right := c.Width - 16
 	panelHeight := (c.Height - top) / float64(len(c.Panels))
 	for i, p := range c.Panels {
@@ -203,7 +203,7 @@ func (s *svg) panel(p Panel, b rect) {
 		y := py(t.Value)
 		s.printf(`<g class="tick"><line x1="%s" y1="%s" x2="%s" y2="%s" stroke="#dddddd"/><line x1="%s" y1="%s" x2="%s" y2="%s" stroke="#000000"/>`,
 			num(b.x0), num(y), num(b.x1), num(y), num(b.x0-tickLen), num(y), num(b.x0), num(y))
-		s.printf(`<text x="%s" y="%s" text-anchor="end" dominant-baseline="middle">%s</text></g>`+"\n", num(b.x0-tickLen-3), num(y), escape(t.Label))
+		s.printf(`<text x="%s" y="%s" text-anchor="end" dominant-baseline="middle">%s</text></g>`+"\n", num(b.x0-tickLen-5), num(y), escape(t.Label))
 	}
 	if p.Y.Label != "" {
 		x, y := 6+fontSize/2, (b.y0+b.y1)/2 // left of the widest tick label
