@@ -365,6 +365,8 @@ class Host:
             os._exit(code)
         os.close(w)
         os.close(go_r)
+        # The answer waits for the middle process to be reaped: only then is the worker the
+        # master's child, which the master checks when it takes the pid.
         try:
             data = b""
             while chunk := os.read(r, 32):
