@@ -461,7 +461,7 @@ class Worker:
                 return
             req = parse_request(head, conn, h.base, self.handler.root_path, h.proxy)
         except HTTPError as e:
-            self.handler.refuse(conn, e)
+            self.handler.refuse(conn, e, h.base)
             self._linger(h)
             return
         h.state = READY

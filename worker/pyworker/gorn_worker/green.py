@@ -440,7 +440,7 @@ class GreenWorker:
                     return
                 req = parse_request(head, conn, base, handler.root_path, proxy)
             except HTTPError as e:
-                handler.refuse(conn, e)
+                handler.refuse(conn, e, base)
                 self._linger(sock)
                 return
             keep = handler.serve(conn, req)

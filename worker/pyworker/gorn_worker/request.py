@@ -232,8 +232,9 @@ class RequestHandler:
             return 0
         return len(data) - data.index(b"\r\n\r\n") - 4
 
-    def refuse(self, conn: Connection, e: HTTPError) -> None:
-        """A request refused before the app: error response, counted. The caller lingers."""
-        self.log.debug(f"refusing request: {e.status} {e.detail}")
+    def refuse(self, conn: Connection, e: HTTPError, base: dict[str, Any]) -> None:
+        """A request refused before the app: logged as gunicorn does (a warning naming the
+        peer), answered, counted. The caller lingers."""
+        self.log.warning(f"Invalid request from ip={base.get('REMOTE_ADDR', '')}: {e.status} {e.detail}")
         sent = self.send_error(conn, e.status, e.detail)
         self.sb.request_end("", e.status, 0, sent)

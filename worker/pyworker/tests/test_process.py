@@ -447,3 +447,14 @@ def test_a_streaming_response_that_keeps_sending_is_not_a_hang() -> None:
         assert w.slot[sbm.W_BUSY_SINCE] > first + 400_000_000  # restarted by the chunks sent
         status, _, body = read_response(c)
         assert status == 200 and body.count(b"chunk") == 6
+
+
+def test_refused_request_is_logged_naming_the_peer() -> None:
+    """As gunicorn: a request refused before the app is a warning with the client's address."""
+    with start_worker("basic:app") as w, w.connect() as c:
+        c.sendall(b"get / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(c)[0] == 400
+        deadline = time.monotonic() + 5
+        while "Invalid request from ip=127.0.0.1: 400" not in w.stderr():
+            assert time.monotonic() < deadline, w.stderr()
+            time.sleep(0.02)
