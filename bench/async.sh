@@ -27,17 +27,13 @@ VENV=${VENV:-.bench-async-venv}
 [ "${GUNICORN25:-}" = 1 ] && SERVERS="$SERVERS gunicorn25-eventlet"
 
 command -v wrk >/dev/null || { echo "needs wrk" >&2; exit 1; }
-if ! "$VENV/bin/python" -c 'import gunicorn, gevent, eventlet, flask, packaging, sys; sys.exit(int(gunicorn.__version__.split(".")[0]) != 27)' 2>/dev/null; then
-  echo "creating $VENV (gunicorn 27, gevent, eventlet, flask)" >&2
-  [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q 'gunicorn>=27,<28' gevent eventlet packaging -r examples/flask/requirements.txt
-fi
-VENV=$(cd "$VENV" && pwd)
+. bench/peers.sh
+VENV=$(peer_venv "$VENV" gevent eventlet packaging)
 if [[ " $SERVERS " == *" gunicorn25-eventlet "* ]] && ! "$VENV-g25/bin/python" -c 'import gunicorn, eventlet' 2>/dev/null; then
   python3 -m venv "$VENV-g25"
   "$VENV-g25/bin/pip" install -q 'gunicorn==25.3.*' eventlet -r examples/flask/requirements.txt
 fi
-go build -o bin/gorn ./cmd/gorn
+build_gorn
 LOGDIR=$(mktemp -d)
 PGID=""
 cleanup() { [ -n "$PGID" ] && kill -KILL -- "-$PGID" 2>/dev/null || true; }

@@ -47,22 +47,11 @@ case "$CLASS" in sync | gthread) ;; *) echo "CLASS must be sync or gthread" >&2;
 
 command -v wrk >/dev/null || { echo "installing wrk" >&2; apt-get install -y -q wrk >/dev/null; }
 command -v setsid >/dev/null && command -v taskset >/dev/null || { echo "needs setsid and taskset (util-linux)" >&2; exit 1; }
-if ! "$VENV/bin/python" -c 'import gunicorn, pyuwsgi, granian, flask' 2>/dev/null ||
-  ! "$VENV/bin/python" -c 'import gunicorn, sys; sys.exit(int(gunicorn.__version__.split(".")[0]) != 27)' 2>/dev/null; then
-  echo "creating $VENV (gunicorn 27, pyuwsgi, granian, flask)" >&2
-  [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q 'gunicorn>=27,<28' pyuwsgi granian -r examples/flask/requirements.txt
-fi
-VENV=$(cd "$VENV" && pwd)
+. bench/peers.sh
+VENV=$(peer_venv "$VENV" pyuwsgi granian)
 PY="$VENV/bin/python"
-go build -o bin/gorn ./cmd/gorn
+build_gorn "${BASE:-}" # BASE: the same benchmark on gorn at another revision, in the same run
 GORN="$ROOT/bin/gorn"
-if [ -n "${BASE:-}" ]; then # the same benchmark on gorn at another revision, in the same run
-  base_tree=$(mktemp -d)
-  git worktree add -q --detach "$base_tree" "$BASE"
-  (cd "$base_tree" && go build -o "$ROOT/bin/gorn-base" ./cmd/gorn)
-  git worktree remove --force "$base_tree"
-fi
 HZ=$(getconf CLK_TCK)
 cd examples/flask
 

@@ -17,13 +17,9 @@ ROOT=$(pwd)
 VENV=${VENV:-.bench-venv}
 APP_DIR=${APP_DIR:-examples/flask}
 APP=${APP:-app:app}
-if ! "$VENV/bin/python" -c 'import gunicorn, flask, sys; sys.exit(int(gunicorn.__version__.split(".")[0]) != 27)' 2>/dev/null; then
-  echo "creating $VENV (gunicorn 27, flask)" >&2
-  [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q 'gunicorn>=27,<28' -r examples/flask/requirements.txt
-fi
-VENV=$(cd "$VENV" && pwd)
-make -s build >/dev/null
+. bench/peers.sh
+VENV=$(peer_venv "$VENV")
+build_gorn
 export VIRTUAL_ENV="$VENV"
 GORN="$ROOT/bin/gorn --log-format json -b 127.0.0.1:{PORT} -w {W}"
 GUNICORN="$VENV/bin/gunicorn -b 127.0.0.1:{PORT} -w {W}"

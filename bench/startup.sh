@@ -16,19 +16,9 @@ ROOT=$(pwd)
 ROUNDS=${ROUNDS:-20}
 SERVERS=${SERVERS:-gorn gunicorn}
 VENV=${VENV:-.bench-venv}
-if ! "$VENV/bin/python" -c 'import gunicorn, flask, sys; sys.exit(int(gunicorn.__version__.split(".")[0]) != 27)' 2>/dev/null; then
-  echo "creating $VENV (gunicorn 27, flask)" >&2
-  [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q 'gunicorn>=27,<28' -r examples/flask/requirements.txt
-fi
-VENV=$(cd "$VENV" && pwd)
-make -s build >/dev/null
-if [ -n "${BASE:-}" ]; then
-  base_tree=$(mktemp -d)
-  git worktree add -q --detach "$base_tree" "$BASE"
-  (cd "$base_tree" && { [ ! -f worker/bytecode/compile.sh ] || bash worker/bytecode/compile.sh >/dev/null; } && go build -o "$ROOT/bin/gorn-base" ./cmd/gorn)
-  git worktree remove --force "$base_tree"
-fi
+. bench/peers.sh
+VENV=$(peer_venv "$VENV")
+build_gorn "${BASE:-}"
 export VIRTUAL_ENV="$VENV"
 args=()
 for s in $SERVERS; do
