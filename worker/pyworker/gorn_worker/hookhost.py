@@ -462,15 +462,7 @@ def main() -> int:
         _logs.emergency(f"hook host: invalid settings: {e}")
         return 3
     os.environ.pop(_config.ENV_VAR, None)
-    log = _logs.Logger(
-        settings.log_level,
-        settings.log_format,
-        settings.slot,
-        settings.generation,
-        fd=2,
-        path=None if settings.error_log == "-" else settings.error_log,
-        name="hooks",
-    )
+    log = _logs.Logger.for_settings(settings, name="hooks")
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.reconfigure(line_buffering=True)  # type: ignore[union-attr]

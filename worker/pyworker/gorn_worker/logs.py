@@ -18,7 +18,10 @@ import sys
 import time
 import traceback
 from types import TracebackType
-from typing import Callable, Optional, Type, Union
+from typing import TYPE_CHECKING, Callable, Optional, Type, Union
+
+if TYPE_CHECKING:
+    from .config import Settings
 
 DEBUG = 10
 INFO = 20
@@ -77,6 +80,12 @@ class Logger:
         # Called with "warning", "error", "exception" (an error with a traceback) or
         # "critical" for each such record: gunicorn's StatsD log counters.
         self.count: Optional[Callable[[str], None]] = None
+
+    @classmethod
+    def for_settings(cls, settings: Settings, name: str = "worker") -> Logger:
+        """The error log the settings describe, on the inherited stderr or their file."""
+        path = None if settings.error_log == "-" else settings.error_log
+        return cls(settings.log_level, settings.log_format, settings.slot, settings.generation, 2, path, name)
 
     def enabled(self, level: int) -> bool:
         return level >= self.level

@@ -321,14 +321,7 @@ def run(
         os.umask(settings.umask)
 
     # 2. logging, faulthandler
-    log = _logs.Logger(
-        settings.log_level,
-        settings.log_format,
-        settings.slot,
-        settings.generation,
-        fd=2,
-        path=None if settings.error_log == "-" else settings.error_log,
-    )
+    log = _logs.Logger.for_settings(settings)
     for key in unknown:
         log.warning(f"ignoring unknown worker setting {key!r}")
     enable_faulthandler(settings.faulthandler_fd, log)
