@@ -73,10 +73,10 @@ func TestCgroupCPUQuotaSizesWorkers(t *testing.T) {
 	}
 }
 
-func TestCgroupMemoryLimitCapsWorkers(t *testing.T) {
-	mem := cgrouptest.NewV1(t, "memory", fmt.Sprintf("gorn-test-mem-%d", os.Getpid()))
-	// Each worker holds ~100 MiB; 85% of 320 MiB minus the master fits two, while the two
-	// CPUs of this machine alone would call for 5 sync workers.
+// ballastApp writes hungry.py, an app holding 100 MiB from its import on, into a new
+// directory, and makes a cgroup v1 memory group named after group with a 320 MiB limit.
+func ballastApp(t *testing.T, group string) (string, *cgrouptest.Group) {
+	mem := cgrouptest.NewV1(t, "memory", fmt.Sprintf("%s-%d", group, os.Getpid()))
 	mem.SetMemoryLimit(320 << 20)
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "hungry.py"), []byte(`BALLAST = b"x" * (100 << 20)
@@ -85,6 +85,13 @@ def application(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [b"ok"]
 `), 0o644)
+	return dir, mem
+}
+
+func TestCgroupMemoryLimitCapsWorkers(t *testing.T) {
+	// Each worker holds ~100 MiB; 85% of 320 MiB minus the master fits two, while the two
+	// CPUs of this machine alone would call for 5 sync workers.
+	dir, mem := ballastApp(t, "gorn-test-mem")
 	g := startGorn(t, gornOpts{dir: dir, wrap: inGroups(mem.Dir()), workers: 1}, "--cpus", "2", "hungry")
 	waitWorkers(t, g, 2, 30*time.Second)
 	if !strings.Contains(g.logs.String(), "memory cap: 2 workers fit") {
@@ -178,15 +185,7 @@ func TestCgroupMemoryCapCountsSharedPagesOnce(t *testing.T) {
 // the workers share it, so one more worker costs only its own pages and the CPU rule's 5
 // fit at the first measurement, where each worker importing the app itself fits 2.
 func TestCgroupMemoryLimitWithPreload(t *testing.T) {
-	mem := cgrouptest.NewV1(t, "memory", fmt.Sprintf("gorn-test-preload-%d", os.Getpid()))
-	mem.SetMemoryLimit(320 << 20)
-	dir := t.TempDir()
-	os.WriteFile(filepath.Join(dir, "hungry.py"), []byte(`BALLAST = b"x" * (100 << 20)
-
-def application(environ, start_response):
-    start_response("200 OK", [("Content-Type", "text/plain")])
-    return [b"ok"]
-`), 0o644)
+	dir, mem := ballastApp(t, "gorn-test-preload")
 	g := startGorn(t, gornOpts{dir: dir, wrap: inGroups(mem.Dir()), workers: 1}, "--preload", "--cpus", "2", "--resize-interval", "1", "hungry")
 	waitWorkers(t, g, 5, 60*time.Second)
 	if logs := g.logs.String(); !strings.Contains(logs, `"msg":"resizing","from":1,"to":5`) {
