@@ -176,8 +176,10 @@ def pss(name: str, command: str, cwd: str, workers: int, requests: int) -> None:
         for _ in range(requests):
             get(s.port)
         procs = tree(s.proc.pid)
-        total = sum(pss_kib(p) for p in procs)
-        print(f"  {name:24} {workers} workers: total PSS {total / 1024:7.1f} MiB over {len(procs)} processes")
+        each = [pss_kib(p) for p in procs]
+        print(f"  {name:24} {workers} workers: total PSS {sum(each) / 1024:7.1f} MiB over {len(procs)} processes")
+        rest = ", ".join(f"{kib / 1024:.1f}" for kib in sorted(each[1:], reverse=True))
+        print(f"  {'':24} PSS by process: master {each[0] / 1024:.1f} MiB; its children {rest}")
     finally:
         s.stop()
 
